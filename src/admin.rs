@@ -1,0 +1,64 @@
+//! Plain HTTP on the gateway's port: liveness, readiness, metrics and the console page.
+//!
+//! Every WebSocket upgrade request, on any path, is a subscription and goes to
+//! [`crate::ws`] before routing, so every key stays reachable (even `metrics` or `api`).
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::app::App;
+
+/// The HTTP surface: admin routes, with WebSocket upgrades diverted to subscriptions.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(console))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), divert_upgrades))
+        .with_state(app)
+}
+
+async fn divert_upgrades(State(app): State<App>, request: Request, next: Next) -> Response {
+    if crate::ws::is_upgrade(request.headers()) {
+        crate::ws::upgrade(app, request).await
+    } else {
+        next.run(request).await
+    }
+}
+
+/// Alive as long as the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready while the source is consuming; 503 during a broker outage and from the start of
+/// shutdown, so a load balancer stops sending new clients.
+async fn readyz(State(app): State<App>) -> Response {
+    if app.readiness.is_ready() && !app.shutdown.is_cancelled() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such endpoint" }))).into_response()
+}

@@ -1,0 +1,162 @@
+//! Wiring: builds the gateway from a [`Config`], connects its source, and serves on a
+//! listener it is given until a shutdown token it is given is cancelled. `main` and the
+//! tests run exactly this.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, SourceConfig};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::registry::Registry;
+use crate::server::TlsError;
+use crate::source::kafka::{KafkaSource, KafkaSourceError};
+use crate::source::memory::{self, MemoryStream};
+use crate::source::Dispatch;
+
+/// Settings each session reads.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub welcome: bool,
+    pub queue_capacity: usize,
+    pub ping_interval: Option<Duration>,
+    pub shutdown_timeout: Duration,
+}
+
+/// The shared state every request handler and session sees; cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<Shared>);
+
+pub struct Shared {
+    pub hub: Hub,
+    pub registry: Registry,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub settings: SessionSettings,
+    /// Cancelled when shutdown begins: listeners stop, sessions drain and close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every connection and session, so shutdown can wait for them to finish.
+    pub tracker: TaskTracker,
+    /// The embedded stream, when that is the source.
+    pub memory: Option<MemoryStream>,
+}
+
+impl Deref for App {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaSourceError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+enum Source {
+    Kafka(KafkaSource),
+    Memory { demo: bool, stream: MemoryStream },
+}
+
+/// A gateway whose source is connected, not yet serving.
+pub struct Gateway {
+    app: App,
+    source: Source,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
+}
+
+impl Gateway {
+    /// Builds the gateway and connects its source. Fails before any port is bound when
+    /// the broker cannot be reached, the topic does not exist, or TLS files are unusable.
+    pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Gateway, StartError> {
+        let metrics = Metrics::new();
+        let readiness = Readiness::new(metrics.clone());
+        let hub = Hub::new(config.slow_consumer, metrics.clone());
+        let tls = config.tls.as_ref().map(crate::server::tls_acceptor).transpose()?;
+        let (source, memory) = match &config.source {
+            SourceConfig::Kafka(k) => {
+                let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
+                (Source::Kafka(source), None)
+            }
+            SourceConfig::Memory { demo } => {
+                let stream = MemoryStream::new(Arc::new(hub.clone()));
+                (Source::Memory { demo: *demo, stream: stream.clone() }, Some(stream))
+            }
+        };
+        let app = App(Arc::new(Shared {
+            hub,
+            registry: Registry::default(),
+            auth: Authenticator::new(&config.auth),
+            metrics,
+            readiness,
+            settings: SessionSettings {
+                welcome: config.welcome,
+                queue_capacity: config.queue_capacity,
+                ping_interval: config.ping_interval,
+                shutdown_timeout: config.shutdown_timeout,
+            },
+            shutdown,
+            tracker: TaskTracker::new(),
+            memory,
+        }));
+        Ok(Gateway { app, source, tls, max_connections: config.max_connections })
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains: sessions flush their
+    /// queues and close with 1001, all within the shutdown timeout.
+    pub async fn serve(self, listener: TcpListener) {
+        let app = self.app;
+        let source_task = match self.source {
+            Source::Kafka(source) => {
+                let dispatch: Arc<dyn Dispatch> = Arc::new(app.hub.clone());
+                tokio::spawn(source.run(dispatch, app.shutdown.clone()))
+            }
+            Source::Memory { demo, stream } => {
+                app.readiness.set(true, "embedded stream");
+                let shutdown = app.shutdown.clone();
+                tokio::spawn(async move {
+                    if demo {
+                        memory::run_demo(stream, Duration::from_millis(500), shutdown).await;
+                    }
+                })
+            }
+        };
+
+        crate::server::serve(
+            listener,
+            self.tls,
+            crate::admin::router(app.clone()),
+            self.max_connections,
+            app.metrics.clone(),
+            app.shutdown.clone(),
+            app.tracker.clone(),
+        )
+        .await;
+
+        // The accept loop ends only on shutdown.
+        app.readiness.set(false, "shutting down");
+        let _ = source_task.await;
+        app.tracker.close();
+        let clients = app.registry.len();
+        tracing::info!(clients, timeout = ?app.settings.shutdown_timeout, "draining");
+        if tokio::time::timeout(app.settings.shutdown_timeout, app.tracker.wait()).await.is_err() {
+            tracing::warn!(remaining = app.registry.len(), "shutdown deadline passed with clients still closing");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Authentication of WebSocket upgrade requests, answered before any upgrade.
+//!
+//! - `Authorization: Basic …` (RFC 7617): the password may hold `:` and spaces; the
+//!   comparison takes the same time whatever the guess.
+//! - `Authorization: Bearer …` or `?token=…` (browsers cannot set headers): an HS256 JWT
+//!   with `sub` and `exp`, and optionally `keys`, the keys it may subscribe to.
+//!
+//! Missing or wrong credentials are a 401 with `WWW-Authenticate`; a key the identity may
+//! not read is a 403. Credentials are never logged.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::client::Subscription;
+use crate::config::AuthConfig;
+
+/// Who a request authenticated as, and what it may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Basic user name or JWT `sub`; `None` when anonymous.
+    pub user: Option<String>,
+    /// Keys it may subscribe to; `None` is every key and `/*`.
+    pub keys: Option<Vec<String>>,
+}
+
+/// Why an upgrade is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("credentials required")]
+    Missing,
+    #[error("malformed Authorization header")]
+    Malformed,
+    #[error("wrong user name or password")]
+    BadCredentials,
+    #[error("invalid token: {0}")]
+    BadToken(String),
+    #[error("this identity may not subscribe to that key")]
+    Forbidden,
+}
+
+impl AuthError {
+    /// The metric label for this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::BadCredentials => "bad_credentials",
+            AuthError::BadToken(_) => "bad_token",
+            AuthError::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// The JWT claims Sluice reads.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+}
+
+/// Checks upgrade requests against the configured users and token secret.
+pub struct Authenticator {
+    /// User names with the SHA-256 of their password: comparing fixed-size digests makes
+    /// the comparison's time independent of the password's length as well as its content.
+    users: Vec<(String, [u8; 32])>,
+    jwt: Option<(DecodingKey, Validation)>,
+    anonymous: bool,
+}
+
+impl Authenticator {
+    pub fn new(cfg: &AuthConfig) -> Self {
+        let users = cfg.users.iter().map(|(u, p)| (u.clone(), digest(p.expose().as_bytes()))).collect();
+        let jwt = cfg.jwt_secret.as_ref().map(|s| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.set_required_spec_claims(&["exp", "sub"]);
+            v.leeway = 5;
+            (DecodingKey::from_secret(s.expose().as_bytes()), v)
+        });
+        Authenticator { users, jwt, anonymous: cfg.allow_anonymous }
+    }
+
+    /// Authenticates a request from its headers and its `?token=` (already decoded).
+    pub fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Identity, AuthError> {
+        if let Some(token) = query_token {
+            return self.verify_token(token);
+        }
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return if self.anonymous { Ok(Identity { user: None, keys: None }) } else { Err(AuthError::Missing) };
+        };
+        let value = value.to_str().map_err(|_| AuthError::Malformed)?.trim();
+        let (scheme, rest) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+        if scheme.eq_ignore_ascii_case("basic") {
+            self.verify_basic(rest.trim())
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            self.verify_token(rest.trim())
+        } else {
+            Err(AuthError::Malformed)
+        }
+    }
+
+    fn verify_basic(&self, encoded: &str) -> Result<Identity, AuthError> {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| AuthError::Malformed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+        // The user-id cannot contain ':'; the password may (RFC 7617 §2).
+        let (user, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
+        let given = digest(password.as_bytes());
+        // Look at every user, so timing does not tell which names exist.
+        let mut matched: Option<&str> = None;
+        for (name, expected) in &self.users {
+            let ok = name.as_bytes().ct_eq(user.as_bytes()) & expected.ct_eq(&given);
+            if bool::from(ok) {
+                matched = Some(name);
+            }
+        }
+        match matched {
+            Some(name) => Ok(Identity { user: Some(name.to_owned()), keys: None }),
+            None => Err(AuthError::BadCredentials),
+        }
+    }
+
+    fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
+        let Some((key, validation)) = &self.jwt else {
+            return Err(AuthError::BadToken("tokens are not accepted: no JWT secret is configured".into()));
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| AuthError::BadToken(e.to_string()))?;
+        Ok(Identity { user: Some(data.claims.sub), keys: data.claims.keys })
+    }
+
+    /// Whether `identity` may subscribe to `subscription`. A `keys` claim holding `*`
+    /// allows everything, `/*` included.
+    pub fn authorize(identity: &Identity, subscription: &Subscription) -> Result<(), AuthError> {
+        let Some(keys) = &identity.keys else { return Ok(()) };
+        if keys.iter().any(|k| k == "*") {
+            return Ok(());
+        }
+        match subscription {
+            Subscription::All => Err(AuthError::Forbidden),
+            Subscription::Key(k) if keys.iter().any(|allowed| allowed.as_bytes() == k.as_ref()) => Ok(()),
+            Subscription::Key(_) => Err(AuthError::Forbidden),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenges this gateway answers a 401 with.
+    fn challenges(&self) -> Vec<HeaderValue> {
+        let mut out = vec![HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\"")];
+        if self.jwt.is_some() {
+            out.push(HeaderValue::from_static("Bearer realm=\"sluice\""));
+        }
+        out
+    }
+
+    /// The HTTP answer to a refused upgrade: 401 with challenges, or 403.
+    pub fn refusal(&self, error: &AuthError) -> Response {
+        let status = if *error == AuthError::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let body = serde_json::json!({ "error": error.to_string() }).to_string();
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            for challenge in self.challenges() {
+                response.headers_mut().append(header::WWW_AUTHENTICATE, challenge);
+            }
+        }
+        response
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use bytes::Bytes;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn auth(anonymous: bool) -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            users: vec![("alice".into(), Secret::new("pa:ss word"))],
+            jwt_secret: Some(Secret::new(SECRET)),
+            allow_anonymous: anonymous,
+            generated_password: false,
+        })
+    }
+
+    fn basic(user_pass: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user_pass));
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn basic_accepts_passwords_with_colons_and_spaces() {
+        let id = auth(false).authenticate(&basic("alice:pa:ss word"), None).unwrap();
+        assert_eq!(id.user.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn basic_refuses_wrong_and_malformed_credentials() {
+        let a = auth(false);
+        assert_eq!(a.authenticate(&basic("alice:wrong"), None), Err(AuthError::BadCredentials));
+        assert_eq!(a.authenticate(&basic("bob:pa:ss word"), None), Err(AuthError::BadCredentials));
+        assert_eq!(a.authenticate(&basic("no-colon"), None), Err(AuthError::Malformed));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
+        assert_eq!(a.authenticate(&h, None), Err(AuthError::Malformed));
+        h.insert(header::AUTHORIZATION, "Digest abc".parse().unwrap());
+        assert_eq!(a.authenticate(&h, None), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(&HeaderMap::new(), None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn anonymous_only_when_allowed_and_wrong_credentials_still_fail() {
+        assert!(auth(true).authenticate(&HeaderMap::new(), None).unwrap().user.is_none());
+        assert_eq!(auth(true).authenticate(&basic("alice:x"), None), Err(AuthError::BadCredentials));
+    }
+
+    #[test]
+    fn tokens_are_checked_for_signature_and_expiry() {
+        let a = auth(false);
+        let good = token(serde_json::json!({"sub": "dash", "exp": now() + 60, "keys": ["sensor-1"]}));
+        let id = a.authenticate(&HeaderMap::new(), Some(&good)).unwrap();
+        assert_eq!(id.user.as_deref(), Some("dash"));
+        assert_eq!(id.keys, Some(vec!["sensor-1".to_owned()]));
+
+        let expired = token(serde_json::json!({"sub": "dash", "exp": now() - 120}));
+        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&expired)), Err(AuthError::BadToken(_))));
+        let no_exp = token(serde_json::json!({"sub": "dash"}));
+        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&no_exp)), Err(AuthError::BadToken(_))));
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &serde_json::json!({"sub": "x", "exp": now() + 60}),
+            &jsonwebtoken::EncodingKey::from_secret(b"another secret, 32 bytes long!!!"),
+        )
+        .unwrap();
+        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&forged)), Err(AuthError::BadToken(_))));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, format!("Bearer {good}").parse().unwrap());
+        assert!(a.authenticate(&h, None).is_ok());
+    }
+
+    #[test]
+    fn keys_claim_limits_subscriptions() {
+        let limited = Identity { user: Some("d".into()), keys: Some(vec!["a".into()]) };
+        assert!(Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"a"))).is_ok());
+        assert_eq!(Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"b"))), Err(AuthError::Forbidden));
+        assert_eq!(Authenticator::authorize(&limited, &Subscription::All), Err(AuthError::Forbidden));
+        let star = Identity { user: None, keys: Some(vec!["*".into()]) };
+        assert!(Authenticator::authorize(&star, &Subscription::All).is_ok());
+    }
+
+    #[test]
+    fn refusals_carry_challenges() {
+        let a = auth(false);
+        let r = a.refusal(&AuthError::Missing);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let challenges: Vec<_> = r.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();
+        assert_eq!(challenges.len(), 2);
+        assert_eq!(a.refusal(&AuthError::Forbidden).status(), StatusCode::FORBIDDEN);
+    }
+}

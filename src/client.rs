@@ -1,0 +1,257 @@
+//! One connected client: who it is, what it subscribed to, its bounded outgoing queue, the
+//! signal that closes it, and what it has sent and received.
+//!
+//! The hub and the registry hold the same `Arc<Client>`; the session task owns the other
+//! end of the queue and is the only writer to the socket.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use axum::extract::ws::Message;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a client subscribed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subscription {
+    /// `/*`: every record.
+    All,
+    /// `/{key}`: the records whose key is exactly these bytes (percent-decoded path).
+    Key(Bytes),
+}
+
+impl Subscription {
+    /// The key as text, for logs and the admin API (`*` for all).
+    pub fn display(&self) -> String {
+        match self {
+            Subscription::All => "*".to_owned(),
+            Subscription::Key(k) => String::from_utf8_lossy(k).into_owned(),
+        }
+    }
+}
+
+/// Why a client is being closed, sent as its close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+pub const SLOW_CONSUMER: &str = "slow consumer";
+
+/// Result of offering a frame to a client's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The queue is full: the slow-consumer policy decides what follows.
+    Full,
+    /// The client is closing or gone; nothing to do.
+    Closed,
+}
+
+/// Traffic in one direction: counts, and the last message with its time.
+#[derive(Debug, Default, Clone)]
+pub struct Activity {
+    pub messages: u64,
+    pub bytes: u64,
+    /// The start of the last message (capped, so memory per client stays bounded).
+    pub last: Option<Bytes>,
+    pub last_at: Option<SystemTime>,
+}
+
+pub struct Client {
+    /// The `replyId`: random, unguessable, unique for the life of the process.
+    pub id: String,
+    pub subscription: Subscription,
+    /// Wrap records in the metadata envelope (`?envelope=true`).
+    pub envelope: bool,
+    /// The authenticated identity (Basic user or JWT `sub`); `None` when anonymous.
+    pub user: Option<String>,
+    pub remote: SocketAddr,
+    pub user_agent: Option<String>,
+    pub connected_at: SystemTime,
+    queue: mpsc::Sender<Message>,
+    /// Cancelled when the client must close; `close_reason` says with what.
+    closing: CancellationToken,
+    close_reason: OnceLock<CloseReason>,
+    /// Guarded separately so a burst of sends never waits on a burst of receives.
+    incoming: Mutex<Activity>,
+    outgoing: Mutex<Activity>,
+    /// Frames dropped for this client under the `drop` policy.
+    dropped: AtomicU64,
+}
+
+/// Bytes of each last message kept for the registry.
+pub const LAST_MESSAGE_CAP: usize = 1024;
+
+impl Client {
+    /// A new client and the receiving end of its queue, which its session drains.
+    pub fn new(
+        id: String,
+        subscription: Subscription,
+        envelope: bool,
+        user: Option<String>,
+        remote: SocketAddr,
+        user_agent: Option<String>,
+        queue_capacity: usize,
+    ) -> (Client, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let client = Client {
+            id,
+            subscription,
+            envelope,
+            user,
+            remote,
+            user_agent,
+            connected_at: SystemTime::now(),
+            queue: tx,
+            closing: CancellationToken::new(),
+            close_reason: OnceLock::new(),
+            incoming: Mutex::new(Activity::default()),
+            outgoing: Mutex::new(Activity::default()),
+            dropped: AtomicU64::new(0),
+        };
+        (client, rx)
+    }
+
+    /// Queues a frame without waiting: the fan-out never blocks on one client.
+    pub fn offer(&self, frame: Message) -> Offer {
+        if self.closing.is_cancelled() {
+            return Offer::Closed;
+        }
+        match self.queue.try_send(frame) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    /// Asks the session to close with this code and reason. The first request wins;
+    /// returns whether this call was it.
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        let first = self.close_reason.set(CloseReason { code, reason: reason.to_owned() }).is_ok();
+        if first {
+            self.closing.cancel();
+        }
+        first
+    }
+
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.get()
+    }
+
+    /// Resolves once [`Client::close`] has been called.
+    pub async fn closing(&self) {
+        self.closing.cancelled().await
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Frames waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records frames written to the socket: counts, and the last one (capped).
+    pub fn sent(&self, messages: u64, bytes: u64, last: &[u8]) {
+        record(&self.outgoing, messages, bytes, last);
+    }
+
+    /// Records a message received from the client.
+    pub fn received(&self, bytes: &[u8]) {
+        record(&self.incoming, 1, bytes.len() as u64, bytes);
+    }
+
+    pub fn incoming(&self) -> Activity {
+        self.incoming.lock().clone()
+    }
+
+    pub fn outgoing(&self) -> Activity {
+        self.outgoing.lock().clone()
+    }
+}
+
+fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, last: &[u8]) {
+    // Copy outside the lock: the critical section is a few stores.
+    let copy = Bytes::copy_from_slice(&last[..last.len().min(LAST_MESSAGE_CAP)]);
+    let now = SystemTime::now();
+    let mut a = activity.lock();
+    a.messages += messages;
+    a.bytes += bytes;
+    a.last = Some(copy);
+    a.last_at = Some(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(capacity: usize) -> (Client, mpsc::Receiver<Message>) {
+        Client::new("id".into(), Subscription::All, false, None, ([127, 0, 0, 1], 1).into(), None, capacity)
+    }
+
+    #[test]
+    fn a_full_queue_is_reported_not_waited_on() {
+        let (c, _rx) = client(2);
+        assert_eq!(c.offer(Message::Text("a".into())), Offer::Queued);
+        assert_eq!(c.offer(Message::Text("b".into())), Offer::Queued);
+        assert_eq!(c.offer(Message::Text("c".into())), Offer::Full);
+        assert_eq!(c.queued(), 2);
+    }
+
+    #[test]
+    fn the_first_close_reason_wins_and_stops_queueing() {
+        let (c, _rx) = client(2);
+        assert!(c.close(1008, SLOW_CONSUMER));
+        assert!(!c.close(1001, "shutdown"));
+        assert_eq!(c.close_reason().unwrap().code, 1008);
+        assert_eq!(c.offer(Message::Text("a".into())), Offer::Closed);
+    }
+
+    #[test]
+    fn concurrent_receives_lose_no_count() {
+        let (c, _rx) = client(1);
+        let c = std::sync::Arc::new(c);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        c.received(format!("{t}-{i}").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let a = c.incoming();
+        assert_eq!(a.messages, 8000);
+        assert!(a.last.unwrap().ends_with(b"-999"));
+    }
+
+    #[test]
+    fn stored_last_messages_are_capped() {
+        let (c, _rx) = client(1);
+        c.received(&vec![b'x'; LAST_MESSAGE_CAP * 4]);
+        let a = c.incoming();
+        assert_eq!(a.last.unwrap().len(), LAST_MESSAGE_CAP);
+        assert_eq!(a.bytes, (LAST_MESSAGE_CAP * 4) as u64);
+    }
+}

@@ -1,0 +1,664 @@
+//! Settings: command-line flags, then environment variables, then an optional TOML file;
+//! validated into a [`Config`] with every problem reported at once, before any port is bound.
+//!
+//! The Quix WebSocket Destination's environment names (`input`, `WS_USERNAME`,
+//! `WS_PASSWORD`, `Quix__Broker__Address`, `PORT`) are kept as they are, so a deployment
+//! of that connector can switch to Sluice without renaming anything. Sluice's own
+//! settings use a `SLUICE_` prefix; the Kafka client settings a `KAFKA_` prefix.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::FalseyValueParser;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Every setting, as the user spells it. Flags and environment come from clap; the same
+/// field names are the keys of the TOML file. All fields are optional here: defaults are
+/// applied in [`Config::from_options`], after the file is merged, so that a file value is
+/// never shadowed by a default.
+#[derive(Parser, Serialize, Deserialize, Default, Debug, Clone)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A WebSocket gateway for streaming platforms: Kafka records to WebSocket clients by key.",
+    long_about = "A WebSocket gateway for streaming platforms.\n\n\
+        Clients connect to ws://HOST:PORT/{key} to receive the records with that message key, \
+        or to ws://HOST:PORT/* to receive every record. Without a Kafka broker configured, \
+        Sluice runs on its embedded in-memory stream (add --demo for generated data).\n\n\
+        Every setting can be given as a flag, as the environment variable shown, or as the \
+        key of the same name (with underscores) in the TOML file given by --config. \
+        Flags win over the environment, which wins over the file."
+)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// TOML file holding any of these settings, keyed by the flag's name with underscores.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_HOST", value_name = "IP")]
+    pub host: Option<IpAddr>,
+
+    /// Port to listen on (the Quix deployment uses 80; 0 picks a free port). [default: 8080]
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
+
+    /// Kafka topic whose records are streamed to clients.
+    #[arg(long, env = "input", value_name = "TOPIC")]
+    pub input: Option<String>,
+
+    /// Kafka bootstrap servers, comma-separated (alias: KAFKA_BROKERS). Unset: the embedded stream.
+    #[arg(long, env = "Quix__Broker__Address", value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+
+    /// User name clients authenticate with (HTTP Basic).
+    #[arg(long, env = "WS_USERNAME", value_name = "USER")]
+    pub ws_username: Option<String>,
+
+    /// Password clients authenticate with (HTTP Basic).
+    #[arg(long, env = "WS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub ws_password: Option<Secret>,
+
+    /// Secret that signs the HS256 JWTs browsers may present as ?token= or a Bearer header.
+    #[arg(long, env = "SLUICE_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Accept clients without any credentials. Without it, Sluice never runs open.
+    #[arg(long, env = "SLUICE_ALLOW_ANONYMOUS", value_parser = FalseyValueParser::new())]
+    #[serde(default)]
+    pub allow_anonymous: bool,
+
+    /// Feed the embedded stream with generated telemetry (keys sensor-1, sensor-2, sensor-3).
+    #[arg(long, env = "SLUICE_DEMO", value_parser = FalseyValueParser::new())]
+    #[serde(default)]
+    pub demo: bool,
+
+    /// Do not send the {"type":"connected","replyId":…} frame to new clients.
+    #[arg(long, env = "SLUICE_NO_WELCOME", value_parser = FalseyValueParser::new())]
+    #[serde(default)]
+    pub no_welcome: bool,
+
+    /// Where to start reading `input`: latest, earliest, or a time (RFC 3339, or milliseconds
+    /// since the epoch). [default: latest]
+    #[arg(long, env = "SLUICE_FROM", value_name = "WHERE")]
+    pub from: Option<String>,
+
+    /// Frames queued for one client before the slow-consumer policy applies. [default: 1024]
+    #[arg(long, env = "SLUICE_QUEUE_CAPACITY", value_name = "FRAMES")]
+    pub queue_capacity: Option<usize>,
+
+    /// What to do with a client whose queue is full: `disconnect` (close 1008 "slow
+    /// consumer") or `drop` (drop the new frame, keep the client). [default: disconnect]
+    #[arg(long, env = "SLUICE_SLOW_CONSUMER", value_name = "POLICY")]
+    pub slow_consumer: Option<String>,
+
+    /// Most client connections held at once; further ones wait to be accepted. [default: 100000]
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds between pings to each client; a client silent for two intervals is closed.
+    /// 0 turns pings off. [default: 30]
+    #[arg(long, env = "SLUICE_PING_INTERVAL", value_name = "SECONDS")]
+    pub ping_interval: Option<u64>,
+
+    /// Seconds allowed on SIGTERM/SIGINT for clients to receive their queued frames and
+    /// the 1001 close. [default: 10]
+    #[arg(long, env = "SLUICE_SHUTDOWN_TIMEOUT", value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
+
+    /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
+    #[arg(long, env = "SLUICE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Log format: `text` or `json`. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+
+    /// Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_name = "MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+
+    /// Kafka SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME", value_name = "USER")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// Kafka SASL password.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<Secret>,
+
+    /// CA certificate file (PEM) to verify the Kafka brokers with.
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION", value_name = "FILE")]
+    pub kafka_ca_file: Option<PathBuf>,
+
+    /// Any other librdkafka property, as KEY=VALUE; repeat the flag, or separate with `;`
+    /// in the environment.
+    #[arg(long, env = "KAFKA_PROPERTIES", value_name = "KEY=VALUE", value_delimiter = ';')]
+    #[serde(default)]
+    pub kafka_property: Vec<String>,
+
+    /// Seconds between checks of the broker (readiness) and of new partitions. [default: 5]
+    #[arg(long, env = "SLUICE_KAFKA_CHECK_INTERVAL", value_name = "SECONDS")]
+    pub kafka_check_interval: Option<u64>,
+}
+
+/// Where the Kafka consumer starts in each partition of `input`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Latest,
+    Earliest,
+    /// Milliseconds since the Unix epoch: the first record at or after this time.
+    Timestamp(i64),
+}
+
+/// What happens to a client whose outgoing queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Close it with 1008 "slow consumer": it can reconnect and knows it missed records.
+    Disconnect,
+    /// Drop the frame that does not fit and keep the client (counted in a metric).
+    DropNewest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub source: SourceConfig,
+    pub auth: AuthConfig,
+    pub welcome: bool,
+    pub queue_capacity: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+    pub max_connections: usize,
+    pub ping_interval: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub tls: Option<TlsFiles>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// The embedded in-memory stream; `demo` feeds it generated telemetry.
+    Memory { demo: bool },
+    Kafka(KafkaConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub start: StartFrom,
+    /// librdkafka properties beyond the ones Sluice sets itself: security settings first,
+    /// then the pass-through ones, which win.
+    pub properties: Vec<(String, KafkaValue)>,
+    pub check_interval: Duration,
+}
+
+/// A librdkafka property value; secret ones are masked in `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl KafkaValue {
+    pub fn expose(&self) -> &str {
+        match self {
+            KafkaValue::Plain(v) => v,
+            KafkaValue::Secret(s) => s.expose(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Basic-auth users. Empty with no JWT secret means anonymous (only when allowed).
+    pub users: Vec<(String, Secret)>,
+    pub jwt_secret: Option<Secret>,
+    pub allow_anonymous: bool,
+    /// True when the only user's password was generated at start-up and must be printed.
+    pub generated_password: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One bad setting: which one, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub setting: String,
+    pub message: String,
+}
+
+/// Every problem found in the settings; start-up reports them all, one line each.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "config error: {}: {}", p.setting, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+const DEFAULT_PORT: u16 = 8080;
+const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
+const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_KAFKA_CHECK_SECS: u64 = 5;
+/// The user a generated password belongs to.
+pub const GENERATED_USER: &str = "sluice";
+
+impl Options {
+    /// Merges a TOML file's settings under these (flags and environment win).
+    pub fn merge_file(self, text: &str) -> Result<Options, String> {
+        let file: Options = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        // Merge field by field through JSON values, so that adding a setting needs no
+        // change here: a value given on the command line or in the environment (not null,
+        // not false, not empty) wins over the file's.
+        let mut merged = serde_json::to_value(&file).map_err(|e| e.to_string())?;
+        let ours = serde_json::to_value(&self).map_err(|e| e.to_string())?;
+        if let (Some(merged), serde_json::Value::Object(ours)) = (merged.as_object_mut(), ours) {
+            for (name, value) in ours {
+                let given = match &value {
+                    serde_json::Value::Null | serde_json::Value::Bool(false) => false,
+                    serde_json::Value::Array(a) => !a.is_empty(),
+                    _ => true,
+                };
+                if given {
+                    merged.insert(name, value);
+                }
+            }
+        }
+        let mut out: Options = serde_json::from_value(merged).map_err(|e| e.to_string())?;
+        out.config = self.config;
+        Ok(out)
+    }
+}
+
+impl Config {
+    /// Parses the process's arguments and environment, merges the TOML file if one is
+    /// named, and validates the result.
+    pub fn load() -> Result<Config, ConfigError> {
+        let options = Options::parse();
+        Self::load_from(options, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], from parsed options and an environment lookup (for tests).
+    pub fn load_from(
+        mut options: Options,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        if options.brokers.is_none() {
+            options.brokers = env("KAFKA_BROKERS").filter(|v| !v.trim().is_empty());
+        }
+        if let Some(path) = options.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|e| single("--config / SLUICE_CONFIG", format!("cannot read {}: {e}", path.display())))?;
+            options = options.merge_file(&text).map_err(|e| single("--config / SLUICE_CONFIG", format!("{}: {e}", path.display())))?;
+        }
+        Self::from_options(options)
+    }
+
+    /// Validates merged options, collecting every problem.
+    pub fn from_options(o: Options) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |setting: &str, message: String| {
+            problems.push(Problem { setting: setting.to_owned(), message })
+        };
+
+        let listen = SocketAddr::new(
+            o.host.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            o.port.unwrap_or(DEFAULT_PORT),
+        );
+
+        let start = match o.from.as_deref().map(str::trim) {
+            None | Some("latest") => StartFrom::Latest,
+            Some("earliest") => StartFrom::Earliest,
+            Some(other) => match parse_time(other) {
+                Some(ms) => StartFrom::Timestamp(ms),
+                None => {
+                    bad("--from / SLUICE_FROM", format!("{other:?} is not latest, earliest, an RFC 3339 time or milliseconds since the epoch"));
+                    StartFrom::Latest
+                }
+            },
+        };
+
+        let brokers = o.brokers.as_deref().map(str::trim).filter(|b| !b.is_empty());
+        let input = o.input.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let source = match (brokers, input) {
+            (Some(brokers), Some(topic)) => {
+                let properties = kafka_properties(&o, &mut bad);
+                let check = o.kafka_check_interval.unwrap_or(DEFAULT_KAFKA_CHECK_SECS);
+                if check == 0 {
+                    bad("--kafka-check-interval / SLUICE_KAFKA_CHECK_INTERVAL", "must be at least 1 second".into());
+                }
+                SourceConfig::Kafka(KafkaConfig {
+                    brokers: brokers.to_owned(),
+                    topic: topic.to_owned(),
+                    start,
+                    properties,
+                    check_interval: Duration::from_secs(check.max(1)),
+                })
+            }
+            (Some(_), None) => {
+                bad("--input / input", "a Kafka broker is configured but no topic to stream: set input".into());
+                SourceConfig::Memory { demo: o.demo }
+            }
+            (None, Some(_)) => {
+                bad("--brokers / Quix__Broker__Address", "input names a topic but no Kafka broker is configured: set Quix__Broker__Address or KAFKA_BROKERS".into());
+                SourceConfig::Memory { demo: o.demo }
+            }
+            (None, None) => SourceConfig::Memory { demo: o.demo },
+        };
+        if o.demo && matches!(source, SourceConfig::Kafka(_)) {
+            bad("--demo / SLUICE_DEMO", "demo data feeds the embedded stream; it cannot be used with Kafka".into());
+        }
+
+        let auth = auth_config(&o, &mut bad);
+
+        let queue_capacity = o.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
+        if queue_capacity == 0 {
+            bad("--queue-capacity / SLUICE_QUEUE_CAPACITY", "must be at least 1".into());
+        }
+        let slow_consumer = match o.slow_consumer.as_deref().map(str::trim) {
+            None | Some("disconnect") => SlowConsumerPolicy::Disconnect,
+            Some("drop") => SlowConsumerPolicy::DropNewest,
+            Some(other) => {
+                bad("--slow-consumer / SLUICE_SLOW_CONSUMER", format!("{other:?} is not `disconnect` or `drop`"));
+                SlowConsumerPolicy::Disconnect
+            }
+        };
+        let max_connections = o.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            bad("--max-connections / SLUICE_MAX_CONNECTIONS", "must be at least 1".into());
+        }
+        let ping_interval = match o.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL_SECS) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        let shutdown_timeout =
+            Duration::from_secs(o.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS));
+
+        let tls = match (&o.tls_cert, &o.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                for (setting, path) in [("--tls-cert / SLUICE_TLS_CERT", cert), ("--tls-key / SLUICE_TLS_KEY", key)] {
+                    if !path.is_file() {
+                        bad(setting, format!("{} is not a readable file", path.display()));
+                    }
+                }
+                Some(TlsFiles { cert: cert.clone(), key: key.clone() })
+            }
+            (Some(_), None) => {
+                bad("--tls-key / SLUICE_TLS_KEY", "required with --tls-cert".into());
+                None
+            }
+            (None, Some(_)) => {
+                bad("--tls-cert / SLUICE_TLS_CERT", "required with --tls-key".into());
+                None
+            }
+        };
+
+        let log_format = match o.log_format.as_deref().map(str::trim) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                bad("--log-format / SLUICE_LOG_FORMAT", format!("{other:?} is not `text` or `json`"));
+                LogFormat::Text
+            }
+        };
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Config {
+            listen,
+            source,
+            auth,
+            welcome: !o.no_welcome,
+            queue_capacity,
+            slow_consumer,
+            max_connections,
+            ping_interval,
+            shutdown_timeout,
+            tls,
+            log_format,
+        })
+    }
+}
+
+fn single(setting: &str, message: String) -> ConfigError {
+    ConfigError { problems: vec![Problem { setting: setting.to_owned(), message }] }
+}
+
+fn auth_config(o: &Options, bad: &mut impl FnMut(&str, String)) -> AuthConfig {
+    let username = o.ws_username.as_deref().filter(|u| !u.is_empty());
+    let password = o.ws_password.as_ref().filter(|p| !p.expose().is_empty());
+    let jwt_secret = o.jwt_secret.clone().filter(|s| !s.expose().is_empty());
+    if let Some(secret) = &jwt_secret {
+        // HS256 with a short key is brute-forceable offline from any token a browser holds.
+        if secret.expose().len() < 32 {
+            bad("--jwt-secret / SLUICE_JWT_SECRET", "must be at least 32 bytes long".into());
+        }
+    }
+    let mut users = Vec::new();
+    let mut generated_password = false;
+    match (username, password) {
+        (Some(user), Some(pass)) => {
+            if user.contains(':') {
+                bad("--ws-username / WS_USERNAME", "must not contain ':' (RFC 7617)".into());
+            }
+            users.push((user.to_owned(), pass.clone()));
+        }
+        (Some(_), None) => bad("--ws-password / WS_PASSWORD", "required when WS_USERNAME is set".into()),
+        (None, Some(_)) => bad("--ws-username / WS_USERNAME", "required when WS_PASSWORD is set".into()),
+        (None, None) => {
+            if jwt_secret.is_none() && !o.allow_anonymous {
+                users.push((GENERATED_USER.to_owned(), Secret::generate(24)));
+                generated_password = true;
+            }
+        }
+    }
+    AuthConfig { users, jwt_secret, allow_anonymous: o.allow_anonymous, generated_password }
+}
+
+fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(String, KafkaValue)> {
+    let mut props = Vec::new();
+    let plain = |v: &str| KafkaValue::Plain(v.to_owned());
+    if let Some(p) = o.kafka_security_protocol.as_deref().map(str::trim) {
+        let upper = p.to_ascii_uppercase();
+        if ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&upper.as_str()) {
+            props.push(("security.protocol".to_owned(), plain(&upper)));
+        } else {
+            bad("--kafka-security-protocol / KAFKA_SECURITY_PROTOCOL", format!("{p:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"));
+        }
+    }
+    if let Some(m) = o.kafka_sasl_mechanism.as_deref().map(str::trim) {
+        let upper = m.to_ascii_uppercase();
+        if ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&upper.as_str()) {
+            props.push(("sasl.mechanism".to_owned(), plain(&upper)));
+        } else {
+            bad("--kafka-sasl-mechanism / KAFKA_SASL_MECHANISM", format!("{m:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"));
+        }
+    }
+    match (&o.kafka_sasl_username, &o.kafka_sasl_password) {
+        (Some(u), Some(p)) => {
+            props.push(("sasl.username".to_owned(), plain(u)));
+            props.push(("sasl.password".to_owned(), KafkaValue::Secret(p.clone())));
+        }
+        (Some(_), None) => bad("--kafka-sasl-password / KAFKA_SASL_PASSWORD", "required with KAFKA_SASL_USERNAME".into()),
+        (None, Some(_)) => bad("--kafka-sasl-username / KAFKA_SASL_USERNAME", "required with KAFKA_SASL_PASSWORD".into()),
+        (None, None) => {}
+    }
+    if let Some(ca) = &o.kafka_ca_file {
+        if ca.is_file() {
+            props.push(("ssl.ca.location".to_owned(), plain(&ca.display().to_string())));
+        } else {
+            bad("--kafka-ca-file / KAFKA_SSL_CA_LOCATION", format!("{} is not a readable file", ca.display()));
+        }
+    }
+    for entry in o.kafka_property.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                let key = k.trim().to_owned();
+                let value = if key.contains("password") || key.contains("secret") {
+                    KafkaValue::Secret(Secret::new(v.trim()))
+                } else {
+                    plain(v.trim())
+                };
+                props.push((key, value));
+            }
+            _ => bad("--kafka-property / KAFKA_PROPERTIES", format!("{entry:?} is not KEY=VALUE")),
+        }
+    }
+    props
+}
+
+/// RFC 3339 or milliseconds since the epoch.
+fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return (ms >= 0).then_some(ms);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Options {
+        let mut all = vec!["sluice"];
+        all.extend_from_slice(args);
+        Options::try_parse_from(all).expect("arguments parse")
+    }
+
+    fn problems(o: Options) -> Vec<String> {
+        match Config::from_options(o) {
+            Ok(_) => vec![],
+            Err(e) => e.problems.into_iter().map(|p| p.setting).collect(),
+        }
+    }
+
+    #[test]
+    fn no_settings_run_the_embedded_stream_with_a_generated_password() {
+        let c = Config::from_options(Options::default()).unwrap();
+        assert!(matches!(c.source, SourceConfig::Memory { demo: false }));
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.auth.generated_password);
+        assert_eq!(c.auth.users[0].0, GENERATED_USER);
+        assert!(c.auth.users[0].1.expose().len() >= 20);
+    }
+
+    #[test]
+    fn allow_anonymous_is_the_only_way_to_run_without_credentials() {
+        let c = Config::from_options(parse(&["--allow-anonymous"])).unwrap();
+        assert!(c.auth.users.is_empty());
+        assert!(c.auth.allow_anonymous);
+        assert!(!c.auth.generated_password);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_its_setting() {
+        let o = parse(&[
+            "--ws-username", "u",
+            "--queue-capacity", "0",
+            "--slow-consumer", "maybe",
+            "--from", "yesterday",
+            "--brokers", "localhost:9092",
+            "--kafka-sasl-mechanism", "GSSAPI",
+            "--kafka-property", "novalue",
+            "--tls-cert", "/nonexistent.pem",
+        ]);
+        let got = problems(o);
+        for setting in [
+            "--ws-password / WS_PASSWORD",
+            "--queue-capacity / SLUICE_QUEUE_CAPACITY",
+            "--slow-consumer / SLUICE_SLOW_CONSUMER",
+            "--from / SLUICE_FROM",
+            "--input / input",
+            "--tls-key / SLUICE_TLS_KEY",
+        ] {
+            assert!(got.iter().any(|s| s == setting), "{setting} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn kafka_settings_become_librdkafka_properties_with_passthrough_last() {
+        let o = parse(&[
+            "--brokers", "b1:9092,b2:9092",
+            "--input", "telemetry",
+            "--kafka-security-protocol", "sasl_ssl",
+            "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+            "--kafka-sasl-username", "svc",
+            "--kafka-sasl-password", "pw",
+            "--kafka-property", "fetch.wait.max.ms=5;client.id=edge",
+            "--from", "2026-01-02T03:04:05Z",
+        ]);
+        let c = Config::from_options(o).unwrap();
+        let SourceConfig::Kafka(k) = c.source else { panic!("kafka expected") };
+        assert_eq!(k.topic, "telemetry");
+        assert_eq!(k.start, StartFrom::Timestamp(1_767_323_045_000));
+        let keys: Vec<_> = k.properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "fetch.wait.max.ms", "client.id"]);
+        assert_eq!(k.properties[0].1.expose(), "SASL_SSL");
+        assert!(!format!("{:?}", k.properties).contains("\"pw\""));
+    }
+
+    #[test]
+    fn file_values_apply_under_flags() {
+        let o = parse(&["--port", "9000"]).merge_file("port = 1234\ninput = \"t\"\nbrokers = \"k:9092\"\ndemo = false\nqueue_capacity = 7\n").unwrap();
+        assert_eq!(o.port, Some(9000));
+        assert_eq!(o.input.as_deref(), Some("t"));
+        assert_eq!(o.queue_capacity, Some(7));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = Options::default().merge_file("prot = 80\n").unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn username_with_colon_is_refused() {
+        assert!(problems(parse(&["--ws-username", "a:b", "--ws-password", "p"])).contains(&"--ws-username / WS_USERNAME".to_owned()));
+    }
+
+    #[test]
+    fn time_parsing_accepts_rfc3339_and_epoch_millis() {
+        assert_eq!(parse_time("0"), Some(0));
+        assert_eq!(parse_time("1700000000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_time("soon"), None);
+    }
+}

@@ -1,0 +1,224 @@
+//! Fan-out: each record goes to the clients subscribed to its key and to those on `/*`.
+//!
+//! A record is encoded once (see [`crate::record::Frames`]) and each subscriber gets a
+//! reference to the same bytes. Delivery never waits on a client: a full queue is a
+//! decision under the slow-consumer policy, taken here and counted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, SLOW_CONSUMER};
+use crate::config::SlowConsumerPolicy;
+use crate::metrics::Metrics;
+use crate::record::{Frames, Record};
+use crate::source::Dispatch;
+
+/// A cheap-to-clone handle on the subscription table.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Read on every record, written on connect and disconnect.
+    table: RwLock<Table>,
+    policy: SlowConsumerPolicy,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Table {
+    by_key: HashMap<Bytes, Vec<Arc<Client>>>,
+    all: Vec<Arc<Client>>,
+}
+
+/// Removes the client from the hub when dropped, so no path out of a session can leave a
+/// stale subscriber behind.
+pub struct SubscriptionGuard {
+    hub: Hub,
+    client: Arc<Client>,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.client);
+    }
+}
+
+impl Hub {
+    pub fn new(policy: SlowConsumerPolicy, metrics: Metrics) -> Self {
+        Hub { shared: Arc::new(Shared { table: RwLock::new(Table::default()), policy, metrics }) }
+    }
+
+    /// Starts delivering records to `client`, until the guard is dropped.
+    pub fn subscribe(&self, client: Arc<Client>) -> SubscriptionGuard {
+        {
+            let mut table = self.shared.table.write();
+            match &client.subscription {
+                Subscription::All => table.all.push(client.clone()),
+                Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client.clone()),
+            }
+        }
+        SubscriptionGuard { hub: self.clone(), client }
+    }
+
+    fn unsubscribe(&self, client: &Arc<Client>) {
+        let mut table = self.shared.table.write();
+        let remove = |list: &mut Vec<Arc<Client>>| {
+            if let Some(i) = list.iter().position(|c| Arc::ptr_eq(c, client)) {
+                list.swap_remove(i);
+            }
+        };
+        match &client.subscription {
+            Subscription::All => remove(&mut table.all),
+            Subscription::Key(k) => {
+                if let Some(list) = table.by_key.get_mut(k) {
+                    remove(list);
+                    // Keys nobody listens to any more must not accumulate.
+                    if list.is_empty() {
+                        table.by_key.remove(k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribers now: (keys with at least one client, clients on `/*`).
+    pub fn sizes(&self) -> (usize, usize) {
+        let table = self.shared.table.read();
+        (table.by_key.len(), table.all.len())
+    }
+
+    fn deliver(&self, record: &Record) {
+        let metrics = &self.shared.metrics;
+        metrics.records_consumed.inc();
+        if record.value.is_none() {
+            metrics.record_skipped("tombstone");
+            return;
+        }
+        let frames = Frames::new(record);
+        let table = self.shared.table.read();
+        let keyed = record.key.as_ref().and_then(|k| table.by_key.get(k));
+        for client in keyed.into_iter().flatten().chain(table.all.iter()) {
+            if let Some(frame) = frames.for_subscriber(client.envelope) {
+                self.offer(client, frame.clone());
+            }
+        }
+    }
+
+    fn offer(&self, client: &Client, frame: axum::extract::ws::Message) {
+        match client.offer(frame) {
+            Offer::Queued | Offer::Closed => {}
+            Offer::Full => match self.shared.policy {
+                SlowConsumerPolicy::Disconnect => {
+                    if client.close(CLOSE_POLICY_VIOLATION, SLOW_CONSUMER) {
+                        self.shared.metrics.slow_consumer_disconnects.inc();
+                        tracing::info!(client = %client.id, key = %client.subscription.display(), queued = client.queued(), "closing slow consumer");
+                    }
+                }
+                SlowConsumerPolicy::DropNewest => {
+                    client.count_dropped();
+                    self.shared.metrics.frames_dropped.inc();
+                }
+            },
+        }
+    }
+}
+
+impl Dispatch for Hub {
+    fn dispatch(&self, record: Record) {
+        self.deliver(&record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ws::Message;
+    use tokio::sync::mpsc;
+
+    fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, mpsc::Receiver<Message>) {
+        let (c, rx) = Client::new(format!("{sub:?}"), sub, false, None, ([127, 0, 0, 1], 1).into(), None, capacity);
+        (Arc::new(c), rx)
+    }
+
+    fn record(key: Option<&'static str>, value: Option<&'static str>) -> Record {
+        Record {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: key.map(|k| Bytes::from_static(k.as_bytes())),
+            value: value.map(|v| Bytes::from_static(v.as_bytes())),
+            headers: vec![],
+        }
+    }
+
+    fn texts(rx: &mut mpsc::Receiver<Message>) -> Vec<String> {
+        let mut out = vec![];
+        while let Ok(Message::Text(t)) = rx.try_recv() {
+            out.push(t.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn records_reach_their_key_and_the_wildcard_only() {
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new());
+        let (a, mut rx_a) = client(Subscription::Key(Bytes::from_static(b"a")), 8);
+        let (all, mut rx_all) = client(Subscription::All, 8);
+        let _ga = hub.subscribe(a);
+        let _gall = hub.subscribe(all);
+        hub.dispatch(record(Some("a"), Some("1")));
+        hub.dispatch(record(Some("b"), Some("2")));
+        hub.dispatch(record(None, Some("3")));
+        hub.dispatch(record(Some("a"), None));
+        assert_eq!(texts(&mut rx_a), ["1"]);
+        assert_eq!(texts(&mut rx_all), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_full_queue_closes_only_that_client_under_disconnect() {
+        let metrics = Metrics::new();
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone());
+        let (slow, _rx_slow) = client(Subscription::All, 1);
+        let (fast, mut rx_fast) = client(Subscription::All, 8);
+        let _g1 = hub.subscribe(slow.clone());
+        let _g2 = hub.subscribe(fast.clone());
+        for v in ["1", "2", "3"] {
+            hub.dispatch(record(Some("k"), Some(v)));
+        }
+        assert_eq!(slow.close_reason().unwrap().code, 1008);
+        assert!(!fast.is_closing());
+        assert_eq!(texts(&mut rx_fast), ["1", "2", "3"]);
+        assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    }
+
+    #[test]
+    fn drop_policy_keeps_the_client_and_counts() {
+        let metrics = Metrics::new();
+        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone());
+        let (slow, mut rx) = client(Subscription::All, 1);
+        let _g = hub.subscribe(slow.clone());
+        for v in ["1", "2", "3"] {
+            hub.dispatch(record(Some("k"), Some(v)));
+        }
+        assert!(!slow.is_closing());
+        assert_eq!(slow.dropped(), 2);
+        assert_eq!(metrics.frames_dropped.get(), 2);
+        assert_eq!(texts(&mut rx), ["1"]);
+    }
+
+    #[test]
+    fn keys_without_subscribers_are_removed() {
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new());
+        let (a, _rx) = client(Subscription::Key(Bytes::from_static(b"a")), 1);
+        let guard = hub.subscribe(a);
+        assert_eq!(hub.sizes(), (1, 0));
+        drop(guard);
+        assert_eq!(hub.sizes(), (0, 0));
+    }
+}

@@ -1,0 +1,101 @@
+//! `sluice`: start-up as a sequence. Load and validate the settings (every problem at
+//! once, exit 64), connect the source (exit 69 when the broker or topic is unusable),
+//! bind, serve, wait for SIGTERM/SIGINT, drain within the deadline, exit 0.
+
+use std::process::ExitCode;
+
+use sluice::app::Gateway;
+use sluice::config::{Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// sysexits.h: the settings are wrong.
+const EXIT_CONFIG: u8 = 64;
+/// sysexits.h: a service Sluice depends on is unavailable.
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let gateway = match Gateway::start(&config, shutdown.clone()).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: --port / PORT: cannot listen on {}: {e}", config.listen);
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    // Printed, not logged: these lines are for the person who started Sluice, and the
+    // generated password must not end up in a log pipeline.
+    if config.auth.generated_password {
+        if let Some((user, password)) = config.auth.users.first() {
+            println!("generated credentials (set WS_USERNAME and WS_PASSWORD to choose your own): user {user:?}, password {:?}", password.expose());
+        }
+    } else if config.auth.allow_anonymous && config.auth.users.is_empty() && config.auth.jwt_secret.is_none() {
+        println!("warning: --allow-anonymous: anyone who can reach this port can subscribe");
+    }
+    println!("sluice listening on {scheme}://{addr} (subscribe at /{{key}} or /*)");
+
+    tokio::spawn(stop_on_signal(shutdown));
+    gateway.serve(listener).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

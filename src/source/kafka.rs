@@ -1,0 +1,287 @@
+//! Consumes every partition of a Kafka topic and dispatches its records in order.
+//!
+//! No consumer group: a group would split the partitions between replicas of Sluice, and
+//! a client connected to one replica would miss the keys the others hold. Each replica
+//! assigns itself all partitions, starts where `--from` says, commits nothing, and picks
+//! up partitions added later (from their beginning: everything in them is new).
+//!
+//! librdkafka reconnects by itself when the broker goes away; this module keeps clients
+//! connected meanwhile, and keeps `/readyz` honest by checking the broker every
+//! `check_interval` and on every all-brokers-down error.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{KafkaConfig, StartFrom};
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::record::Record;
+use crate::source::Dispatch;
+
+/// How long start-up waits for the broker before giving up with a clear error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the Kafka source could not start. Each message names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("--kafka-property / KAFKA_PROPERTIES: the Kafka client refused its configuration: {0}")]
+    Config(#[source] KafkaError),
+    #[error("--brokers / Quix__Broker__Address: cannot reach Kafka at {brokers}: {source}")]
+    Unreachable { brokers: String, source: KafkaError },
+    #[error("--input / input: topic {topic:?} does not exist on {brokers}")]
+    MissingTopic { topic: String, brokers: String },
+    #[error("--from / SLUICE_FROM: cannot find the offsets for that time in {topic:?}: {source}")]
+    OffsetLookup { topic: String, source: KafkaError },
+    #[error("--input / input: cannot assign the partitions of {topic:?}: {source}")]
+    Assign { topic: String, source: KafkaError },
+}
+
+/// Routes librdkafka's logs, errors and statistics into tracing, metrics and readiness.
+pub struct SourceContext {
+    metrics: Metrics,
+    readiness: Readiness,
+    topic: String,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+        }
+    }
+
+    fn stats(&self, stats: Statistics) {
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            for (id, p) in &topic.partitions {
+                // librdkafka reports an internal partition -1, and -1 lag before it knows.
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.get_or_create(&[("partition", i64::from(*id))]).set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.readiness.set(false, "all Kafka brokers are down");
+        }
+        self.metrics.kafka_error("client", &format_args!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+type KafkaConsumer = StreamConsumer<SourceContext>;
+
+/// A consumer with every partition of its topic assigned, ready to run.
+pub struct KafkaSource {
+    consumer: Arc<KafkaConsumer>,
+    topic: Arc<str>,
+    assigned: BTreeSet<i32>,
+    check_interval: Duration,
+    metrics: Metrics,
+    readiness: Readiness,
+}
+
+/// The librdkafka configuration: Sluice's own choices first, the user's after (they win).
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", "sluice")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        // The default 500 ms makes a quiet topic's records wait for the broker's fetch
+        // timeout; under load fetches return full long before either bound.
+        .set("fetch.wait.max.ms", "100")
+        .set("statistics.interval.ms", "5000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (key, value) in &cfg.properties {
+        c.set(key, value.expose());
+    }
+    c
+}
+
+impl KafkaSource {
+    /// Creates the consumer, checks the broker and the topic, and assigns every partition
+    /// at the configured start. Fails with one clear error naming the setting.
+    pub async fn connect(
+        cfg: &KafkaConfig,
+        topic: &str,
+        start: StartFrom,
+        metrics: Metrics,
+        readiness: Readiness,
+    ) -> Result<KafkaSource, KafkaSourceError> {
+        let context = SourceContext { metrics: metrics.clone(), readiness: readiness.clone(), topic: topic.to_owned() };
+        let consumer: KafkaConsumer =
+            client_config(cfg).create_with_context(context).map_err(KafkaSourceError::Config)?;
+        let consumer = Arc::new(consumer);
+
+        let partitions = match partitions(&consumer, topic, CONNECT_TIMEOUT).await {
+            Ok(Some(p)) if !p.is_empty() => p,
+            Ok(_) => {
+                return Err(KafkaSourceError::MissingTopic { topic: topic.to_owned(), brokers: cfg.brokers.clone() })
+            }
+            Err(source) => return Err(KafkaSourceError::Unreachable { brokers: cfg.brokers.clone(), source }),
+        };
+
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            let offset = match start {
+                StartFrom::Latest => Offset::End,
+                StartFrom::Earliest => Offset::Beginning,
+                StartFrom::Timestamp(ms) => Offset::Offset(ms),
+            };
+            tpl.add_partition_offset(topic, p, offset).map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
+        }
+        if matches!(start, StartFrom::Timestamp(_)) {
+            let c = consumer.clone();
+            tpl = tokio::task::spawn_blocking(move || c.offsets_for_times(tpl, CONNECT_TIMEOUT))
+                .await
+                .expect("offset lookup task panicked")
+                .map_err(|source| KafkaSourceError::OffsetLookup { topic: topic.to_owned(), source })?;
+        }
+        consumer.assign(&tpl).map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
+        tracing::info!(topic, partitions = partitions.len(), ?start, "consuming every partition");
+
+        Ok(KafkaSource {
+            consumer,
+            topic: Arc::from(topic),
+            assigned: partitions,
+            check_interval: cfg.check_interval,
+            metrics,
+            readiness,
+        })
+    }
+
+    /// Dispatches records until shutdown. Receive errors are counted and logged; they never
+    /// end the loop, since librdkafka recovers from broker outages by itself.
+    pub async fn run(self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken) {
+        let checker = tokio::spawn(check_broker(
+            self.consumer.clone(),
+            self.topic.clone(),
+            self.assigned.clone(),
+            self.check_interval,
+            self.metrics.clone(),
+            self.readiness.clone(),
+            shutdown.clone(),
+        ));
+        self.readiness.set(true, "partitions assigned");
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = self.consumer.recv() => m,
+            };
+            match message {
+                Ok(m) => dispatch.dispatch(to_record(&m, &self.topic)),
+                Err(e) => self.metrics.kafka_error("consume", &e),
+            }
+        }
+        checker.abort();
+    }
+}
+
+fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
+    let headers = m
+        .headers()
+        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice))).collect())
+        .unwrap_or_default();
+    Record {
+        topic: topic.clone(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}
+
+/// The partition ids of `topic`; `Ok(None)` when the broker says it does not exist.
+async fn partitions(
+    consumer: &Arc<KafkaConsumer>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<BTreeSet<i32>>, KafkaError> {
+    let c = consumer.clone();
+    let name = topic.to_owned();
+    // fetch_metadata blocks its thread for up to `timeout`.
+    let metadata = tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&name), timeout))
+        .await
+        .expect("metadata task panicked")?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    if t.error().is_some() {
+        return Ok(None);
+    }
+    Ok(Some(t.partitions().iter().map(|p| p.id()).collect()))
+}
+
+/// Every interval: asks the broker for the topic's partitions. An answer makes the source
+/// ready and assigns any new partition; no answer makes it not ready.
+async fn check_broker(
+    consumer: Arc<KafkaConsumer>,
+    topic: Arc<str>,
+    mut assigned: BTreeSet<i32>,
+    interval: Duration,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match partitions(&consumer, &topic, interval.max(Duration::from_secs(1))).await {
+            Ok(Some(now)) => {
+                let new: Vec<i32> = now.difference(&assigned).copied().collect();
+                if !new.is_empty() {
+                    let mut tpl = TopicPartitionList::new();
+                    for &p in &new {
+                        let _ = tpl.add_partition_offset(&topic, p, Offset::Beginning);
+                    }
+                    match consumer.incremental_assign(&tpl) {
+                        Ok(()) => {
+                            tracing::info!(topic = %topic, partitions = ?new, "assigned new partitions");
+                            assigned.extend(new);
+                        }
+                        Err(e) => metrics.kafka_error("assign", &e),
+                    }
+                }
+                readiness.set(true, "broker answered");
+            }
+            Ok(None) => {
+                metrics.kafka_error("metadata", &format_args!("topic {topic:?} no longer exists"));
+                readiness.set(false, "topic missing");
+            }
+            Err(e) => {
+                metrics.kafka_error("metadata", &e);
+                readiness.set(false, "broker not answering");
+            }
+        }
+    }
+}
