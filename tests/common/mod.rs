@@ -10,7 +10,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -246,12 +246,12 @@ impl Sluice {
                     panic!("sluice did not start: stderr:\n{}", stderr.lock().unwrap().join("\n"));
                 }
             };
+            banner.push(line.clone());
             if let Some(rest) = line.strip_prefix("sluice listening on ") {
                 let url = rest.split_whitespace().next().unwrap();
                 let hostport = url.split("://").nth(1).unwrap();
                 break hostport.parse().unwrap();
             }
-            banner.push(line);
         };
         Sluice { child, addr, banner, stderr }
     }
