@@ -128,8 +128,8 @@ impl Authenticator {
         let Some((key, validation)) = &self.jwt else {
             return Err(AuthError::BadToken("tokens are not accepted: no JWT secret is configured".into()));
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map_err(|e| AuthError::BadToken(e.to_string()))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| AuthError::BadToken(e.to_string()))?;
         Ok(Identity { user: Some(data.claims.sub), keys: data.claims.keys })
     }
 
@@ -199,7 +199,12 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> String {
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn now() -> u64 {
@@ -261,7 +266,10 @@ mod tests {
     fn keys_claim_limits_subscriptions() {
         let limited = Identity { user: Some("d".into()), keys: Some(vec!["a".into()]) };
         assert!(Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"a"))).is_ok());
-        assert_eq!(Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"b"))), Err(AuthError::Forbidden));
+        assert_eq!(
+            Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"b"))),
+            Err(AuthError::Forbidden)
+        );
         assert_eq!(Authenticator::authorize(&limited, &Subscription::All), Err(AuthError::Forbidden));
         let star = Identity { user: None, keys: Some(vec!["*".into()]) };
         assert!(Authenticator::authorize(&star, &Subscription::All).is_ok());

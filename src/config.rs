@@ -198,7 +198,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// The embedded in-memory stream; `demo` feeds it generated telemetry.
-    Memory { demo: bool },
+    Memory {
+        demo: bool,
+    },
     Kafka(KafkaConfig),
 }
 
@@ -315,16 +317,16 @@ impl Config {
     }
 
     /// As [`Config::load`], from parsed options and an environment lookup (for tests).
-    pub fn load_from(
-        mut options: Options,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_from(mut options: Options, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         if options.brokers.is_none() {
             options.brokers = env("KAFKA_BROKERS").filter(|v| !v.trim().is_empty());
         }
         if let Some(path) = options.config.clone() {
-            let text = std::fs::read_to_string(&path).map_err(|e| single("--config / SLUICE_CONFIG", format!("cannot read {}: {e}", path.display())))?;
-            options = options.merge_file(&text).map_err(|e| single("--config / SLUICE_CONFIG", format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| single("--config / SLUICE_CONFIG", format!("cannot read {}: {e}", path.display())))?;
+            options = options
+                .merge_file(&text)
+                .map_err(|e| single("--config / SLUICE_CONFIG", format!("{}: {e}", path.display())))?;
         }
         Self::from_options(options)
     }
@@ -332,14 +334,9 @@ impl Config {
     /// Validates merged options, collecting every problem.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
-        let mut bad = |setting: &str, message: String| {
-            problems.push(Problem { setting: setting.to_owned(), message })
-        };
+        let mut bad = |setting: &str, message: String| problems.push(Problem { setting: setting.to_owned(), message });
 
-        let listen = SocketAddr::new(
-            o.host.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            o.port.unwrap_or(DEFAULT_PORT),
-        );
+        let listen = SocketAddr::new(o.host.unwrap_or(IpAddr::from([0, 0, 0, 0])), o.port.unwrap_or(DEFAULT_PORT));
 
         let start = match o.from.as_deref().map(str::trim) {
             None | Some("latest") => StartFrom::Latest,
@@ -347,7 +344,10 @@ impl Config {
             Some(other) => match parse_time(other) {
                 Some(ms) => StartFrom::Timestamp(ms),
                 None => {
-                    bad("--from / SLUICE_FROM", format!("{other:?} is not latest, earliest, an RFC 3339 time or milliseconds since the epoch"));
+                    bad(
+                        "--from / SLUICE_FROM",
+                        format!("{other:?} is not latest, earliest, an RFC 3339 time or milliseconds since the epoch"),
+                    );
                     StartFrom::Latest
                 }
             },
@@ -375,7 +375,11 @@ impl Config {
                 SourceConfig::Memory { demo: o.demo }
             }
             (None, Some(_)) => {
-                bad("--brokers / Quix__Broker__Address", "input names a topic but no Kafka broker is configured: set Quix__Broker__Address or KAFKA_BROKERS".into());
+                bad(
+                    "--brokers / Quix__Broker__Address",
+                    "input names a topic but no Kafka broker is configured: set Quix__Broker__Address or KAFKA_BROKERS"
+                        .into(),
+                );
                 SourceConfig::Memory { demo: o.demo }
             }
             (None, None) => SourceConfig::Memory { demo: o.demo },
@@ -406,8 +410,7 @@ impl Config {
             0 => None,
             s => Some(Duration::from_secs(s)),
         };
-        let shutdown_timeout =
-            Duration::from_secs(o.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS));
+        let shutdown_timeout = Duration::from_secs(o.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_SECS));
 
         let tls = match (&o.tls_cert, &o.tls_key) {
             (None, None) => None,
@@ -500,7 +503,10 @@ fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(Str
         if ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&upper.as_str()) {
             props.push(("security.protocol".to_owned(), plain(&upper)));
         } else {
-            bad("--kafka-security-protocol / KAFKA_SECURITY_PROTOCOL", format!("{p:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"));
+            bad(
+                "--kafka-security-protocol / KAFKA_SECURITY_PROTOCOL",
+                format!("{p:?} is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+            );
         }
     }
     if let Some(m) = o.kafka_sasl_mechanism.as_deref().map(str::trim) {
@@ -508,7 +514,10 @@ fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(Str
         if ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&upper.as_str()) {
             props.push(("sasl.mechanism".to_owned(), plain(&upper)));
         } else {
-            bad("--kafka-sasl-mechanism / KAFKA_SASL_MECHANISM", format!("{m:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"));
+            bad(
+                "--kafka-sasl-mechanism / KAFKA_SASL_MECHANISM",
+                format!("{m:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+            );
         }
     }
     match (&o.kafka_sasl_username, &o.kafka_sasl_password) {
@@ -516,8 +525,12 @@ fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(Str
             props.push(("sasl.username".to_owned(), plain(u)));
             props.push(("sasl.password".to_owned(), KafkaValue::Secret(p.clone())));
         }
-        (Some(_), None) => bad("--kafka-sasl-password / KAFKA_SASL_PASSWORD", "required with KAFKA_SASL_USERNAME".into()),
-        (None, Some(_)) => bad("--kafka-sasl-username / KAFKA_SASL_USERNAME", "required with KAFKA_SASL_PASSWORD".into()),
+        (Some(_), None) => {
+            bad("--kafka-sasl-password / KAFKA_SASL_PASSWORD", "required with KAFKA_SASL_USERNAME".into())
+        }
+        (None, Some(_)) => {
+            bad("--kafka-sasl-username / KAFKA_SASL_USERNAME", "required with KAFKA_SASL_PASSWORD".into())
+        }
         (None, None) => {}
     }
     if let Some(ca) = &o.kafka_ca_file {
@@ -591,14 +604,22 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once_naming_its_setting() {
         let o = parse(&[
-            "--ws-username", "u",
-            "--queue-capacity", "0",
-            "--slow-consumer", "maybe",
-            "--from", "yesterday",
-            "--brokers", "localhost:9092",
-            "--kafka-sasl-mechanism", "GSSAPI",
-            "--kafka-property", "novalue",
-            "--tls-cert", "/nonexistent.pem",
+            "--ws-username",
+            "u",
+            "--queue-capacity",
+            "0",
+            "--slow-consumer",
+            "maybe",
+            "--from",
+            "yesterday",
+            "--brokers",
+            "localhost:9092",
+            "--kafka-sasl-mechanism",
+            "GSSAPI",
+            "--kafka-property",
+            "novalue",
+            "--tls-cert",
+            "/nonexistent.pem",
         ]);
         let got = problems(o);
         for setting in [
@@ -616,28 +637,41 @@ mod tests {
     #[test]
     fn kafka_settings_become_librdkafka_properties_with_passthrough_last() {
         let o = parse(&[
-            "--brokers", "b1:9092,b2:9092",
-            "--input", "telemetry",
-            "--kafka-security-protocol", "sasl_ssl",
-            "--kafka-sasl-mechanism", "SCRAM-SHA-512",
-            "--kafka-sasl-username", "svc",
-            "--kafka-sasl-password", "pw",
-            "--kafka-property", "fetch.wait.max.ms=5;client.id=edge",
-            "--from", "2026-01-02T03:04:05Z",
+            "--brokers",
+            "b1:9092,b2:9092",
+            "--input",
+            "telemetry",
+            "--kafka-security-protocol",
+            "sasl_ssl",
+            "--kafka-sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--kafka-sasl-username",
+            "svc",
+            "--kafka-sasl-password",
+            "pw",
+            "--kafka-property",
+            "fetch.wait.max.ms=5;client.id=edge",
+            "--from",
+            "2026-01-02T03:04:05Z",
         ]);
         let c = Config::from_options(o).unwrap();
         let SourceConfig::Kafka(k) = c.source else { panic!("kafka expected") };
         assert_eq!(k.topic, "telemetry");
         assert_eq!(k.start, StartFrom::Timestamp(1_767_323_045_000));
         let keys: Vec<_> = k.properties.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "fetch.wait.max.ms", "client.id"]);
+        assert_eq!(
+            keys,
+            ["security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "fetch.wait.max.ms", "client.id"]
+        );
         assert_eq!(k.properties[0].1.expose(), "SASL_SSL");
         assert!(!format!("{:?}", k.properties).contains("\"pw\""));
     }
 
     #[test]
     fn file_values_apply_under_flags() {
-        let o = parse(&["--port", "9000"]).merge_file("port = 1234\ninput = \"t\"\nbrokers = \"k:9092\"\ndemo = false\nqueue_capacity = 7\n").unwrap();
+        let o = parse(&["--port", "9000"])
+            .merge_file("port = 1234\ninput = \"t\"\nbrokers = \"k:9092\"\ndemo = false\nqueue_capacity = 7\n")
+            .unwrap();
         assert_eq!(o.port, Some(9000));
         assert_eq!(o.input.as_deref(), Some("t"));
         assert_eq!(o.queue_capacity, Some(7));
@@ -651,7 +685,8 @@ mod tests {
 
     #[test]
     fn username_with_colon_is_refused() {
-        assert!(problems(parse(&["--ws-username", "a:b", "--ws-password", "p"])).contains(&"--ws-username / WS_USERNAME".to_owned()));
+        assert!(problems(parse(&["--ws-username", "a:b", "--ws-password", "p"]))
+            .contains(&"--ws-username / WS_USERNAME".to_owned()));
     }
 
     #[test]

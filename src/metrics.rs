@@ -80,7 +80,11 @@ impl Metrics {
         r.register("frames_sent", "Frames written to client sockets", m.frames_sent.clone());
         r.register("bytes_sent", "Payload bytes written to client sockets", m.bytes_sent.clone());
         r.register("frames_dropped", "Frames dropped for full client queues (drop policy)", m.frames_dropped.clone());
-        r.register("slow_consumer_disconnects", "Clients closed with 1008 because their queue was full", m.slow_consumer_disconnects.clone());
+        r.register(
+            "slow_consumer_disconnects",
+            "Clients closed with 1008 because their queue was full",
+            m.slow_consumer_disconnects.clone(),
+        );
         r.register("auth_failures", "Upgrade requests refused, by reason", m.auth_failures.clone());
         r.register("consumer_lag", "Records behind the end of each input partition", m.consumer_lag.clone());
         r.register("kafka_errors", "Kafka client errors, by kind", m.kafka_errors.clone());

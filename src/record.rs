@@ -44,9 +44,7 @@ impl<'a> Frames<'a> {
     /// The value as it is: a text frame when it is valid UTF-8, a binary frame otherwise.
     /// `None` for a tombstone.
     pub fn verbatim(&self) -> Option<&Message> {
-        self.verbatim
-            .get_or_init(|| self.record.value.clone().map(verbatim_frame))
-            .as_ref()
+        self.verbatim.get_or_init(|| self.record.value.clone().map(verbatim_frame)).as_ref()
     }
 
     /// The record wrapped with its metadata (`?envelope=true`), always a text frame.

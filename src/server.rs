@@ -51,14 +51,16 @@ pub enum TlsError {
 /// upgrades are an HTTP/1.1 mechanism).
 pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let display = |p: &Path| p.display().to_string();
-    let cert_file = std::fs::File::open(&files.cert).map_err(|source| TlsError::ReadCert { path: display(&files.cert), source })?;
+    let cert_file =
+        std::fs::File::open(&files.cert).map_err(|source| TlsError::ReadCert { path: display(&files.cert), source })?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(cert_file))
         .collect::<Result<_, _>>()
         .map_err(|source| TlsError::ReadCert { path: display(&files.cert), source })?;
     if certs.is_empty() {
         return Err(TlsError::NoCert { path: display(&files.cert) });
     }
-    let key_file = std::fs::File::open(&files.key).map_err(|source| TlsError::ReadKey { path: display(&files.key), source })?;
+    let key_file =
+        std::fs::File::open(&files.key).map_err(|source| TlsError::ReadKey { path: display(&files.key), source })?;
     let key = rustls_pemfile::private_key(&mut BufReader::new(key_file))
         .map_err(|source| TlsError::ReadKey { path: display(&files.key), source })?
         .ok_or_else(|| TlsError::NoKey { path: display(&files.key) })?;
@@ -123,8 +125,13 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<S>(stream: S, remote: SocketAddr, router: Router, permit: ConnectionPermit, shutdown: CancellationToken)
-where
+async fn serve_connection<S>(
+    stream: S,
+    remote: SocketAddr,
+    router: Router,
+    permit: ConnectionPermit,
+    shutdown: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {

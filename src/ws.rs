@@ -39,9 +39,10 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// Whether a request asks for a WebSocket upgrade (on any path: every path is a key).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     let has = |name, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))).unwrap_or(false)
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))).unwrap_or(false))
     };
     has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
 }
@@ -130,10 +131,8 @@ pub async fn upgrade(app: App, request: Request) -> Response {
     let permit = parts.extensions.get::<crate::server::ConnectionPermit>().cloned();
 
     let span = tracing::info_span!("session", client = %id, key = %client.subscription.display());
-    let mut response = upgrade
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| {
+    let mut response =
+        upgrade.read_buffer_size(READ_BUFFER).write_buffer_size(WRITE_BUFFER).on_upgrade(move |socket| {
             let session = Session { app, client, queue, _guards: guards, _tracked: tracked, _permit: permit };
             session.run(socket).instrument(span)
         });
@@ -283,7 +282,11 @@ impl Session {
     /// Closes because something asked for it (slow consumer, admin, ping timeout): queued
     /// frames are not sent, the close frame is, and the handshake gets a bounded time.
     async fn close_requested(&mut self, socket: &mut WebSocket) -> End {
-        let reason = self.client.close_reason().cloned().unwrap_or(crate::client::CloseReason { code: 1000, reason: String::new() });
+        let reason = self
+            .client
+            .close_reason()
+            .cloned()
+            .unwrap_or(crate::client::CloseReason { code: 1000, reason: String::new() });
         close(socket, reason.code, &reason.reason, CLOSE_TIMEOUT).await;
         End::Closed { code: reason.code, reason: reason.reason, by_client: false }
     }

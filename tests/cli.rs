@@ -22,11 +22,30 @@ fn help_lists_every_setting_with_its_environment_name() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for name in [
-        "--port", "PORT", "--input", "[env: input=]", "Quix__Broker__Address", "KAFKA_BROKERS",
-        "WS_USERNAME", "WS_PASSWORD", "--allow-anonymous", "--demo", "--no-welcome", "--from",
-        "--queue-capacity", "--slow-consumer", "--tls-cert", "--tls-key", "SLUICE_JWT_SECRET",
-        "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
-        "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CA_LOCATION", "--kafka-property", "--config",
+        "--port",
+        "PORT",
+        "--input",
+        "[env: input=]",
+        "Quix__Broker__Address",
+        "KAFKA_BROKERS",
+        "WS_USERNAME",
+        "WS_PASSWORD",
+        "--allow-anonymous",
+        "--demo",
+        "--no-welcome",
+        "--from",
+        "--queue-capacity",
+        "--slow-consumer",
+        "--tls-cert",
+        "--tls-key",
+        "SLUICE_JWT_SECRET",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CA_LOCATION",
+        "--kafka-property",
+        "--config",
     ] {
         assert!(help.contains(name), "--help does not mention {name}");
     }
@@ -42,8 +61,13 @@ fn bad_configuration_reports_every_problem_at_once_and_binds_nothing() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 5, "one line per problem:\n{stderr}");
-    for setting in ["SLUICE_QUEUE_CAPACITY", "SLUICE_SLOW_CONSUMER", "SLUICE_FROM", "WS_PASSWORD", "Quix__Broker__Address"] {
-        assert!(lines.iter().any(|l| l.starts_with("config error:") && l.contains(setting)), "no line names {setting}:\n{stderr}");
+    for setting in
+        ["SLUICE_QUEUE_CAPACITY", "SLUICE_SLOW_CONSUMER", "SLUICE_FROM", "WS_PASSWORD", "Quix__Broker__Address"]
+    {
+        assert!(
+            lines.iter().any(|l| l.starts_with("config error:") && l.contains(setting)),
+            "no line names {setting}:\n{stderr}"
+        );
     }
     assert!(!String::from_utf8(out.stdout).unwrap().contains("listening"));
 }
@@ -52,7 +76,10 @@ fn bad_configuration_reports_every_problem_at_once_and_binds_nothing() {
 fn an_unreachable_broker_is_one_clear_line_and_a_nonzero_exit() {
     let port = free_port().to_string();
     let brokers = format!("127.0.0.1:{port}");
-    let out = run(&["--port", "0"], &[("KAFKA_BROKERS", &brokers), ("input", "t"), ("WS_USERNAME", "u"), ("WS_PASSWORD", "p")]);
+    let out = run(
+        &["--port", "0"],
+        &[("KAFKA_BROKERS", &brokers), ("input", "t"), ("WS_USERNAME", "u"), ("WS_PASSWORD", "p")],
+    );
     assert_eq!(out.status.code(), Some(69));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
@@ -71,7 +98,9 @@ async fn generated_password_is_printed_once_and_is_the_only_way_in() {
 
     let refused = try_connect(&sluice.url("/*"), &[]).await.unwrap_err();
     assert!(matches!(refused, WsError::Http(r) if r.status() == 401));
-    let (mut ws, _) = try_connect(&sluice.url("/*"), &[("authorization", &basic("sluice", password))]).await.expect("generated credentials work");
+    let (mut ws, _) = try_connect(&sluice.url("/*"), &[("authorization", &basic("sluice", password))])
+        .await
+        .expect("generated credentials work");
     assert!(next_text(&mut ws).await.contains("replyId"));
 }
 
@@ -96,7 +125,12 @@ fn now() -> u64 {
 }
 
 fn jwt(claims: serde_json::Value) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 async fn refused_with(sluice: &Sluice, path: &str, headers: &[(&str, &str)]) -> u16 {
@@ -105,7 +139,12 @@ async fn refused_with(sluice: &Sluice, path: &str, headers: &[(&str, &str)]) -> 
         Err(WsError::Http(response)) => {
             let status = response.status().as_u16();
             if status == 401 {
-                let challenges: Vec<_> = response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+                let challenges: Vec<_> = response
+                    .headers()
+                    .get_all("www-authenticate")
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .collect();
                 assert!(challenges.iter().any(|c| c.starts_with("Basic realm=")), "{challenges:?}");
                 assert!(challenges.iter().any(|c| c.starts_with("Bearer realm=")), "{challenges:?}");
             }
@@ -117,7 +156,10 @@ async fn refused_with(sluice: &Sluice, path: &str, headers: &[(&str, &str)]) -> 
 
 #[tokio::test]
 async fn credentials_are_checked_before_the_upgrade() {
-    let sluice = Sluice::start(&["--demo"], &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("SLUICE_JWT_SECRET", JWT_SECRET)]);
+    let sluice = Sluice::start(
+        &["--demo"],
+        &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("SLUICE_JWT_SECRET", JWT_SECRET)],
+    );
     let expired = jwt(serde_json::json!({"sub": "dash", "exp": now() - 600}));
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
@@ -146,7 +188,8 @@ async fn credentials_are_checked_before_the_upgrade() {
     let limited = jwt(serde_json::json!({"sub": "dash", "exp": now() + 600, "keys": ["sensor-1"]}));
     assert_eq!(refused_with(&sluice, &format!("/sensor-2?token={limited}"), &[]).await, 403);
     assert_eq!(refused_with(&sluice, &format!("/*?token={limited}"), &[]).await, 403);
-    let (mut ws, _) = try_connect(&sluice.url(&format!("/sensor-1?token={limited}")), &[]).await.expect("token for its key");
+    let (mut ws, _) =
+        try_connect(&sluice.url(&format!("/sensor-1?token={limited}")), &[]).await.expect("token for its key");
     assert!(next_text(&mut ws).await.contains("replyId"));
     let v: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
     assert_eq!(v["sensor"], "sensor-1");
@@ -178,7 +221,9 @@ async fn settings_come_from_a_toml_file_under_flags_and_environment() {
     let path = path.to_str().unwrap();
     // --port 0 from the harness wins over the file's port 1.
     let sluice = Sluice::start(&["--config", path], &[]);
-    let (mut ws, _) = try_connect(&sluice.url("/*"), &[("authorization", &basic("file-user", "file-pass"))]).await.expect("file credentials");
+    let (mut ws, _) = try_connect(&sluice.url("/*"), &[("authorization", &basic("file-user", "file-pass"))])
+        .await
+        .expect("file credentials");
     assert!(next_text(&mut ws).await.contains("replyId"));
     // The environment wins over the file.
     let sluice = Sluice::start(&["--config", path], &[("WS_PASSWORD", "env-pass")]);

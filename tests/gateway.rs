@@ -163,7 +163,8 @@ async fn connect_small_window(sluice: &Sluice, path: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = sluice.url(path).into_client_request().unwrap();
     request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
     next_text(&mut ws).await;
     ws
 }
@@ -246,7 +247,12 @@ async fn a_missing_topic_is_one_clear_line_and_a_nonzero_exit() {
     let tansu = Tansu::memory();
     let brokers = tansu.brokers();
     let out = sluice_command(&["--port", "0"])
-        .envs([("KAFKA_BROKERS", brokers.as_str()), ("input", "no-such-topic"), ("WS_USERNAME", "u"), ("WS_PASSWORD", "p")])
+        .envs([
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("input", "no-such-topic"),
+            ("WS_USERNAME", "u"),
+            ("WS_PASSWORD", "p"),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(69));

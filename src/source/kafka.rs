@@ -151,7 +151,8 @@ impl KafkaSource {
                 StartFrom::Earliest => Offset::Beginning,
                 StartFrom::Timestamp(ms) => Offset::Offset(ms),
             };
-            tpl.add_partition_offset(topic, p, offset).map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
+            tpl.add_partition_offset(topic, p, offset)
+                .map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
         }
         if matches!(start, StartFrom::Timestamp(_)) {
             let c = consumer.clone();

@@ -32,9 +32,7 @@ struct Shared {
 
 impl MemoryStream {
     pub fn new(dispatch: Arc<dyn Dispatch>) -> Self {
-        MemoryStream {
-            shared: Arc::new(Shared { dispatch, topic: Arc::from(TOPIC), next_offset: Mutex::new(0) }),
-        }
+        MemoryStream { shared: Arc::new(Shared { dispatch, topic: Arc::from(TOPIC), next_offset: Mutex::new(0) }) }
     }
 
     /// Puts a record on the stream; returns its offset.

@@ -88,7 +88,15 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let log = std::fs::File::create(self.dir.path().join("tansu.log")).unwrap();
         let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &self.storage,
+            ])
             .current_dir(self.dir.path())
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
@@ -157,7 +165,14 @@ pub struct Producer(pub FutureProducer);
 
 impl Producer {
     /// Produces one record and waits for the broker's acknowledgement.
-    pub async fn send(&self, topic: &str, partition: Option<i32>, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &str)]) {
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(rdkafka::message::Header { key: k, value: Some(v.as_bytes()) });
@@ -191,9 +206,20 @@ pub struct Sluice {
 
 /// Settings that would leak from the environment of whoever runs the tests.
 const SCRUBBED: &[&str] = &[
-    "input", "Quix__Broker__Address", "KAFKA_BROKERS", "WS_USERNAME", "WS_PASSWORD", "PORT",
-    "SLUICE_CONFIG", "SLUICE_JWT_SECRET", "SLUICE_ALLOW_ANONYMOUS", "SLUICE_DEMO", "SLUICE_NO_WELCOME",
-    "SLUICE_FROM", "SLUICE_HOST", "KAFKA_PROPERTIES",
+    "input",
+    "Quix__Broker__Address",
+    "KAFKA_BROKERS",
+    "WS_USERNAME",
+    "WS_PASSWORD",
+    "PORT",
+    "SLUICE_CONFIG",
+    "SLUICE_JWT_SECRET",
+    "SLUICE_ALLOW_ANONYMOUS",
+    "SLUICE_DEMO",
+    "SLUICE_NO_WELCOME",
+    "SLUICE_FROM",
+    "SLUICE_HOST",
+    "KAFKA_PROPERTIES",
 ];
 
 pub fn sluice_command(args: &[&str]) -> Command {
@@ -259,7 +285,12 @@ impl Sluice {
     /// With Basic credentials USER / PASSWORD.
     pub fn with_kafka(tansu: &Tansu, topic: &str, args: &[&str]) -> Sluice {
         let brokers = tansu.brokers();
-        let env = [("Quix__Broker__Address", brokers.as_str()), ("input", topic), ("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD)];
+        let env = [
+            ("Quix__Broker__Address", brokers.as_str()),
+            ("input", topic),
+            ("WS_USERNAME", USER),
+            ("WS_PASSWORD", PASSWORD),
+        ];
         let mut all = vec!["--kafka-check-interval", "1", "--kafka-property", "fetch.wait.max.ms=10"];
         all.extend_from_slice(args);
         Sluice::start(&all, &env)
@@ -343,7 +374,10 @@ pub fn basic(user: &str, password: &str) -> String {
 }
 
 /// Opens a WebSocket with these request headers; the handshake error as is.
-pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+pub async fn try_connect(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
     let mut request = url.into_client_request().unwrap();
     for (k, v) in headers {
         request.headers_mut().insert(
@@ -357,7 +391,8 @@ pub async fn try_connect(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, tok
 /// Connects with USER / PASSWORD and reads the welcome frame; returns the socket and the
 /// replyId it announced.
 pub async fn connect(sluice: &Sluice, path: &str) -> (Ws, String) {
-    let (mut ws, response) = try_connect(&sluice.url(path), &[("authorization", &basic(USER, PASSWORD))]).await.expect("connect");
+    let (mut ws, response) =
+        try_connect(&sluice.url(path), &[("authorization", &basic(USER, PASSWORD))]).await.expect("connect");
     let welcome = next_text(&mut ws).await;
     let v: serde_json::Value = serde_json::from_str(&welcome).unwrap();
     assert_eq!(v["type"], "connected");
