@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::server::TlsError;
+use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError};
 use crate::source::memory::{self, MemoryStream};
 use crate::source::Dispatch;
@@ -28,6 +29,8 @@ pub struct SessionSettings {
     pub queue_capacity: usize,
     pub ping_interval: Option<Duration>,
     pub shutdown_timeout: Duration,
+    pub max_message_size: usize,
+    pub stored_message_bytes: usize,
 }
 
 /// The shared state every request handler and session sees; cheap to clone.
@@ -47,6 +50,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// The embedded stream, when that is the source.
     pub memory: Option<MemoryStream>,
+    /// Client messages and lifecycle events, out.
+    pub outbox: Outbox,
 }
 
 impl Deref for App {
@@ -85,14 +90,15 @@ impl Gateway {
         let readiness = Readiness::new(metrics.clone());
         let hub = Hub::new(config.slow_consumer, metrics.clone());
         let tls = config.tls.as_ref().map(crate::server::tls_acceptor).transpose()?;
-        let (source, memory) = match &config.source {
+        let (source, memory, outbox) = match &config.source {
             SourceConfig::Kafka(k) => {
                 let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
-                (Source::Kafka(source), None)
+                let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
+                (Source::Kafka(source), None, outbox)
             }
             SourceConfig::Memory { demo } => {
                 let stream = MemoryStream::new(Arc::new(hub.clone()));
-                (Source::Memory { demo: *demo, stream: stream.clone() }, Some(stream))
+                (Source::Memory { demo: *demo, stream: stream.clone() }, Some(stream), Outbox::memory(metrics.clone()))
             }
         };
         let app = App(Arc::new(Shared {
@@ -106,7 +112,10 @@ impl Gateway {
                 queue_capacity: config.queue_capacity,
                 ping_interval: config.ping_interval,
                 shutdown_timeout: config.shutdown_timeout,
+                max_message_size: config.max_message_size,
+                stored_message_bytes: config.stored_message_bytes,
             },
+            outbox,
             shutdown,
             tracker: TaskTracker::new(),
             memory,
@@ -158,5 +167,8 @@ impl Gateway {
         if tokio::time::timeout(app.settings.shutdown_timeout, app.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = app.registry.len(), "shutdown deadline passed with clients still closing");
         }
+        // Disconnect events and the last client messages, on their way to Kafka.
+        let outbox = app.outbox.clone();
+        let _ = tokio::task::spawn_blocking(move || outbox.flush(Duration::from_secs(5))).await;
     }
 }

@@ -65,7 +65,9 @@ pub struct Activity {
     pub last_at: Option<SystemTime>,
 }
 
-pub struct Client {
+/// Who a client is and what it asked for, fixed for its whole connection.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
     /// The `replyId`: random, unguessable, unique for the life of the process.
     pub id: String,
     pub subscription: Subscription,
@@ -75,7 +77,13 @@ pub struct Client {
     pub user: Option<String>,
     pub remote: SocketAddr,
     pub user_agent: Option<String>,
+}
+
+pub struct Client {
+    info: ClientInfo,
     pub connected_at: SystemTime,
+    /// Bytes kept of each last message.
+    stored_cap: usize,
     queue: mpsc::Sender<Message>,
     /// Cancelled when the client must close; `close_reason` says with what.
     closing: CancellationToken,
@@ -87,29 +95,21 @@ pub struct Client {
     dropped: AtomicU64,
 }
 
-/// Bytes of each last message kept for the registry.
-pub const LAST_MESSAGE_CAP: usize = 1024;
+impl std::ops::Deref for Client {
+    type Target = ClientInfo;
+    fn deref(&self) -> &ClientInfo {
+        &self.info
+    }
+}
 
 impl Client {
     /// A new client and the receiving end of its queue, which its session drains.
-    pub fn new(
-        id: String,
-        subscription: Subscription,
-        envelope: bool,
-        user: Option<String>,
-        remote: SocketAddr,
-        user_agent: Option<String>,
-        queue_capacity: usize,
-    ) -> (Client, mpsc::Receiver<Message>) {
+    pub fn new(info: ClientInfo, queue_capacity: usize, stored_cap: usize) -> (Client, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(queue_capacity);
         let client = Client {
-            id,
-            subscription,
-            envelope,
-            user,
-            remote,
-            user_agent,
+            info,
             connected_at: SystemTime::now(),
+            stored_cap,
             queue: tx,
             closing: CancellationToken::new(),
             close_reason: OnceLock::new(),
@@ -170,12 +170,19 @@ impl Client {
 
     /// Records frames written to the socket: counts, and the last one (capped).
     pub fn sent(&self, messages: u64, bytes: u64, last: &[u8]) {
-        record(&self.outgoing, messages, bytes, last);
+        record(&self.outgoing, messages, bytes, &last[..last.len().min(self.stored_cap)]);
     }
 
     /// Records a message received from the client.
     pub fn received(&self, bytes: &[u8]) {
-        record(&self.incoming, 1, bytes.len() as u64, bytes);
+        record(&self.incoming, 1, bytes.len() as u64, &bytes[..bytes.len().min(self.stored_cap)]);
+    }
+
+    /// The latest of: connected, last message in, last message out.
+    pub fn last_active(&self) -> SystemTime {
+        let a = self.incoming.lock().last_at;
+        let b = self.outgoing.lock().last_at;
+        [Some(self.connected_at), a, b].into_iter().flatten().max().unwrap_or(self.connected_at)
     }
 
     pub fn incoming(&self) -> Activity {
@@ -187,9 +194,9 @@ impl Client {
     }
 }
 
-fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, last: &[u8]) {
+fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, kept: &[u8]) {
     // Copy outside the lock: the critical section is a few stores.
-    let copy = Bytes::copy_from_slice(&last[..last.len().min(LAST_MESSAGE_CAP)]);
+    let copy = Bytes::copy_from_slice(kept);
     let now = SystemTime::now();
     let mut a = activity.lock();
     a.messages += messages;
@@ -199,12 +206,18 @@ fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, last: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn client(capacity: usize) -> (Client, mpsc::Receiver<Message>) {
-        Client::new("id".into(), Subscription::All, false, None, ([127, 0, 0, 1], 1).into(), None, capacity)
+    pub(crate) fn info(id: &str, subscription: Subscription) -> ClientInfo {
+        ClientInfo { id: id.into(), subscription, envelope: false, user: None, remote: ([127, 0, 0, 1], 1).into(), user_agent: None }
     }
+
+    fn client(capacity: usize) -> (Client, mpsc::Receiver<Message>) {
+        Client::new(info("id", Subscription::All), capacity, CAP)
+    }
+
+    const CAP: usize = 1024;
 
     #[test]
     fn a_full_queue_is_reported_not_waited_on() {
@@ -249,9 +262,9 @@ mod tests {
     #[test]
     fn stored_last_messages_are_capped() {
         let (c, _rx) = client(1);
-        c.received(&vec![b'x'; LAST_MESSAGE_CAP * 4]);
+        c.received(&vec![b'x'; CAP * 4]);
         let a = c.incoming();
-        assert_eq!(a.last.unwrap().len(), LAST_MESSAGE_CAP);
-        assert_eq!(a.bytes, (LAST_MESSAGE_CAP * 4) as u64);
+        assert_eq!(a.last.unwrap().len(), CAP);
+        assert_eq!(a.bytes, (CAP * 4) as u64);
     }
 }

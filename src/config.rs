@@ -150,6 +150,40 @@ pub struct Options {
     #[serde(default)]
     pub kafka_property: Vec<String>,
 
+    /// Kafka topic that receives every client message (key = replyId). Optional.
+    #[arg(long, env = "output", value_name = "TOPIC")]
+    pub output: Option<String>,
+
+    /// Kafka topic that receives connect, disconnect and message events as JSON. Optional.
+    #[arg(long, env = "events", value_name = "TOPIC")]
+    pub events: Option<String>,
+
+    /// Kafka topic whose records go to one client each: key = the client's replyId. Optional.
+    #[arg(long, env = "replies", value_name = "TOPIC")]
+    pub replies: Option<String>,
+
+    /// Bearer token for the admin API. Unset: one is generated and printed at start-up.
+    #[arg(long, env = "ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Serve the admin API, health, metrics and console on this separate address instead of
+    /// the WebSocket port (which then answers only upgrades, /healthz and /readyz).
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", value_name = "IP:PORT")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Largest message a client may send, in bytes; larger ones close it with 1009. [default: 65536]
+    #[arg(long, env = "SLUICE_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+
+    /// Bytes kept of each client's last message in and out, for the admin API. [default: 1024]
+    #[arg(long, env = "SLUICE_STORED_MESSAGE_BYTES", value_name = "BYTES")]
+    pub stored_message_bytes: Option<usize>,
+
+    /// Client messages and events buffered for Kafka while it is slow or away; beyond this
+    /// they are refused (counted and logged). [default: 100000]
+    #[arg(long, env = "SLUICE_PRODUCE_BUFFER", value_name = "MESSAGES")]
+    pub produce_buffer: Option<usize>,
+
     /// Seconds between checks of the broker (readiness) and of new partitions. [default: 5]
     #[arg(long, env = "SLUICE_KAFKA_CHECK_INTERVAL", value_name = "SECONDS")]
     pub kafka_check_interval: Option<u64>,
@@ -193,6 +227,20 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
+    pub admin: AdminConfig,
+    /// Largest client message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Bytes kept of each last message in the registry.
+    pub stored_message_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub token: Secret,
+    /// True when the token was generated at start-up and must be printed.
+    pub generated_token: bool,
+    /// A separate listener for the admin API; `None` serves it on the main port.
+    pub addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +261,14 @@ pub struct KafkaConfig {
     /// then the pass-through ones, which win.
     pub properties: Vec<(String, KafkaValue)>,
     pub check_interval: Duration,
+    /// Client messages go here, when set.
+    pub output: Option<String>,
+    /// Lifecycle events go here, when set.
+    pub events: Option<String>,
+    /// Replies to one client come from here, when set.
+    pub replies: Option<String>,
+    /// Messages librdkafka may buffer for output and events.
+    pub produce_buffer: usize,
 }
 
 /// A librdkafka property value; secret ones are masked in `Debug`.
@@ -278,6 +334,9 @@ const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_KAFKA_CHECK_SECS: u64 = 5;
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+const DEFAULT_STORED_MESSAGE_BYTES: usize = 1024;
+const DEFAULT_PRODUCE_BUFFER: usize = 100_000;
 /// The user a generated password belongs to.
 pub const GENERATED_USER: &str = "sluice";
 
@@ -362,12 +421,21 @@ impl Config {
                 if check == 0 {
                     bad("--kafka-check-interval / SLUICE_KAFKA_CHECK_INTERVAL", "must be at least 1 second".into());
                 }
+                let produce_buffer = o.produce_buffer.unwrap_or(DEFAULT_PRODUCE_BUFFER);
+                if !(1..=10_000_000).contains(&produce_buffer) {
+                    bad("--produce-buffer / SLUICE_PRODUCE_BUFFER", "must be between 1 and 10000000".into());
+                }
+                let topic_name = |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
                 SourceConfig::Kafka(KafkaConfig {
                     brokers: brokers.to_owned(),
                     topic: topic.to_owned(),
                     start,
                     properties,
                     check_interval: Duration::from_secs(check.max(1)),
+                    output: topic_name(&o.output),
+                    events: topic_name(&o.events),
+                    replies: topic_name(&o.replies),
+                    produce_buffer: produce_buffer.clamp(1, 10_000_000),
                 })
             }
             (Some(_), None) => {
@@ -384,6 +452,13 @@ impl Config {
             }
             (None, None) => SourceConfig::Memory { demo: o.demo },
         };
+        if matches!(source, SourceConfig::Memory { .. }) {
+            for (setting, value) in [("--output / output", &o.output), ("--events / events", &o.events), ("--replies / replies", &o.replies)] {
+                if value.is_some() {
+                    bad(setting, "names a Kafka topic but no Kafka broker is configured".into());
+                }
+            }
+        }
         if o.demo && matches!(source, SourceConfig::Kafka(_)) {
             bad("--demo / SLUICE_DEMO", "demo data feeds the embedded stream; it cannot be used with Kafka".into());
         }
@@ -441,6 +516,21 @@ impl Config {
             }
         };
 
+        let admin = match o.admin_token.clone().filter(|t| !t.expose().is_empty()) {
+            Some(token) => {
+                if token.expose().len() < 16 {
+                    bad("--admin-token / ADMIN_TOKEN", "must be at least 16 characters long".into());
+                }
+                AdminConfig { token, generated_token: false, addr: o.admin_addr }
+            }
+            None => AdminConfig { token: Secret::generate(32), generated_token: true, addr: o.admin_addr },
+        };
+        let max_message_size = o.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+        if max_message_size < 125 {
+            bad("--max-message-size / SLUICE_MAX_MESSAGE_SIZE", "must be at least 125 bytes".into());
+        }
+        let stored_message_bytes = o.stored_message_bytes.unwrap_or(DEFAULT_STORED_MESSAGE_BYTES);
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -456,6 +546,9 @@ impl Config {
             shutdown_timeout,
             tls,
             log_format,
+            admin,
+            max_message_size,
+            stored_message_bytes,
         })
     }
 }

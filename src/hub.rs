@@ -61,6 +61,7 @@ impl Hub {
                 Subscription::All => table.all.push(client.clone()),
                 Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client.clone()),
             }
+            self.gauge(&table);
         }
         SubscriptionGuard { hub: self.clone(), client }
     }
@@ -84,6 +85,12 @@ impl Hub {
                 }
             }
         }
+        self.gauge(&table);
+    }
+
+    fn gauge(&self, table: &Table) {
+        self.shared.metrics.subscribed_keys.set(table.by_key.len() as i64);
+        self.shared.metrics.wildcard_clients.set(table.all.len() as i64);
     }
 
     /// Subscribers now: (keys with at least one client, clients on `/*`).
@@ -141,7 +148,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, mpsc::Receiver<Message>) {
-        let (c, rx) = Client::new(format!("{sub:?}"), sub, false, None, ([127, 0, 0, 1], 1).into(), None, capacity);
+        let (c, rx) = Client::new(crate::client::tests::info(&format!("{sub:?}"), sub), capacity, 1024);
         (Arc::new(c), rx)
     }
 

@@ -17,6 +17,7 @@
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
 //! - [`admin`]: plain HTTP on the same port: health, readiness, metrics, console.
 //! - [`server`]: the accept loop (plain TCP or TLS) and the connection limit.
+//! - [`sink`]: client messages and lifecycle events out, to Kafka and the event feed.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring it all together; `run` takes a bound listener and a shutdown token.
 
@@ -32,5 +33,6 @@ pub mod record;
 pub mod registry;
 pub mod secret;
 pub mod server;
+pub mod sink;
 pub mod source;
 pub mod ws;

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 type Label = [(&'static str, &'static str); 1];
 type PartitionLabel = [(&'static str, i64); 1];
+type TopicLabel = [(&'static str, String); 1];
 
 /// The gateway's metrics. Cheap to clone: every metric is a handle on shared atomics.
 #[derive(Clone)]
@@ -45,6 +46,21 @@ pub struct Metrics {
     pub session_errors: Counter,
     /// Accept calls that failed (for example out of file descriptors).
     pub accept_errors: Counter,
+    /// Messages received from clients.
+    pub client_messages: Counter,
+    /// Records Kafka acknowledged, failed to take, or that were refused before sending
+    /// (the producer's buffer was full), by topic.
+    produced: Family<TopicLabel, Counter>,
+    produce_errors: Family<TopicLabel, Counter>,
+    produce_refused: Family<TopicLabel, Counter>,
+    /// Records of `replies` delivered to their client, and those for no connected client.
+    pub replies_delivered: Counter,
+    pub replies_unknown: Counter,
+    /// Admin API requests by outcome (`ok`, `client_error`, `unauthorized`, `not_found`).
+    admin_requests: Family<Label, Counter>,
+    /// Keys with at least one subscriber, and clients on `/*`.
+    pub subscribed_keys: Gauge,
+    pub wildcard_clients: Gauge,
 }
 
 impl Default for Metrics {
@@ -72,6 +88,15 @@ impl Metrics {
             source_up: Gauge::default(),
             session_errors: Counter::default(),
             accept_errors: Counter::default(),
+            client_messages: Counter::default(),
+            produced: Family::default(),
+            produce_errors: Family::default(),
+            produce_refused: Family::default(),
+            replies_delivered: Counter::default(),
+            replies_unknown: Counter::default(),
+            admin_requests: Family::default(),
+            subscribed_keys: Gauge::default(),
+            wildcard_clients: Gauge::default(),
         };
         r.register("connections", "Clients connected now", m.connections.clone());
         r.register("connections_opened", "Clients accepted since start", m.connections_opened.clone());
@@ -91,6 +116,15 @@ impl Metrics {
         r.register("source_up", "1 while the source is consuming", m.source_up.clone());
         r.register("session_errors", "Client connections ended by a socket error", m.session_errors.clone());
         r.register("accept_errors", "Failed accept calls", m.accept_errors.clone());
+        r.register("client_messages", "Messages received from clients", m.client_messages.clone());
+        r.register("produced", "Records acknowledged by Kafka, by topic", m.produced.clone());
+        r.register("produce_errors", "Records Kafka failed to take, by topic", m.produce_errors.clone());
+        r.register("produce_refused", "Records refused because the producer buffer was full, by topic", m.produce_refused.clone());
+        r.register("replies_delivered", "Replies delivered to their client", m.replies_delivered.clone());
+        r.register("replies_unknown", "Replies for no connected client, dropped", m.replies_unknown.clone());
+        r.register("admin_requests", "Admin API requests by outcome", m.admin_requests.clone());
+        r.register("subscribed_keys", "Keys with at least one subscriber", m.subscribed_keys.clone());
+        r.register("wildcard_clients", "Clients subscribed to every record", m.wildcard_clients.clone());
         Metrics { registry: Arc::new(r), ..m }
     }
 
@@ -117,6 +151,26 @@ impl Metrics {
     pub fn kafka_error(&self, kind: &'static str, error: &dyn std::fmt::Display) {
         tracing::warn!(kind, %error, "kafka error");
         self.kafka_errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    pub fn produced(&self, topic: &str) {
+        self.produced.get_or_create(&[("topic", topic.to_owned())]).inc();
+    }
+
+    /// Kafka did not take a record: one warning and the counter.
+    pub fn produce_failed(&self, topic: &str, error: &dyn std::fmt::Display) {
+        tracing::warn!(topic, %error, "record not delivered to Kafka");
+        self.produce_errors.get_or_create(&[("topic", topic.to_owned())]).inc();
+    }
+
+    /// The producer refused a record (its buffer is full: Kafka slow or away).
+    pub fn produce_refused(&self, topic: &str, client: &crate::client::Client, error: &dyn std::fmt::Display) {
+        tracing::warn!(topic, client = %client.id, %error, "client message or event refused: producer buffer full");
+        self.produce_refused.get_or_create(&[("topic", topic.to_owned())]).inc();
+    }
+
+    pub fn admin_request(&self, outcome: &'static str) {
+        self.admin_requests.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     pub fn auth_failures(&self, reason: &'static str) -> u64 {

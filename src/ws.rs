@@ -22,7 +22,8 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Authenticator;
-use crate::client::{Client, Subscription, CLOSE_GOING_AWAY};
+use crate::client::{Client, ClientInfo, Subscription, CLOSE_GOING_AWAY};
+use crate::sink::Event;
 
 /// The response header that carries the connection id.
 pub const CONNECTION_ID_HEADER: &str = "sluice-connection-id";
@@ -113,15 +114,8 @@ pub async fn upgrade(app: App, request: Request) -> Response {
 
     let id = uuid::Uuid::new_v4().to_string();
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (client, queue) = Client::new(
-        id.clone(),
-        subscription,
-        params.envelope,
-        identity.user,
-        remote,
-        user_agent,
-        app.settings.queue_capacity,
-    );
+    let info = ClientInfo { id: id.clone(), subscription, envelope: params.envelope, user: identity.user, remote, user_agent };
+    let (client, queue) = Client::new(info, app.settings.queue_capacity, app.settings.stored_message_bytes);
     let client = Arc::new(client);
     // Subscribed before the 101 goes out: a client that has its answer receives every
     // record dispatched from then on. If the upgrade fails, the closure is dropped and
@@ -173,17 +167,21 @@ impl Session {
         metrics.connections.inc();
         metrics.connections_opened.inc();
         tracing::info!(remote = %self.client.remote, user = self.client.user.as_deref().unwrap_or("-"), "connected");
+        self.app.outbox.emit(&self.client, Event::Connect);
         let end = self.pump(&mut socket).await;
         metrics.connections.dec();
-        match end {
+        let (code, reason) = match &end {
             End::Closed { code, reason, by_client } => {
-                tracing::info!(code, reason, by_client, "disconnected")
+                tracing::info!(code, reason, by_client, "disconnected");
+                (*code, reason.as_str())
             }
             End::Lost(error) => {
                 metrics.session_errors.inc();
-                tracing::info!(error, "connection lost")
+                tracing::info!(error, "connection lost");
+                (1006, error.as_str())
             }
-        }
+        };
+        self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
     }
 
     async fn pump(&mut self, socket: &mut WebSocket) -> End {
@@ -220,15 +218,15 @@ impl Session {
                     last_heard = Instant::now();
                     match incoming {
                         None => return End::Lost("connection closed without a close frame".into()),
-                        Some(Err(e)) => return End::Lost(e.to_string()),
+                        Some(Err(e)) => return self.read_failed(socket, e).await,
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite queued the echo of this close; send it.
                             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
                             let (code, reason) = frame.map(|f| (f.code, f.reason.to_string())).unwrap_or((1005, String::new()));
                             return End::Closed { code, reason, by_client: true };
                         }
-                        Some(Ok(Message::Text(text))) => self.client.received(text.as_bytes()),
-                        Some(Ok(Message::Binary(data))) => self.client.received(&data),
+                        Some(Ok(Message::Text(text))) => self.client_message(text.as_bytes(), true),
+                        Some(Ok(Message::Binary(data))) => self.client_message(&data, false),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     }
                 }
@@ -244,6 +242,28 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A message from the client: counted, recorded, and passed on (never waited on).
+    fn client_message(&self, data: &[u8], text: bool) {
+        self.client.received(data);
+        self.app.metrics.client_messages.inc();
+        self.app.outbox.emit(&self.client, Event::Message { data, text });
+    }
+
+    /// A read failed: a message over the size limit closes with 1009, invalid UTF-8 in a
+    /// text message with 1007; anything else is a lost connection.
+    async fn read_failed(&mut self, socket: &mut WebSocket, error: axum::Error) -> End {
+        use tungstenite::error::{CapacityError, Error as WsError};
+        let cause = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<WsError>());
+        let (code, reason) = match cause {
+            Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => (1009, "message too big"),
+            Some(WsError::Utf8(_)) => (1007, "invalid UTF-8 in a text message"),
+            _ => return End::Lost(error.to_string()),
+        };
+        self.client.close(code, reason);
+        close(socket, code, reason, CLOSE_TIMEOUT).await;
+        End::Closed { code, reason: reason.into(), by_client: false }
     }
 
     /// Writes `first` and whatever else is queued (up to a batch), then flushes once. Yields

@@ -56,16 +56,7 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility = fac, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility = fac, "{message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
-        }
+        forward_log(level, fac, message);
     }
 
     fn stats(&self, stats: Statistics) {
@@ -101,24 +92,42 @@ pub struct KafkaSource {
     readiness: Readiness,
 }
 
-/// The librdkafka configuration: Sluice's own choices first, the user's after (they win).
-pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+/// The consumer's own librdkafka settings, under the user's pass-through ones.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("enable.partition.eof", "false"),
+    ("allow.auto.create.topics", "false"),
+    // The default 500 ms makes a quiet topic's records wait for the broker's fetch
+    // timeout; under load fetches return full long before either bound.
+    ("fetch.wait.max.ms", "100"),
+    ("statistics.interval.ms", "5000"),
+];
+
+/// A librdkafka configuration: the brokers, then `own` (a client's defaults), then the
+/// user's security and pass-through properties, which win.
+pub fn client_config(cfg: &KafkaConfig, own: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("client.id", "sluice")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("allow.auto.create.topics", "false")
-        // The default 500 ms makes a quiet topic's records wait for the broker's fetch
-        // timeout; under load fetches return full long before either bound.
-        .set("fetch.wait.max.ms", "100")
-        .set("statistics.interval.ms", "5000")
-        .set_log_level(RDKafkaLogLevel::Warning);
+    c.set("bootstrap.servers", &cfg.brokers).set("client.id", "sluice").set_log_level(RDKafkaLogLevel::Warning);
+    for (key, value) in own {
+        c.set(*key, *value);
+    }
     for (key, value) in &cfg.properties {
         c.set(key, value.expose());
     }
     c
+}
+
+/// librdkafka's log lines, into tracing at the matching level.
+pub fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", facility = fac, "{message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", facility = fac, "{message}"),
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+    }
 }
 
 impl KafkaSource {
@@ -133,7 +142,7 @@ impl KafkaSource {
     ) -> Result<KafkaSource, KafkaSourceError> {
         let context = SourceContext { metrics: metrics.clone(), readiness: readiness.clone(), topic: topic.to_owned() };
         let consumer: KafkaConsumer =
-            client_config(cfg).create_with_context(context).map_err(KafkaSourceError::Config)?;
+            client_config(cfg, CONSUMER_DEFAULTS).create_with_context(context).map_err(KafkaSourceError::Config)?;
         let consumer = Arc::new(consumer);
 
         let partitions = match partitions(&consumer, topic, CONNECT_TIMEOUT).await {

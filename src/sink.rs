@@ -1,0 +1,182 @@
+//! Where what clients do goes: each client message to the `output` topic, each connect,
+//! disconnect and message as a JSON event to the `events` topic (both when configured),
+//! and every event to the in-memory feed that `GET /api/events` streams.
+//!
+//! Producing never waits: records are handed to librdkafka's bounded queue, delivery is
+//! reported back asynchronously, and a full queue refuses the record with a log line and
+//! a metric. Reading from a client therefore never blocks delivery to it.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::Message as _;
+use tokio::sync::broadcast;
+
+use crate::client::Client;
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+
+/// Events kept for feed subscribers that fall behind; older ones are skipped for them.
+const FEED_BACKLOG: usize = 1024;
+
+/// A cheap-to-clone handle on the outbound flows.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    kafka: Option<KafkaOut>,
+    feed: broadcast::Sender<Arc<str>>,
+    metrics: Metrics,
+}
+
+struct KafkaOut {
+    producer: ThreadedProducer<ProduceContext>,
+    output: Option<String>,
+    events: Option<String>,
+}
+
+/// Counts deliveries and failures per topic, and routes librdkafka's logs into tracing.
+struct ProduceContext {
+    metrics: Metrics,
+}
+
+impl ClientContext for ProduceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::source::kafka::forward_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_error("producer", &format_args!("{error}: {reason}"));
+    }
+}
+
+impl ProducerContext for ProduceContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => self.metrics.produced(m.topic()),
+            Err((e, m)) => self.metrics.produce_failed(m.topic(), e),
+        }
+    }
+}
+
+/// What happened to a client, as an event.
+pub enum Event<'a> {
+    Connect,
+    Disconnect { code: u16, reason: &'a str },
+    Message { data: &'a [u8], text: bool },
+}
+
+impl Outbox {
+    /// Events go to the in-memory feed only.
+    pub fn memory(metrics: Metrics) -> Outbox {
+        Outbox { shared: Arc::new(Shared { kafka: None, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) }
+    }
+
+    /// Client messages and events also go to Kafka, to the topics configured.
+    pub fn kafka(cfg: &KafkaConfig, metrics: Metrics) -> Result<Outbox, KafkaError> {
+        let kafka = if cfg.output.is_some() || cfg.events.is_some() {
+            let buffer = cfg.produce_buffer.to_string();
+            let config = crate::source::kafka::client_config(
+                cfg,
+                &[("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", &buffer)],
+            );
+            let producer: ThreadedProducer<ProduceContext> =
+                config.create_with_context(ProduceContext { metrics: metrics.clone() })?;
+            Some(KafkaOut { producer, output: cfg.output.clone(), events: cfg.events.clone() })
+        } else {
+            None
+        };
+        Ok(Outbox { shared: Arc::new(Shared { kafka, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) })
+    }
+
+    /// A live feed of every event as JSON text.
+    pub fn feed(&self) -> broadcast::Receiver<Arc<str>> {
+        self.shared.feed.subscribe()
+    }
+
+    /// Reports an event: to the feed, to `events`, and for messages to `output`.
+    pub fn emit(&self, client: &Client, event: Event<'_>) {
+        let json = event_json(client, &event);
+        // No feed subscriber is the normal case, not an error.
+        let _ = self.shared.feed.send(Arc::from(json.as_str()));
+        let Some(kafka) = &self.shared.kafka else { return };
+        if let Some(topic) = &kafka.events {
+            self.produce(kafka, topic, client, json.as_bytes(), false);
+        }
+        if let (Event::Message { data, .. }, Some(topic)) = (&event, &kafka.output) {
+            self.produce(kafka, topic, client, data, true);
+        }
+    }
+
+    fn produce(&self, kafka: &KafkaOut, topic: &str, client: &Client, payload: &[u8], headers: bool) {
+        let mut record = BaseRecord::to(topic).key(client.id.as_bytes()).payload(payload);
+        if headers {
+            let key = client.subscription.display();
+            record = record.headers(
+                OwnedHeaders::new()
+                    .insert(Header { key: "sluice-key", value: Some(key.as_bytes()) })
+                    .insert(Header { key: "sluice-user", value: client.user.as_deref().map(str::as_bytes) }),
+            );
+        }
+        if let Err((e, _)) = kafka.producer.send(record) {
+            self.shared.metrics.produce_refused(topic, client, &e);
+        }
+    }
+
+    /// Waits (bounded) for buffered records to reach Kafka, at shutdown.
+    pub fn flush(&self, within: std::time::Duration) {
+        if let Some(kafka) = &self.shared.kafka {
+            if let Err(e) = kafka.producer.flush(within) {
+                self.shared.metrics.kafka_error("flush", &e);
+            }
+        }
+    }
+}
+
+fn event_json(client: &Client, event: &Event<'_>) -> String {
+    let mut v = serde_json::json!({
+        "type": match event { Event::Connect => "connect", Event::Disconnect { .. } => "disconnect", Event::Message { .. } => "message" },
+        "replyId": client.id,
+        "key": client.subscription.display(),
+        "user": client.user,
+        "remoteAddr": client.remote.to_string(),
+        "at": rfc3339(SystemTime::now()),
+    });
+    match event {
+        Event::Connect => {}
+        Event::Disconnect { code, reason } => {
+            v["code"] = (*code).into();
+            v["reason"] = (*reason).into();
+        }
+        Event::Message { data, text } => {
+            let (data, encoding) = encode_data(data, *text);
+            v["data"] = data.into();
+            if let Some(e) = encoding {
+                v["encoding"] = e.into();
+            }
+        }
+    }
+    v.to_string()
+}
+
+/// Message data for JSON: the text itself, or base64 for binary.
+pub fn encode_data(data: &[u8], text: bool) -> (String, Option<&'static str>) {
+    match (text, std::str::from_utf8(data)) {
+        (true, Ok(s)) => (s.to_owned(), None),
+        _ => (base64::engine::general_purpose::STANDARD.encode(data), Some("base64")),
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
