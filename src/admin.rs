@@ -12,16 +12,30 @@ use axum::{Json, Router};
 
 use crate::app::App;
 
-/// The HTTP surface: admin routes, with WebSocket upgrades diverted to subscriptions.
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/", get(console))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(app.clone(), divert_upgrades))
-        .with_state(app)
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Subscriptions and everything else (the default: one port).
+    Both,
+    /// Subscriptions, /healthz and /readyz (the client port when `--admin-addr` is set).
+    Subscriptions,
+    /// The admin API, health, metrics and console (the `--admin-addr` listener).
+    Admin,
+}
+
+/// The HTTP surface of one listener.
+pub fn router(app: App, surface: Surface) -> Router {
+    let mut router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    if surface != Surface::Subscriptions {
+        router = router.route("/metrics", get(metrics)).route("/", get(console)).merge(crate::api::routes(app.clone()));
+    }
+    let router = router.fallback(not_found);
+    let router = if surface != Surface::Admin {
+        router.layer(middleware::from_fn_with_state(app.clone(), divert_upgrades))
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 async fn divert_upgrades(State(app): State<App>, request: Request, next: Next) -> Response {

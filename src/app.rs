@@ -52,6 +52,8 @@ pub struct Shared {
     pub memory: Option<MemoryStream>,
     /// Client messages and lifecycle events, out.
     pub outbox: Outbox,
+    /// The Bearer token of the admin API.
+    pub admin_token: crate::secret::Secret,
 }
 
 impl Deref for App {
@@ -116,6 +118,7 @@ impl Gateway {
                 stored_message_bytes: config.stored_message_bytes,
             },
             outbox,
+            admin_token: config.admin.token.clone(),
             shutdown,
             tracker: TaskTracker::new(),
             memory,
@@ -128,8 +131,9 @@ impl Gateway {
     }
 
     /// Serves until the shutdown token is cancelled, then drains: sessions flush their
-    /// queues and close with 1001, all within the shutdown timeout.
-    pub async fn serve(self, listener: TcpListener) {
+    /// queues and close with 1001, all within the shutdown timeout. With `admin`, the admin
+    /// API, metrics and console are served there instead of on `listener`.
+    pub async fn serve(self, listener: TcpListener, admin: Option<TcpListener>) {
         let app = self.app;
         let source_task = match self.source {
             Source::Kafka(source) => {
@@ -147,16 +151,31 @@ impl Gateway {
             }
         };
 
+        let admin_task = admin.map(|admin| {
+            tokio::spawn(crate::server::serve(
+                admin,
+                self.tls.clone(),
+                crate::admin::router(app.clone(), crate::admin::Surface::Admin),
+                self.max_connections,
+                app.metrics.clone(),
+                app.shutdown.clone(),
+                app.tracker.clone(),
+            ))
+        });
+        let surface = if admin_task.is_some() { crate::admin::Surface::Subscriptions } else { crate::admin::Surface::Both };
         crate::server::serve(
             listener,
             self.tls,
-            crate::admin::router(app.clone()),
+            crate::admin::router(app.clone(), surface),
             self.max_connections,
             app.metrics.clone(),
             app.shutdown.clone(),
             app.tracker.clone(),
         )
         .await;
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
 
         // The accept loop ends only on shutdown.
         app.readiness.set(false, "shutting down");

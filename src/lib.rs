@@ -16,12 +16,14 @@
 //!   client's queue into its socket.
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
 //! - [`admin`]: plain HTTP on the same port: health, readiness, metrics, console.
+//! - [`api`]: the admin API under `/api` (clients, messages, broadcast, publish, events).
 //! - [`server`]: the accept loop (plain TCP or TLS) and the connection limit.
 //! - [`sink`]: client messages and lifecycle events out, to Kafka and the event feed.
 //! - [`metrics`]: every metric name, in one place.
 //! - [`app`]: wiring it all together; `run` takes a bound listener and a shutdown token.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod client;

@@ -48,6 +48,16 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    let admin = match config.admin.addr {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: --admin-addr / SLUICE_ADMIN_ADDR: cannot listen on {addr}: {e}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        },
+    };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     // Printed, not logged: these lines are for the person who started Sluice, and the
@@ -59,10 +69,17 @@ async fn run(config: Config) -> ExitCode {
     } else if config.auth.allow_anonymous && config.auth.users.is_empty() && config.auth.jwt_secret.is_none() {
         println!("warning: --allow-anonymous: anyone who can reach this port can subscribe");
     }
+    if config.admin.generated_token {
+        println!("generated admin token (set ADMIN_TOKEN to choose your own): {}", config.admin.token.expose());
+    }
+    if let Some(admin_addr) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        println!("sluice admin API on {scheme}://{admin_addr}/api");
+    }
     println!("sluice listening on {scheme}://{addr} (subscribe at /{{key}} or /*)");
 
     tokio::spawn(stop_on_signal(shutdown));
-    gateway.serve(listener).await;
+    gateway.serve(listener, admin).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

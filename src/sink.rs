@@ -39,6 +39,8 @@ struct Shared {
 
 struct KafkaOut {
     producer: ThreadedProducer<ProduceContext>,
+    /// The streamed topic, for records published through the admin API.
+    input: String,
     output: Option<String>,
     events: Option<String>,
 }
@@ -82,9 +84,10 @@ impl Outbox {
         Outbox { shared: Arc::new(Shared { kafka: None, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) }
     }
 
-    /// Client messages and events also go to Kafka, to the topics configured.
+    /// Client messages and events also go to Kafka, to the topics configured; published
+    /// records go to `input`.
     pub fn kafka(cfg: &KafkaConfig, metrics: Metrics) -> Result<Outbox, KafkaError> {
-        let kafka = if cfg.output.is_some() || cfg.events.is_some() {
+        let kafka = {
             let buffer = cfg.produce_buffer.to_string();
             let config = crate::source::kafka::client_config(
                 cfg,
@@ -92,9 +95,7 @@ impl Outbox {
             );
             let producer: ThreadedProducer<ProduceContext> =
                 config.create_with_context(ProduceContext { metrics: metrics.clone() })?;
-            Some(KafkaOut { producer, output: cfg.output.clone(), events: cfg.events.clone() })
-        } else {
-            None
+            Some(KafkaOut { producer, input: cfg.topic.clone(), output: cfg.output.clone(), events: cfg.events.clone() })
         };
         Ok(Outbox { shared: Arc::new(Shared { kafka, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) })
     }
@@ -131,6 +132,12 @@ impl Outbox {
         if let Err((e, _)) = kafka.producer.send(record) {
             self.shared.metrics.produce_refused(topic, client, &e);
         }
+    }
+
+    /// Produces a record to `input`, as if from the source (admin API publish).
+    pub fn publish(&self, key: &[u8], value: &[u8]) -> Result<(), KafkaError> {
+        let Some(kafka) = &self.shared.kafka else { return Ok(()) };
+        kafka.producer.send(BaseRecord::<[u8], [u8]>::to(&kafka.input).key(key).payload(value)).map_err(|(e, _)| e)
     }
 
     /// Waits (bounded) for buffered records to reach Kafka, at shutdown.

@@ -1,0 +1,271 @@
+//! The admin API under `/api`: list and inspect clients, message one, broadcast, disconnect,
+//! publish records, watch events. JSON over HTTP, guarded by the admin token as a Bearer
+//! token (separate from client credentials). Errors are JSON `{"error": "…"}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::App;
+use crate::client::{Activity, Client, Offer};
+use crate::sink::rfc3339;
+
+/// Why an admin request failed; each maps to a status and a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    #[error("no connected client with id {0:?}")]
+    UnknownClient(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::UnknownClient(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::UnknownClient(_) => "not_found",
+            ApiError::BadRequest(_) => "client_error",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice-admin\""));
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The `/api` routes, behind the token check (except the OpenAPI document).
+pub fn routes(app: App) -> Router<App> {
+    let guarded = Router::new()
+        .route("/api/clients", get(list_clients))
+        .route("/api/clients/{id}", get(get_client).delete(disconnect))
+        .route("/api/clients/{id}/messages", post(send_to_client))
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/publish/{key}", post(publish))
+        .route("/api/events", get(events))
+        .layer(middleware::from_fn_with_state(app, require_token));
+    Router::new().route("/api/openapi.json", get(openapi)).merge(guarded)
+}
+
+async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let expected: [u8; 32] = Sha256::digest(app.admin_token.expose().as_bytes()).into();
+    let ok = given.is_some_and(|t| bool::from(<[u8; 32]>::from(Sha256::digest(t.as_bytes())).ct_eq(&expected)));
+    if !ok {
+        app.metrics.admin_request(ApiError::Unauthorized.outcome());
+        return ApiError::Unauthorized.into_response();
+    }
+    let response = next.run(request).await;
+    let outcome = match response.status() {
+        s if s.is_success() => "ok",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_client_error() => "client_error",
+        _ => "unavailable",
+    };
+    app.metrics.admin_request(outcome);
+    response
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    key: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// Clients ordered by id; `next` is the cursor for the following page, null on the last.
+async fn list_clients(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let mut clients: Vec<Arc<Client>> = app
+        .registry
+        .all()
+        .into_iter()
+        .filter(|c| q.key.as_deref().is_none_or(|k| c.subscription.display() == k))
+        .filter(|c| q.cursor.as_deref().is_none_or(|cursor| c.id.as_str() > cursor))
+        .collect();
+    clients.sort_by(|a, b| a.id.cmp(&b.id));
+    let more = clients.len() > limit;
+    clients.truncate(limit);
+    let next = if more { clients.last().map(|c| c.id.clone()) } else { None };
+    Ok(Json(json!({ "clients": clients.iter().map(|c| client_json(c)).collect::<Vec<_>>(), "next": next })))
+}
+
+async fn get_client(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let client = app.registry.get(&id).ok_or(ApiError::UnknownClient(id))?;
+    Ok(Json(client_json(&client)))
+}
+
+/// The body as a frame: text when it is UTF-8, binary otherwise.
+fn frame(body: Bytes) -> axum::extract::ws::Message {
+    match axum::extract::ws::Utf8Bytes::try_from(body.clone()) {
+        Ok(text) => axum::extract::ws::Message::Text(text),
+        Err(_) => axum::extract::ws::Message::Binary(body),
+    }
+}
+
+async fn send_to_client(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
+    match client.offer(frame(body)) {
+        Offer::Queued => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
+        Offer::Full => Err(ApiError::Unavailable(format!("client {id:?} has a full queue"))),
+        Offer::Closed => Err(ApiError::UnknownClient(id)),
+    }
+}
+
+#[derive(Deserialize)]
+struct DisconnectQuery {
+    code: Option<u16>,
+    reason: Option<String>,
+}
+
+async fn disconnect(State(app): State<App>, Path(id): Path<String>, Query(q): Query<DisconnectQuery>) -> ApiResult<StatusCode> {
+    let code = q.code.unwrap_or(1000);
+    // Codes a server may send (RFC 6455 §7.4): the defined ones, and 3000–4999.
+    if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+        return Err(ApiError::BadRequest(format!("close code {code} cannot be sent; use 1000, 1001, 1008 or 3000-4999")));
+    }
+    let reason = q.reason.unwrap_or_else(|| "closed by admin".to_owned());
+    // The close frame's payload is at most 125 bytes, two of them the code.
+    if reason.len() > 123 {
+        return Err(ApiError::BadRequest("reason must be at most 123 bytes".into()));
+    }
+    let client = app.registry.get(&id).ok_or(ApiError::UnknownClient(id))?;
+    client.close(code, &reason);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct BroadcastQuery {
+    key: Option<String>,
+}
+
+async fn broadcast(State(app): State<App>, Query(q): Query<BroadcastQuery>, body: Bytes) -> Json<Value> {
+    let message = frame(body);
+    let mut delivered = 0usize;
+    for client in app.registry.all() {
+        if q.key.as_deref().is_some_and(|k| client.subscription.display() != k) {
+            continue;
+        }
+        if client.offer(message.clone()) == Offer::Queued {
+            delivered += 1;
+        }
+    }
+    Json(json!({ "delivered": delivered }))
+}
+
+async fn publish(State(app): State<App>, Path(key): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let key = Bytes::from(key.into_bytes());
+    let placed = match &app.memory {
+        Some(stream) => json!({ "offset": stream.publish(Some(key), body, vec![]) }),
+        None => {
+            app.outbox.publish(&key, &body).map_err(|e| ApiError::Unavailable(format!("cannot publish: {e}")))?;
+            json!({ "queued": true })
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(placed)).into_response())
+}
+
+/// Server-sent events: every connect, disconnect and client message, as it happens.
+async fn events(State(app): State<App>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let feed = app.outbox.feed();
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        loop {
+            match feed.recv().await {
+                Ok(json) => return Some((Ok(SseEvent::default().data(json.as_ref())), feed)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    return Some((Ok(SseEvent::default().event("lagged").data(n.to_string())), feed))
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}
+
+/// The client object of the API.
+pub fn client_json(c: &Client) -> Value {
+    json!({
+        "replyId": c.id,
+        "key": c.subscription.display(),
+        "user": c.user,
+        "remoteAddr": c.remote.to_string(),
+        "userAgent": c.user_agent,
+        "envelope": c.envelope,
+        "connectedAt": rfc3339(c.connected_at),
+        "lastActiveAt": rfc3339(c.last_active()),
+        "lastMessageIn": last_message(&c.incoming()),
+        "lastMessageOut": last_message(&c.outgoing()),
+        "messagesIn": c.incoming().messages,
+        "messagesOut": c.outgoing().messages,
+        "bytesIn": c.incoming().bytes,
+        "bytesOut": c.outgoing().bytes,
+        "queued": c.queued(),
+        "dropped": c.dropped(),
+    })
+}
+
+fn last_message(a: &Activity) -> Value {
+    let (Some(data), Some(at)) = (&a.last, a.last_at) else { return Value::Null };
+    let at: SystemTime = at;
+    match std::str::from_utf8(data) {
+        Ok(text) => json!({ "data": text, "at": rfc3339(at) }),
+        // A stored copy may end inside a character where it was capped.
+        Err(e) if e.error_len().is_none() => {
+            json!({ "data": std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(), "at": rfc3339(at) })
+        }
+        Err(_) => {
+            let (data, encoding) = crate::sink::encode_data(data, false);
+            json!({ "data": data, "encoding": encoding, "at": rfc3339(at) })
+        }
+    }
+}
