@@ -60,7 +60,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
         if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice-admin\""));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"sluice-admin\""));
         }
         response
     }
@@ -164,11 +166,17 @@ struct DisconnectQuery {
     reason: Option<String>,
 }
 
-async fn disconnect(State(app): State<App>, Path(id): Path<String>, Query(q): Query<DisconnectQuery>) -> ApiResult<StatusCode> {
+async fn disconnect(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<DisconnectQuery>,
+) -> ApiResult<StatusCode> {
     let code = q.code.unwrap_or(1000);
     // Codes a server may send (RFC 6455 §7.4): the defined ones, and 3000–4999.
     if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
-        return Err(ApiError::BadRequest(format!("close code {code} cannot be sent; use 1000, 1001, 1008 or 3000-4999")));
+        return Err(ApiError::BadRequest(format!(
+            "close code {code} cannot be sent; use 1000, 1001, 1008 or 3000-4999"
+        )));
     }
     let reason = q.reason.unwrap_or_else(|| "closed by admin".to_owned());
     // The close frame's payload is at most 125 bytes, two of them the code.

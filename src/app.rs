@@ -162,7 +162,8 @@ impl Gateway {
                 app.tracker.clone(),
             ))
         });
-        let surface = if admin_task.is_some() { crate::admin::Surface::Subscriptions } else { crate::admin::Surface::Both };
+        let surface =
+            if admin_task.is_some() { crate::admin::Surface::Subscriptions } else { crate::admin::Surface::Both };
         crate::server::serve(
             listener,
             self.tls,

@@ -210,7 +210,14 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn info(id: &str, subscription: Subscription) -> ClientInfo {
-        ClientInfo { id: id.into(), subscription, envelope: false, user: None, remote: ([127, 0, 0, 1], 1).into(), user_agent: None }
+        ClientInfo {
+            id: id.into(),
+            subscription,
+            envelope: false,
+            user: None,
+            remote: ([127, 0, 0, 1], 1).into(),
+            user_agent: None,
+        }
     }
 
     fn client(capacity: usize) -> (Client, mpsc::Receiver<Message>) {

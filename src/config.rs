@@ -425,7 +425,8 @@ impl Config {
                 if !(1..=10_000_000).contains(&produce_buffer) {
                     bad("--produce-buffer / SLUICE_PRODUCE_BUFFER", "must be between 1 and 10000000".into());
                 }
-                let topic_name = |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+                let topic_name =
+                    |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
                 SourceConfig::Kafka(KafkaConfig {
                     brokers: brokers.to_owned(),
                     topic: topic.to_owned(),
@@ -453,7 +454,11 @@ impl Config {
             (None, None) => SourceConfig::Memory { demo: o.demo },
         };
         if matches!(source, SourceConfig::Memory { .. }) {
-            for (setting, value) in [("--output / output", &o.output), ("--events / events", &o.events), ("--replies / replies", &o.replies)] {
+            for (setting, value) in [
+                ("--output / output", &o.output),
+                ("--events / events", &o.events),
+                ("--replies / replies", &o.replies),
+            ] {
                 if value.is_some() {
                     bad(setting, "names a Kafka topic but no Kafka broker is configured".into());
                 }

@@ -119,7 +119,11 @@ impl Metrics {
         r.register("client_messages", "Messages received from clients", m.client_messages.clone());
         r.register("produced", "Records acknowledged by Kafka, by topic", m.produced.clone());
         r.register("produce_errors", "Records Kafka failed to take, by topic", m.produce_errors.clone());
-        r.register("produce_refused", "Records refused because the producer buffer was full, by topic", m.produce_refused.clone());
+        r.register(
+            "produce_refused",
+            "Records refused because the producer buffer was full, by topic",
+            m.produce_refused.clone(),
+        );
         r.register("replies_delivered", "Replies delivered to their client", m.replies_delivered.clone());
         r.register("replies_unknown", "Replies for no connected client, dropped", m.replies_unknown.clone());
         r.register("admin_requests", "Admin API requests by outcome", m.admin_requests.clone());

@@ -95,7 +95,12 @@ impl Outbox {
             );
             let producer: ThreadedProducer<ProduceContext> =
                 config.create_with_context(ProduceContext { metrics: metrics.clone() })?;
-            Some(KafkaOut { producer, input: cfg.topic.clone(), output: cfg.output.clone(), events: cfg.events.clone() })
+            Some(KafkaOut {
+                producer,
+                input: cfg.topic.clone(),
+                output: cfg.output.clone(),
+                events: cfg.events.clone(),
+            })
         };
         Ok(Outbox { shared: Arc::new(Shared { kafka, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) })
     }

@@ -114,7 +114,8 @@ pub async fn upgrade(app: App, request: Request) -> Response {
 
     let id = uuid::Uuid::new_v4().to_string();
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let info = ClientInfo { id: id.clone(), subscription, envelope: params.envelope, user: identity.user, remote, user_agent };
+    let info =
+        ClientInfo { id: id.clone(), subscription, envelope: params.envelope, user: identity.user, remote, user_agent };
     let (client, queue) = Client::new(info, app.settings.queue_capacity, app.settings.stored_message_bytes);
     let client = Arc::new(client);
     // Subscribed before the 101 goes out: a client that has its answer receives every

@@ -169,28 +169,40 @@ async fn connect_small_window(sluice: &Sluice, path: &str) -> Ws {
     ws
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_is_disconnected_without_blocking_others() {
     let tansu = Tansu::memory();
     let topic = topic("slow");
     tansu.create_topic(&topic, 1).await;
-    let sluice = Sluice::with_kafka(&tansu, &topic, &["--queue-capacity", "8"]);
+    let sluice = Sluice::with_kafka(&tansu, &topic, &[]);
     let (mut fast, _) = connect(&sluice, "/k").await;
     let mut slow = connect_small_window(&sluice, "/k").await;
 
-    const RECORDS: usize = 200;
+    // Enough to fill the slow client's queue (1024 frames) and both sockets' buffers.
+    const RECORDS: usize = 4000;
+    const CHUNK: usize = 100;
+    let (progress, mut seen) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
         let mut got = Vec::with_capacity(RECORDS);
         while got.len() < RECORDS {
             let text = next_text(&mut fast).await;
             got.push(text[..8].to_owned());
+            let _ = progress.send(got.len());
         }
         got
     });
+    // A steady stream, not one burst: each chunk goes out once the fast client has the
+    // previous one, as a live topic would flow.
     let p = tansu.producer();
-    let filler = "f".repeat(64 * 1024);
-    for i in 0..RECORDS {
-        p.text(&topic, "k", &format!("{i:08}{filler}")).await;
+    let filler = "f".repeat(4 * 1024);
+    for chunk in 0..RECORDS / CHUNK {
+        let values: Vec<String> = (chunk * CHUNK..(chunk + 1) * CHUNK).map(|i| format!("{i:08}{filler}")).collect();
+        p.many(&topic, "k", &values).await;
+        let want = (chunk + 1) * CHUNK;
+        tokio::time::timeout(Duration::from_secs(20), seen.wait_for(|n| *n >= want))
+            .await
+            .expect("the fast client keeps up")
+            .expect("reader alive");
     }
     // The slow client is told why once it reads again; the fast one got everything.
     sluice.wait_metric("sluice_slow_consumer_disconnects_total", 1.0, Duration::from_secs(30)).await;

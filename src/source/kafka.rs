@@ -125,7 +125,9 @@ pub fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
             tracing::error!(target: "librdkafka", facility = fac, "{message}")
         }
         RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", facility = fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility = fac, "{message}")
+        }
         RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
     }
 }
@@ -141,8 +143,13 @@ impl KafkaSource {
         readiness: Readiness,
     ) -> Result<KafkaSource, KafkaSourceError> {
         let context = SourceContext { metrics: metrics.clone(), readiness: readiness.clone(), topic: topic.to_owned() };
-        let consumer: KafkaConsumer =
-            client_config(cfg, CONSUMER_DEFAULTS).create_with_context(context).map_err(KafkaSourceError::Config)?;
+        // librdkafka will not assign partitions without a group id, even though this
+        // consumer never joins the group nor commits: a unique one keeps replicas apart.
+        let group = format!("sluice-{}", uuid::Uuid::new_v4().simple());
+        let consumer: KafkaConsumer = client_config(cfg, CONSUMER_DEFAULTS)
+            .set("group.id", &group)
+            .create_with_context(context)
+            .map_err(KafkaSourceError::Config)?;
         let consumer = Arc::new(consumer);
 
         let partitions = match partitions(&consumer, topic, CONNECT_TIMEOUT).await {
@@ -205,6 +212,10 @@ impl KafkaSource {
                 Ok(m) => dispatch.dispatch(to_record(&m, &self.topic)),
                 Err(e) => self.metrics.kafka_error("consume", &e),
             }
+            // A fetch hands over many records at once, and recv() is then always ready:
+            // give the sessions on this worker their turn to drain, so a burst is spread
+            // over the clients' queues instead of arriving in them all at once.
+            tokio::task::consume_budget().await;
         }
         checker.abort();
     }

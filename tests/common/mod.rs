@@ -190,6 +190,19 @@ impl Producer {
         self.0.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
     }
 
+    /// Produces many records under one key without waiting between them, then waits for
+    /// every acknowledgement (order is kept: one key, one partition, one producer).
+    pub async fn many(&self, topic: &str, key: &str, values: &[String]) {
+        let mut pending = Vec::with_capacity(values.len());
+        for v in values {
+            let record: FutureRecord<'_, str, str> = FutureRecord::to(topic).key(key).payload(v);
+            pending.push(self.0.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
+        }
+        for p in pending {
+            p.await.expect("delivery report").map_err(|(e, _)| e).expect("produce");
+        }
+    }
+
     pub async fn text(&self, topic: &str, key: &str, value: &str) {
         self.send(topic, None, Some(key.as_bytes()), Some(value.as_bytes()), &[]).await
     }
