@@ -1,0 +1,200 @@
+//! The `sluice` binary under test: started in Kafka mode with Basic authentication,
+//! its port read from the line it prints, its metrics and resources read while it runs.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const USER: &str = "bench";
+pub const PASSWORD: &str = "bench-password";
+
+/// Settings read from the environment that must not leak in from whoever runs the bench.
+const SCRUBBED: &[&str] = &[
+    "input",
+    "Quix__Broker__Address",
+    "KAFKA_BROKERS",
+    "WS_USERNAME",
+    "WS_PASSWORD",
+    "PORT",
+    "SLUICE_CONFIG",
+    "SLUICE_JWT_SECRET",
+    "SLUICE_ALLOW_ANONYMOUS",
+    "SLUICE_DEMO",
+    "SLUICE_NO_WELCOME",
+    "SLUICE_FROM",
+    "SLUICE_HOST",
+    "SLUICE_QUEUE_CAPACITY",
+    "SLUICE_SLOW_CONSUMER",
+    "SLUICE_MAX_CONNECTIONS",
+    "SLUICE_PING_INTERVAL",
+    "KAFKA_PROPERTIES",
+];
+
+/// Lines of the gateway's stderr kept for error messages.
+const KEPT_LINES: usize = 40;
+
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts the gateway on 127.0.0.1 and a free port, reading `topic` from its start
+    /// (the topic is fresh, so nothing produced during the run is missed).
+    pub fn start(binary: &Path, brokers: &str, topic: &str, args: &[String]) -> Result<Gateway> {
+        let mut cmd = Command::new(binary);
+        for name in SCRUBBED {
+            cmd.env_remove(name);
+        }
+        cmd.args(["--host", "127.0.0.1", "--port", "0", "--from", "earliest", "--ping-interval", "0"])
+            .args(args)
+            .env("Quix__Broker__Address", brokers)
+            .env("input", topic)
+            .env("WS_USERNAME", USER)
+            .env("WS_PASSWORD", PASSWORD)
+            // Per-connection info lines would make the gateway's logging part of every figure.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("start {}", binary.display()))?;
+
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept = stderr.clone();
+        let err = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut k = kept.lock().expect("not poisoned");
+                if k.len() == KEPT_LINES {
+                    k.remove(0);
+                }
+                k.push(line);
+            }
+        });
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the gateway did not start:\n{}", stderr.lock().expect("not poisoned").join("\n"));
+            };
+            // "sluice listening on ws://127.0.0.1:PORT (subscribe at /{key} or /*)"
+            if let Some(rest) = line.strip_prefix("sluice listening on ") {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let hostport = url.split("://").nth(1).unwrap_or_default();
+                break hostport.parse().with_context(|| format!("address in {line:?}"))?;
+            }
+        };
+        Ok(Gateway { child, addr, stderr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        self.stderr.lock().expect("not poisoned").join("\n")
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
+            .await?;
+        let mut body = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut body)).await??;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok((status, text))
+    }
+
+    /// Waits until `/readyz` answers 200: the consumer has its partitions.
+    pub async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                bail!("the gateway was not ready within {within:?}:\n{}", self.stderr_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every unlabelled sample of `/metrics`, by name.
+    pub async fn metrics(&self) -> Result<Metrics> {
+        let (status, text) = self.get("/metrics").await?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        let mut values = HashMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.contains('{') {
+                continue;
+            }
+            if let Some((name, value)) = line.rsplit_once(' ') {
+                if let Ok(v) = value.parse::<f64>() {
+                    values.insert(name.to_owned(), v);
+                }
+            }
+        }
+        Ok(Metrics(values))
+    }
+
+    /// Waits until the gateway counts at least `n` open connections.
+    pub async fn wait_connections(&self, n: usize, within: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            let m = self.metrics().await?;
+            if m.get("sluice_connections") >= n as f64 {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                bail!("the gateway counts {} connections, not {n}, after {within:?}", m.get("sluice_connections"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn rss_kib(&self) -> Result<u64> {
+        crate::usage::rss_kib(self.pid())
+    }
+
+    pub fn cpu(&self) -> f64 {
+        crate::usage::process_cpu(self.pid())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Metrics(HashMap<String, f64>);
+
+impl Metrics {
+    /// A sample's value, 0 when absent.
+    pub fn get(&self, name: &str) -> f64 {
+        self.0.get(name).copied().unwrap_or(0.0)
+    }
+}

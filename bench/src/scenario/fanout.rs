@@ -1,0 +1,75 @@
+//! Scenario 1, fan-out throughput: records produced as fast as the producer and broker
+//! allow, every client reading; delivered messages per second.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{Common, Load, Rig};
+use crate::produce::Plan;
+use crate::report::Report;
+
+#[derive(Args, Debug, Clone)]
+pub struct Opts {
+    #[command(flatten)]
+    pub load: Load,
+    /// Records to produce at most.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
+    /// Seconds to produce for at most.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// The gateway's slow-consumer policy. `drop` keeps a client that falls behind
+    /// connected (its missing frames are counted) so it stays measured to the end.
+    #[arg(long, default_value = "drop")]
+    pub slow_consumer: String,
+}
+
+pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<Report> {
+    let load = &opts.load;
+    let name = if load.all { format!("fanout-all-{}c", load.clients) } else { format!("fanout-{}c-{}k", load.clients, load.keys) };
+    let mut rig = Rig::start(common, "fanout", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
+    rig.connect_load(load).await?;
+    let plan = Plan {
+        topic: String::new(),
+        keys: Vec::new(),
+        size: load.size,
+        max_records: opts.records,
+        max_time: Duration::from_secs_f64(opts.duration),
+        rate: None,
+        linger_ms: load.linger_ms.unwrap_or(5),
+        first_seq: Vec::new(),
+    };
+    let phase = rig.phase(plan, &|_| true, &|_| true, Duration::from_secs_f64(load.drain)).await?;
+
+    let mut r = Report::new(name);
+    phase.report(&mut r, "", client_threads);
+    r.note(format!(
+        "{} clients, {}, fan-out {} per record, {}-byte values, producer linger.ms={}, {} partition(s), gateway --slow-consumer {} --queue-capacity {}, {}",
+        load.clients,
+        if load.all { "all on /*".to_string() } else { format!("over {} keys", load.keys) },
+        load.fan_out(),
+        load.size,
+        load.linger_ms.unwrap_or(5),
+        load.partitions,
+        opts.slow_consumer,
+        load.queue_capacity,
+        load.fetch_settings()
+    ));
+    let needed = load.fan_out() * phase.produced.rate();
+    if phase.all.rate() >= 0.8 * needed {
+        r.note(format!(
+            "broker/producer-bound: delivery kept up with production ({:.0} rec/s × {} = {:.0} msg/s offered)",
+            phase.produced.rate(),
+            load.fan_out(),
+            needed
+        ));
+    }
+    if opts.slow_consumer != "drop" || phase.measured.gaps == 0 {
+        phase.check_complete(&mut r, "");
+    } else {
+        r.note("frames dropped by the gateway for clients that fell behind count as missing");
+    }
+    Ok(r)
+}

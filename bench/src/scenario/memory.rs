@@ -1,0 +1,64 @@
+//! Scenario 3, memory per idle connection: the gateway's resident memory before and
+//! after holding N idle authenticated connections, divided by N.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::{Common, Rig};
+use crate::connect::{self, Conn};
+use crate::report::Report;
+use crate::usage::OwnThreads;
+
+#[derive(Args, Debug, Clone)]
+pub struct Opts {
+    /// Connection counts to measure at, ascending, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,19000")]
+    pub connections: Vec<usize>,
+    /// Keys the idle clients subscribe to (client `i` to key `i mod keys`).
+    #[arg(long, default_value_t = 10)]
+    pub keys: usize,
+    /// Seconds to let the gateway settle before each reading.
+    #[arg(long, default_value_t = 1.0)]
+    pub settle: f64,
+}
+
+pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
+    let most = opts.connections.iter().copied().max().unwrap_or(0);
+    let args = vec!["--max-connections".into(), (most + 1000).to_string()];
+    let rig = Rig::start(common, "memory", 1, opts.keys, args).await?;
+    let settle = Duration::from_secs_f64(opts.settle);
+    tokio::time::sleep(settle).await;
+    let baseline = rig.gateway.rss_kib()?;
+
+    let mut r = Report::new(format!("memory-idle-{most}"));
+    r.metric("rss_baseline_kib", baseline as f64);
+    let mut held: Vec<Conn> = Vec::new();
+    let cpu_before = OwnThreads::now();
+    for &n in &opts.connections {
+        if n < held.len() {
+            bail!("connection counts must ascend");
+        }
+        let paths: Vec<String> = (held.len()..n).map(|i| format!("/k{}", i % opts.keys.max(1))).collect();
+        let opened = connect::open_many(&rig.target, &paths, held.len(), common.connect_concurrency).await;
+        r.check(opened.failed() > 0, || format!("{} of {} connections failed: {}", opened.failed(), paths.len(), opened.describe_failures()));
+        held.extend(opened.conns);
+        rig.gateway.wait_connections(held.len(), Duration::from_secs(30)).await?;
+        tokio::time::sleep(settle).await;
+        let rss = rig.gateway.rss_kib()?;
+        let per = (rss.saturating_sub(baseline)) as f64 / held.len().max(1) as f64;
+        r.metric(&format!("rss_at_{n}_kib"), rss as f64);
+        r.metric(&format!("kib_per_conn_at_{n}"), per);
+        r.metric(&format!("bytes_per_conn_at_{n}"), per * 1024.0);
+    }
+    r.metric("client_cpu_s", OwnThreads::now().since(cpu_before).total);
+    r.note(format!(
+        "idle authenticated connections (welcome read, nothing streamed, pings off), over {} keys; gateway VmRSS from /proc",
+        opts.keys
+    ));
+    // The gateway goes first, so the closes start on its side, not in the clients' ports.
+    drop(rig);
+    drop(held);
+    Ok(r)
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Runs Sluice's benchmark scenarios against a release build and a Tansu broker, and
+# prints the median, minimum and maximum of each figure over the runs.
+#
+#   scripts/bench.sh                 every scenario, 3 runs each (under 10 minutes on 2 cores)
+#   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept or slow
+#   scripts/bench.sh smoke           every scenario at a tiny scale, once; fails when the
+#                                    harness misbehaves (for CI; no figure is checked)
+#   RUNS=1 scripts/bench.sh latency  fewer runs
+#
+# Results are appended as JSON lines to $RESULTS (default target/bench/<time>.jsonl).
+# Extra arguments after the scenario name go to every sluice-bench command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what="${1:-all}"
+shift || true
+runs="${RUNS:-3}"
+# A stuck run must end by itself: no scenario below needs more than this.
+limit="${BENCH_TIMEOUT:-300}"
+
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ -z "${TANSU_BIN:-}" ]; then
+  if command -v tansu >/dev/null 2>&1; then
+    TANSU_BIN="$(command -v tansu)"
+  elif [ -x "$cargo_bin/tansu" ]; then
+    TANSU_BIN="$cargo_bin/tansu"
+  else
+    echo "Tansu broker not found: building it once (cargo install tansu, about 12 minutes)..."
+    cargo install tansu --locked --features "dynostore,libsql,postgres"
+    TANSU_BIN="$cargo_bin/tansu"
+  fi
+fi
+export TANSU_BIN
+
+cargo build --release --locked -p sluice -p sluice-bench
+bench=target/release/sluice-bench
+export SLUICE_BIN=target/release/sluice
+
+mkdir -p target/bench
+results="${RESULTS:-target/bench/$(date +%Y%m%dT%H%M%S)-$what.jsonl}"
+
+# run NAME ARGS...: one sluice-bench command, bounded in time.
+run() {
+  echo "+ sluice-bench $*" >&2
+  timeout --kill-after=10 "$limit" "$bench" "$@" --json "$results" "${extra[@]}"
+}
+extra=("$@")
+
+fanout() {
+  run fanout --clients 1000 --keys 10 --records 200000 --duration 10
+  run fanout --clients 100 --all --records 200000 --duration 10
+}
+latency() { run latency --clients 1000 --keys 10 --rates 10000,50000,100000 --duration 8; }
+memory() { run memory --connections 10000,19000; }
+accept() { run accept --connections 10000; }
+slow() { run slow --clients 1000 --keys 10 --slow-fraction 0.1 --rate 50000 --duration 6 --records 100000; }
+
+smoke() {
+  local s=(--strict)
+  run fanout --clients 20 --keys 2 --records 2000 --duration 5 --drain 5 --slow-consumer disconnect "${s[@]}"
+  run fanout --clients 4 --all --records 2000 --duration 5 --drain 5 --slow-consumer disconnect "${s[@]}"
+  run latency --clients 20 --keys 2 --rates 1000,2000 --duration 1 --warmup 0.5 --drain 5 "${s[@]}"
+  run memory --connections 100,200 --settle 0.2 "${s[@]}"
+  run accept --connections 300 "${s[@]}"
+  run slow --clients 20 --keys 2 --rate 1000 --duration 1 --records 2000 --drain 5 "${s[@]}"
+}
+
+started=$(date +%s)
+case "$what" in
+  smoke)
+    runs=1
+    smoke
+    ;;
+  all)
+    for i in $(seq "$runs"); do
+      echo "== run $i of $runs" >&2
+      fanout
+      latency
+      memory
+      accept
+      slow
+    done
+    ;;
+  fanout | latency | memory | accept | slow)
+    for i in $(seq "$runs"); do
+      echo "== run $i of $runs" >&2
+      "$what"
+    done
+    ;;
+  *)
+    echo "usage: $0 [all|smoke|fanout|latency|memory|accept|slow] [sluice-bench arguments...]" >&2
+    exit 2
+    ;;
+esac
+
+echo
+echo "Results: $results ($(($(date +%s) - started)) s)"
+echo
+"$bench" summary "$results"
