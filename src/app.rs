@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
+use crate::replies::ReplyRouter;
 use crate::server::TlsError;
 use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError};
@@ -72,7 +73,7 @@ pub enum StartError {
 }
 
 enum Source {
-    Kafka(KafkaSource),
+    Kafka { input: KafkaSource, replies: Option<KafkaSource> },
     Memory { demo: bool, stream: MemoryStream },
 }
 
@@ -82,6 +83,7 @@ pub struct Gateway {
     source: Source,
     tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
+    slow_consumer: SlowConsumerPolicy,
 }
 
 impl Gateway {
@@ -96,7 +98,21 @@ impl Gateway {
             SourceConfig::Kafka(k) => {
                 let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
                 let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
-                (Source::Kafka(source), None, outbox)
+                let replies = match &k.replies {
+                    // Replies are for clients connected now: start at the end.
+                    Some(topic) => Some(
+                        KafkaSource::connect(
+                            k,
+                            topic,
+                            StartFrom::Latest,
+                            metrics.clone(),
+                            Readiness::detached("replies"),
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
+                (Source::Kafka { input: source, replies }, None, outbox)
             }
             SourceConfig::Memory { demo } => {
                 let stream = MemoryStream::new(Arc::new(hub.clone()));
@@ -123,7 +139,7 @@ impl Gateway {
             tracker: TaskTracker::new(),
             memory,
         }));
-        Ok(Gateway { app, source, tls, max_connections: config.max_connections })
+        Ok(Gateway { app, source, tls, max_connections: config.max_connections, slow_consumer: config.slow_consumer })
     }
 
     pub fn app(&self) -> &App {
@@ -136,9 +152,17 @@ impl Gateway {
     pub async fn serve(self, listener: TcpListener, admin: Option<TcpListener>) {
         let app = self.app;
         let source_task = match self.source {
-            Source::Kafka(source) => {
+            Source::Kafka { input, replies } => {
+                if let Some(replies) = replies {
+                    let router = ReplyRouter {
+                        registry: app.registry.clone(),
+                        metrics: app.metrics.clone(),
+                        policy: self.slow_consumer,
+                    };
+                    tokio::spawn(replies.run(Arc::new(router), app.shutdown.clone()));
+                }
                 let dispatch: Arc<dyn Dispatch> = Arc::new(app.hub.clone());
-                tokio::spawn(source.run(dispatch, app.shutdown.clone()))
+                tokio::spawn(input.run(dispatch, app.shutdown.clone()))
             }
             Source::Memory { demo, stream } => {
                 app.readiness.set(true, "embedded stream");

@@ -111,28 +111,36 @@ impl Hub {
         let keyed = record.key.as_ref().and_then(|k| table.by_key.get(k));
         for client in keyed.into_iter().flatten().chain(table.all.iter()) {
             if let Some(frame) = frames.for_subscriber(client.envelope) {
-                self.offer(client, frame.clone());
+                offer(client, frame.clone(), self.shared.policy, metrics);
             }
         }
     }
+}
 
-    fn offer(&self, client: &Client, frame: axum::extract::ws::Message) {
-        match client.offer(frame) {
-            Offer::Queued | Offer::Closed => {}
-            Offer::Full => match self.shared.policy {
-                SlowConsumerPolicy::Disconnect => {
-                    if client.close(CLOSE_POLICY_VIOLATION, SLOW_CONSUMER) {
-                        self.shared.metrics.slow_consumer_disconnects.inc();
-                        tracing::info!(client = %client.id, key = %client.subscription.display(), queued = client.queued(), "closing slow consumer");
-                    }
+/// Offers a frame to a client; a full queue is decided here, under the slow-consumer
+/// policy, for every path that delivers to clients (records and replies alike).
+pub fn offer(
+    client: &Client,
+    frame: axum::extract::ws::Message,
+    policy: SlowConsumerPolicy,
+    metrics: &Metrics,
+) -> Offer {
+    let offer = client.offer(frame);
+    if offer == Offer::Full {
+        match policy {
+            SlowConsumerPolicy::Disconnect => {
+                if client.close(CLOSE_POLICY_VIOLATION, SLOW_CONSUMER) {
+                    metrics.slow_consumer_disconnects.inc();
+                    tracing::info!(client = %client.id, key = %client.subscription.display(), queued = client.queued(), "closing slow consumer");
                 }
-                SlowConsumerPolicy::DropNewest => {
-                    client.count_dropped();
-                    self.shared.metrics.frames_dropped.inc();
-                }
-            },
+            }
+            SlowConsumerPolicy::DropNewest => {
+                client.count_dropped();
+                metrics.frames_dropped.inc();
+            }
         }
     }
+    offer
 }
 
 impl Dispatch for Hub {

@@ -12,6 +12,7 @@
 //! - [`client`]: one connected client: its id, its bounded outgoing queue, the signal that
 //!   closes it, and its activity counters.
 //! - [`registry`]: every connected client by id.
+//! - [`replies`]: records of the `replies` topic, each to the client its key names.
 //! - [`ws`]: the WebSocket upgrade (authentication first) and the session that pumps a
 //!   client's queue into its socket.
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod record;
 pub mod registry;
+pub mod replies;
 pub mod secret;
 pub mod server;
 pub mod sink;

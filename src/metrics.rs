@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type Label = [(&'static str, &'static str); 1];
-type PartitionLabel = [(&'static str, i64); 1];
+type PartitionLabel = [(&'static str, String); 2];
 type TopicLabel = [(&'static str, String); 1];
 
 /// The gateway's metrics. Cheap to clone: every metric is a handle on shared atomics.
@@ -36,7 +36,7 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Upgrade requests refused, by reason.
     auth_failures: Family<Label, Counter>,
-    /// Messages behind the end of each partition of `input`, as librdkafka last reported.
+    /// Records behind the end of each consumed partition (`input`, `replies`), as librdkafka last reported.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     /// Kafka client errors, by kind.
     kafka_errors: Family<Label, Counter>,
@@ -111,7 +111,7 @@ impl Metrics {
             m.slow_consumer_disconnects.clone(),
         );
         r.register("auth_failures", "Upgrade requests refused, by reason", m.auth_failures.clone());
-        r.register("consumer_lag", "Records behind the end of each input partition", m.consumer_lag.clone());
+        r.register("consumer_lag", "Records behind the end of each consumed partition", m.consumer_lag.clone());
         r.register("kafka_errors", "Kafka client errors, by kind", m.kafka_errors.clone());
         r.register("source_up", "1 while the source is consuming", m.source_up.clone());
         r.register("session_errors", "Client connections ended by a socket error", m.session_errors.clone());

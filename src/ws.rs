@@ -126,8 +126,12 @@ pub async fn upgrade(app: App, request: Request) -> Response {
     let permit = parts.extensions.get::<crate::server::ConnectionPermit>().cloned();
 
     let span = tracing::info_span!("session", client = %id, key = %client.subscription.display());
-    let mut response =
-        upgrade.read_buffer_size(READ_BUFFER).write_buffer_size(WRITE_BUFFER).on_upgrade(move |socket| {
+    let mut response = upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(app.settings.max_message_size)
+        .max_frame_size(app.settings.max_message_size)
+        .on_upgrade(move |socket| {
             let session = Session { app, client, queue, _guards: guards, _tracked: tracked, _permit: permit };
             session.run(socket).instrument(span)
         });

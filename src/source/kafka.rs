@@ -64,7 +64,8 @@ impl ClientContext for SourceContext {
             for (id, p) in &topic.partitions {
                 // librdkafka reports an internal partition -1, and -1 lag before it knows.
                 if *id >= 0 && p.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.get_or_create(&[("partition", i64::from(*id))]).set(p.consumer_lag);
+                    let labels = [("topic", self.topic.clone()), ("partition", id.to_string())];
+                    self.metrics.consumer_lag.get_or_create(&labels).set(p.consumer_lag);
                 }
             }
         }

@@ -28,6 +28,7 @@ pub const USER: &str = "tester";
 /// Holds a colon and a space, as RFC 7617 allows.
 pub const PASSWORD: &str = "s3cret: with space";
 pub const JWT_SECRET: &str = "a-test-signing-secret-of-32-bytes!!";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 /// A port nobody listens on right now. The broker cannot report the port it bound, so
 /// this is the one place a port is chosen outside the process that uses it.
@@ -161,6 +162,34 @@ fn wait_for_port(port: u16, within: Duration) {
     }
 }
 
+/// Reads a topic from the beginning of every partition, for checking what Sluice produced.
+pub fn reader(tansu: &Tansu, topic: &str, partitions: i32) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.brokers())
+        .set("group.id", format!("test-{}", uuid::Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
+/// The next record of a reader, detached; panics after 20 s.
+pub async fn next_record(c: &rdkafka::consumer::StreamConsumer) -> rdkafka::message::OwnedMessage {
+    use rdkafka::Message as _;
+    tokio::time::timeout(Duration::from_secs(20), c.recv())
+        .await
+        .expect("a record within 20 s")
+        .expect("record")
+        .detach()
+}
+
 pub struct Producer(pub FutureProducer);
 
 impl Producer {
@@ -231,6 +260,11 @@ const SCRUBBED: &[&str] = &[
     "SLUICE_DEMO",
     "SLUICE_NO_WELCOME",
     "SLUICE_FROM",
+    "ADMIN_TOKEN",
+    "output",
+    "events",
+    "replies",
+    "SLUICE_ADMIN_ADDR",
     "SLUICE_HOST",
     "KAFKA_PROPERTIES",
 ];
@@ -303,6 +337,7 @@ impl Sluice {
             ("input", topic),
             ("WS_USERNAME", USER),
             ("WS_PASSWORD", PASSWORD),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
         ];
         let mut all = vec!["--kafka-check-interval", "1", "--kafka-property", "fetch.wait.max.ms=10"];
         all.extend_from_slice(args);
@@ -350,6 +385,32 @@ impl Sluice {
             assert!(start.elapsed() < within, "{path} did not answer {status} within {within:?}\n{}", self.stderr());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// An admin API call with the test token; the status and the JSON body (null if none).
+    pub async fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        self.api_with(method, path, body, Some(ADMIN_TOKEN)).await
+    }
+
+    pub async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::new();
+        let mut request = client.request(method.parse().unwrap(), self.http(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.body(b.to_owned());
+        }
+        let response = request.send().await.expect("admin request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
     /// The value of a metric line (first sample whose name and labels start with `prefix`).

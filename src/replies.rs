@@ -1,0 +1,33 @@
+//! Replies through Kafka: each record of the `replies` topic goes to the one client whose
+//! `replyId` is the record's key, value verbatim. Records for no connected client are
+//! counted and dropped (the client has gone; nobody else may read its replies).
+
+use crate::client::Offer;
+use crate::config::SlowConsumerPolicy;
+use crate::metrics::Metrics;
+use crate::record::{Frames, Record};
+use crate::registry::Registry;
+use crate::source::Dispatch;
+
+pub struct ReplyRouter {
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub policy: SlowConsumerPolicy,
+}
+
+impl Dispatch for ReplyRouter {
+    fn dispatch(&self, record: Record) {
+        let client =
+            record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(|id| self.registry.get(id));
+        let frames = Frames::new(&record);
+        let (Some(client), Some(frame)) = (client, frames.verbatim()) else {
+            self.metrics.replies_unknown.inc();
+            return;
+        };
+        match crate::hub::offer(&client, frame.clone(), self.policy, &self.metrics) {
+            Offer::Queued => self.metrics.replies_delivered.inc(),
+            Offer::Closed => self.metrics.replies_unknown.inc(),
+            Offer::Full => 0,
+        };
+    }
+}
