@@ -48,8 +48,8 @@ run() {
 extra=("$@")
 
 fanout() {
-  run fanout --clients 1000 --keys 10 --records 200000 --duration 10
-  run fanout --clients 100 --all --records 200000 --duration 10
+  run fanout --clients 1000 --keys 10 --records 100000 --duration 10 --drain 20
+  run fanout --clients 100 --all --records 100000 --duration 10 --drain 20
 }
 latency() { run latency --clients 1000 --keys 10 --rates 10000,50000,100000 --duration 8; }
 memory() { run memory --connections 10000,19000; }

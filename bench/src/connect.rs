@@ -156,7 +156,7 @@ pub async fn open_many(target: &Target, paths: &[String], first_index: usize, co
         conns: Vec::with_capacity(paths.len()),
         failures: BTreeMap::new(),
         elapsed: Duration::ZERO,
-        handshake_us: Histogram::new(3).expect("histogram"),
+        handshake_us: crate::tally::latency_histogram(),
     };
     for task in tasks {
         match task.await {

@@ -2,10 +2,11 @@
 //! allow or open-loop at a fixed rate, bounded by a record count and a time limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use hdrhistogram::Histogram;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
@@ -49,6 +50,9 @@ pub struct Produced {
     pub cpu: f64,
     /// How late the paced producer ran behind its schedule at worst.
     pub max_behind: Duration,
+    /// Intended send time → broker acknowledgement, microseconds: the share of the
+    /// end-to-end latency spent before the gateway could see a record.
+    pub ack_us: Option<Histogram<u64>>,
 }
 
 impl Produced {
@@ -65,6 +69,8 @@ impl Produced {
 struct Acks {
     acked: Vec<AtomicU64>,
     failed: AtomicU64,
+    /// Only touched by the producing thread, in poll(): never contended.
+    ack_us: Mutex<Histogram<u64>>,
 }
 
 struct Context(Arc<Acks>);
@@ -72,14 +78,21 @@ struct Context(Arc<Acks>);
 impl ClientContext for Context {}
 
 impl ProducerContext for Context {
-    /// The key index.
-    type DeliveryOpaque = Box<usize>;
+    /// The key index and the intended send time.
+    type DeliveryOpaque = Box<(usize, u64)>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, key: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Self::DeliveryOpaque) {
+        let (key, send_ns) = *sent;
         match result {
-            Ok(_) => self.0.acked[*key].fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(_) => {
+                self.0.acked[key].fetch_add(1, Ordering::Relaxed);
+                let us = clock::now_ns().saturating_sub(send_ns) / 1000;
+                self.0.ack_us.lock().expect("not poisoned").saturating_record(us.max(1));
+            }
+            Err(_) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -90,6 +103,7 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
     let acks = Arc::new(Acks {
         acked: plan.keys.iter().map(|_| AtomicU64::new(0)).collect(),
         failed: AtomicU64::new(0),
+        ack_us: Mutex::new(crate::tally::latency_histogram()),
     });
     let producer: BaseProducer<Context> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -118,12 +132,14 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
             Some(rate) => {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
                 if due > now {
-                    // Sleep through long waits, spin through short ones: sleep overshoots.
-                    if due - now > Duration::from_micros(200) {
-                        std::thread::sleep(due - now - Duration::from_micros(100));
+                    // Long waits in poll(), which takes acknowledgements as they come (so
+                    // their times are right) but counts whole milliseconds; the rest asleep.
+                    if due - now > Duration::from_millis(2) {
+                        producer.poll(due - now - Duration::from_millis(1));
                     }
-                    while Instant::now() < due {
-                        std::hint::spin_loop();
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
                     }
                 } else {
                     max_behind = max_behind.max(now - due);
@@ -134,7 +150,7 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
         };
         let key = (i % plan.keys.len() as u64) as usize;
         payload::encode(&mut value, Stamp { seq: next_seq[key], send_ns, key: key as u32 }, plan.size);
-        let mut record = BaseRecord::with_opaque_to(&plan.topic, Box::new(key)).key(&plan.keys[key]).payload(&value);
+        let mut record = BaseRecord::with_opaque_to(&plan.topic, Box::new((key, send_ns))).key(&plan.keys[key]).payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -151,7 +167,8 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
         }
         next_seq[key] += 1;
         i += 1;
-        if i % 512 == 0 {
+        // Flat out, acknowledgements are taken every so often; paced, while waiting above.
+        if plan.rate.is_some() || i % 512 == 0 {
             producer.poll(Duration::ZERO);
         }
     }
@@ -159,6 +176,7 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
     let elapsed = started.elapsed();
     let cpu = OwnThreads::now().since(cpu_before).producer;
     drop(producer);
+    let ack_us = acks.ack_us.lock().expect("not poisoned").clone();
     Ok(Produced {
         next_seq,
         acked: acks.acked.iter().map(|a| a.load(Ordering::Relaxed)).collect(),
@@ -166,6 +184,7 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
         elapsed,
         cpu,
         max_behind,
+        ack_us: Some(ack_us),
     })
 }
 

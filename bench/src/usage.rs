@@ -125,3 +125,17 @@ mod tests {
         assert_eq!(stat_cpu(line), Some(300.0 / ticks_per_second()));
     }
 }
+
+/// CPU seconds the whole machine spent busy (all cores, every process), from `/proc/stat`:
+/// set beside this run's processes, the rest is load from elsewhere on a shared machine.
+pub fn machine_busy() -> f64 {
+    let Ok(stat) = fs::read_to_string("/proc/stat") else { return 0.0 };
+    let Some(line) = stat.lines().next() else { return 0.0 };
+    // cpu user nice system idle iowait irq softirq steal ...
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 8 {
+        return 0.0;
+    }
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    busy / ticks_per_second()
+}

@@ -27,6 +27,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     let own = OwnThreads::now();
     let gateway_cpu = rig.gateway.cpu();
     let broker_cpu = usage::process_cpu(rig.broker.pid());
+    let machine = usage::machine_busy();
     let opened = connect::open_many(&rig.target, &paths, 0, common.connect_concurrency).await;
     let wall = opened.elapsed.as_secs_f64();
     let own = OwnThreads::now().since(own);
@@ -47,6 +48,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
         producer: 0.0,
         gateway: rig.gateway.cpu() - gateway_cpu,
         broker: usage::process_cpu(rig.broker.pid()) - broker_cpu,
+        machine: usage::machine_busy() - machine,
     };
     cpu.report(&mut r, "", client_threads);
     r.note(format!(

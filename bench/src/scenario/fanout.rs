@@ -15,7 +15,7 @@ pub struct Opts {
     #[command(flatten)]
     pub load: Load,
     /// Records to produce at most.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 100_000)]
     pub records: u64,
     /// Seconds to produce for at most.
     #[arg(long, default_value_t = 10.0)]

@@ -139,6 +139,8 @@ pub struct Cpu {
     pub producer: f64,
     pub gateway: f64,
     pub broker: f64,
+    /// Every process on the machine.
+    pub machine: f64,
 }
 
 impl Cpu {
@@ -162,12 +164,15 @@ impl Cpu {
                 Self::percent(self.clients, self.wall * client_threads as f64)
             ));
         }
-        let total = self.clients + self.producer + self.gateway + self.broker;
-        if total >= 0.9 * self.wall * crate::cores() as f64 {
+        let ours = self.clients + self.producer + self.gateway + self.broker;
+        let others = (self.machine - ours).max(0.0);
+        r.metric(&format!("{prefix}other_processes_cpu_pct"), Self::percent(others, self.wall));
+        let cores = crate::cores() as f64;
+        if self.machine >= 0.9 * self.wall * cores {
             r.note(format!(
-                "{prefix}machine-bound: client, producer, gateway and broker together used {:.0}% of {} cores",
-                Self::percent(total, self.wall * crate::cores() as f64),
-                crate::cores()
+                "{prefix}machine-bound: the {cores} cores were {:.0}% busy ({:.0}% of one core by processes outside this benchmark)",
+                Self::percent(self.machine, self.wall * cores),
+                Self::percent(others, self.wall)
             ));
         }
     }
@@ -178,6 +183,7 @@ struct Snapshot {
     own: OwnThreads,
     gateway: f64,
     broker: f64,
+    machine: f64,
     metrics: Metrics,
 }
 
@@ -218,6 +224,10 @@ impl Phase {
         r.metric(&format!("{prefix}p99_ms"), t.latency_ms(0.99));
         r.metric(&format!("{prefix}p99_9_ms"), t.latency_ms(0.999));
         r.metric(&format!("{prefix}max_ms"), t.max_latency_ms());
+        if let Some(ack) = self.produced.ack_us.as_ref().filter(|h| !h.is_empty()) {
+            r.metric(&format!("{prefix}produce_ack_p50_ms"), ack.value_at_quantile(0.5) as f64 / 1000.0);
+            r.metric(&format!("{prefix}produce_ack_p99_ms"), ack.value_at_quantile(0.99) as f64 / 1000.0);
+        }
         r.metric(&format!("{prefix}window_s"), window);
         self.cpu.report(r, prefix, client_threads);
         if self.slow_disconnects > 0.0 {
@@ -303,6 +313,7 @@ impl Rig {
             own: OwnThreads::now(),
             gateway: self.gateway.cpu(),
             broker: usage::process_cpu(self.broker.pid()),
+            machine: usage::machine_busy(),
             metrics: self.gateway.metrics().await?,
         })
     }
@@ -393,6 +404,7 @@ impl Rig {
                 producer: produced.cpu,
                 gateway: after.gateway - before.gateway,
                 broker: after.broker - before.broker,
+                machine: after.machine - before.machine,
             },
             produced,
             frames_sent: metric("sluice_frames_sent_total"),
