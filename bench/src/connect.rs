@@ -32,6 +32,10 @@ pub struct Target {
     /// Source addresses used: 127.0.0.1 up to 127.0.0.`sources`.
     pub sources: u8,
     pub timeout: Duration,
+    /// Connections numbered below this get the smallest receive buffer the kernel allows,
+    /// so when they stop reading the gateway meets a full socket at once rather than
+    /// after the megabytes loopback buffers can hold.
+    pub tiny_window_below: usize,
 }
 
 impl Target {
@@ -43,6 +47,7 @@ impl Target {
             welcome,
             sources: sources.max(1),
             timeout: Duration::from_secs(15),
+            tiny_window_below: 0,
         }
     }
 
@@ -65,6 +70,13 @@ pub async fn open(target: &Target, path: &str, n: usize) -> Result<Conn> {
     // Let connect() pick the source port for the full 4-tuple, instead of bind() picking
     // one unique across every destination: more connections per source address.
     set_bind_no_port(&socket);
+    if n < target.tiny_window_below {
+        // Before connect: window scale and segment size are agreed in the handshake. A
+        // small segment size matters as much as the buffer: on loopback (64 KiB segments)
+        // the gateway's send buffer would otherwise grow to megabytes at once.
+        socket.set_recv_buffer_size(1).context("receive buffer")?;
+        set_int_option(&socket, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 536);
+    }
     socket.bind(SocketAddr::new(target.source(n).into(), 0)).context("bind")?;
     let mut stream = socket.connect(target.addr).await.context("connect")?;
     stream.set_nodelay(true).context("nodelay")?;
@@ -99,15 +111,19 @@ pub async fn open(target: &Target, path: &str, n: usize) -> Result<Conn> {
 }
 
 fn set_bind_no_port(socket: &TcpSocket) {
-    let one: libc::c_int = 1;
-    // SAFETY: a plain setsockopt on a socket this function borrows; failure only means
-    // ports are picked at bind time, which still works for fewer connections.
+    // Failure only means ports are picked at bind time, which works for fewer connections.
+    set_int_option(socket, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1);
+}
+
+/// Sets an integer socket option, best effort (tokio exposes neither option used here).
+fn set_int_option(socket: &TcpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: a plain setsockopt on a socket this function borrows, with a c_int value.
     unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }

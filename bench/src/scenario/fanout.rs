@@ -30,7 +30,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     let load = &opts.load;
     let name = if load.all { format!("fanout-all-{}c", load.clients) } else { format!("fanout-{}c-{}k", load.clients, load.keys) };
     let mut rig = Rig::start(common, "fanout", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
-    rig.connect_load(load).await?;
+    rig.connect_load(load, 0).await?;
     let plan = Plan {
         topic: String::new(),
         keys: Vec::new(),

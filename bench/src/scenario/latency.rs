@@ -46,7 +46,7 @@ pub fn paced(load: &Load, delivered_rate: f64, seconds: f64) -> Plan {
 pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<Vec<Report>> {
     let load = &opts.load;
     let mut rig = Rig::start(common, "latency", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
-    rig.connect_load(load).await?;
+    rig.connect_load(load, 0).await?;
     let drain = Duration::from_secs_f64(load.drain);
     if opts.warmup > 0.0 {
         let first = opts.rates.first().copied().unwrap_or(10_000.0);
@@ -55,7 +55,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     let mut reports = Vec::new();
     for &rate in &opts.rates {
         let phase = rig.phase(paced(load, rate, opts.duration), &|_| true, &|_| true, drain).await?;
-        let mut r = Report::new(format!("latency-{}k-{}c", (rate / 1000.0).round(), load.clients));
+        let mut r = Report::new(format!("latency-{}k-fanout{}", (rate / 1000.0).round(), load.fan_out()));
         r.metric("offered_msg_per_s", rate);
         phase.report(&mut r, "", client_threads);
         r.metric("producer_max_behind_ms", phase.produced.max_behind.as_secs_f64() * 1000.0);

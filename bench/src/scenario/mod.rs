@@ -201,6 +201,8 @@ pub struct Phase {
     pub frames_sent: f64,
     pub records_consumed: f64,
     pub slow_disconnects: f64,
+    /// Frames the gateway dropped for full queues (drop policy).
+    pub frames_dropped: f64,
 }
 
 impl Phase {
@@ -230,6 +232,7 @@ impl Phase {
         }
         r.metric(&format!("{prefix}window_s"), window);
         self.cpu.report(r, prefix, client_threads);
+        r.metric(&format!("{prefix}gateway_frames_dropped"), self.frames_dropped);
         if self.slow_disconnects > 0.0 {
             r.metric(&format!("{prefix}slow_consumer_disconnects"), self.slow_disconnects);
         }
@@ -291,8 +294,10 @@ impl Rig {
         ]
     }
 
-    /// Connects every client of `load`; any refusal is an error.
-    pub async fn connect_load(&mut self, load: &Load) -> Result<()> {
+    /// Connects every client of `load`; any refusal is an error. Clients numbered below
+    /// `tiny_window_below` get a minimal receive buffer (they are to stop reading).
+    pub async fn connect_load(&mut self, load: &Load, tiny_window_below: usize) -> Result<()> {
+        self.target.tiny_window_below = tiny_window_below;
         let paths: Vec<String> = (0..load.clients).map(|i| load.path(i)).collect();
         let opened = connect::open_many(&self.target, &paths, 0, self.common.connect_concurrency).await;
         if opened.failed() > 0 {
@@ -410,6 +415,7 @@ impl Rig {
             frames_sent: metric("sluice_frames_sent_total"),
             records_consumed: metric("sluice_records_consumed_total"),
             slow_disconnects: metric("sluice_slow_consumer_disconnects_total"),
+            frames_dropped: metric("sluice_frames_dropped_total"),
         })
     }
 }

@@ -40,10 +40,16 @@ struct Run {
 }
 
 /// One run: `reading` clients read, the measured ones are always the fast set.
-async fn one(common: &Common, opts: &Opts, reading: &dyn Fn(usize) -> bool, fast: &dyn Fn(usize) -> bool) -> Result<(Run, f64)> {
+async fn one(
+    common: &Common,
+    opts: &Opts,
+    reading: &dyn Fn(usize) -> bool,
+    fast: &dyn Fn(usize) -> bool,
+    tiny_window_below: usize,
+) -> Result<(Run, f64)> {
     let load = &opts.load;
     let mut rig = Rig::start(common, "slow", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
-    rig.connect_load(load).await?;
+    rig.connect_load(load, tiny_window_below).await?;
     let drain = Duration::from_secs_f64(load.drain);
     // Warm-up, not measured.
     rig.phase(super::latency::paced(load, opts.rate, 1.0), reading, fast, drain).await?;
@@ -69,14 +75,16 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     let load = &opts.load;
     let keys = load.keys.max(1);
     // Within each key's clients, the first `slow_fraction` of them are slow.
-    // Client i subscribes to key i mod keys and is that key's (i / keys)th client.
+    // Client i subscribes to key i mod keys and is that key's (i / keys)th client, so the
+    // first `slow_per_key` clients of every key are the clients numbered below `slow_below`.
     let per_key = (load.clients / keys).max(1);
     let slow_per_key = ((per_key as f64) * opts.slow_fraction).round() as usize;
-    let is_slow = move |i: usize| i / keys < slow_per_key;
+    let slow_below = slow_per_key * keys;
+    let is_slow = move |i: usize| i < slow_below;
     let fast = move |i: usize| !is_slow(i);
 
-    let (base, _) = one(common, opts, &|_| true, &fast).await?;
-    let (with, disconnects) = one(common, opts, &fast, &fast).await?;
+    let (base, _) = one(common, opts, &|_| true, &fast, 0).await?;
+    let (with, disconnects) = one(common, opts, &fast, &fast, slow_below).await?;
     let slow_count = (0..load.clients).filter(|&i| is_slow(i)).count();
 
     let mut r = Report::new(format!("slow-{}pct-{}c", (opts.slow_fraction * 100.0).round(), load.clients));
@@ -89,12 +97,13 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     r.metric("slow_paced_p99_ms", with.paced.measured.latency_ms(0.99));
     r.metric("p99_ratio", with.paced.measured.latency_ms(0.99) / base.paced.measured.latency_ms(0.99));
     r.metric("slow_consumer_disconnects", disconnects);
+    r.metric("gateway_frames_dropped", with.flat.frames_dropped + with.paced.frames_dropped);
     with.paced.report(&mut r, "slow_paced_", client_threads);
     with.flat.report(&mut r, "slow_flat_", client_threads);
     base.paced.report(&mut r, "baseline_paced_", client_threads);
     base.flat.report(&mut r, "baseline_flat_", client_threads);
     r.note(format!(
-        "{} clients over {} keys, {} slow (stop reading after the welcome), gateway --slow-consumer {} --queue-capacity {}; paced phase {:.0} msg/s offered, flat-out phase up to {} records; {}",
+        "{} clients over {} keys, {} slow (stop reading after the welcome; minimal receive buffer), gateway --slow-consumer {} --queue-capacity {}; paced phase {:.0} msg/s offered, flat-out phase up to {} records; {}",
         load.clients, keys, slow_count, opts.slow_consumer, load.queue_capacity, opts.rate, opts.records, load.fetch_settings()
     ));
     with.paced.check_complete(&mut r, "slow_paced_");
