@@ -64,7 +64,7 @@ latency() {
   run latency --clients 1000 --keys 1 --rates 10000,50000,100000 --duration 8
 }
 memory() { run memory --connections 10000,19000; }
-accept() { run accept --connections 10000; }
+accept() { run accept --connections 10000 --connect-concurrency 100; }
 slow() { run slow --clients 1000 --keys 10 --slow-fraction 0.1 --rate 50000 --duration 6 --records 100000; }
 
 smoke() {
