@@ -175,7 +175,8 @@ impl KafkaSource {
             let c = consumer.clone();
             tpl = tokio::task::spawn_blocking(move || c.offsets_for_times(tpl, CONNECT_TIMEOUT))
                 .await
-                .expect("offset lookup task panicked")
+                .map_err(|_| KafkaError::OffsetFetch(RDKafkaErrorCode::Fail))
+                .and_then(|r| r)
                 .map_err(|source| KafkaSourceError::OffsetLookup { topic: topic.to_owned(), source })?;
         }
         consumer.assign(&tpl).map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
@@ -249,7 +250,7 @@ async fn partitions(
     // fetch_metadata blocks its thread for up to `timeout`.
     let metadata = tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&name), timeout))
         .await
-        .expect("metadata task panicked")?;
+        .map_err(|_| KafkaError::MetadataFetch(RDKafkaErrorCode::Fail))??;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
     };
