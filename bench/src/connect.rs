@@ -27,7 +27,7 @@ pub struct Target {
     /// `Authorization` header value.
     pub authorization: String,
     /// Whether the gateway sends a welcome frame first (it is read before a connection
-    /// counts as open: it proves the session started).
+    /// counts as open: it proves the gateway accepted the client).
     pub welcome: bool,
     /// Source addresses used: 127.0.0.1 up to 127.0.0.`sources`.
     pub sources: u8,

@@ -150,7 +150,8 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
         };
         let key = (i % plan.keys.len() as u64) as usize;
         payload::encode(&mut value, Stamp { seq: next_seq[key], send_ns, key: key as u32 }, plan.size);
-        let mut record = BaseRecord::with_opaque_to(&plan.topic, Box::new((key, send_ns))).key(&plan.keys[key]).payload(&value);
+        let mut record =
+            BaseRecord::with_opaque_to(&plan.topic, Box::new((key, send_ns))).key(&plan.keys[key]).payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -168,7 +169,7 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
         next_seq[key] += 1;
         i += 1;
         // Flat out, acknowledgements are taken every so often; paced, while waiting above.
-        if plan.rate.is_some() || i % 512 == 0 {
+        if plan.rate.is_some() || i & 511 == 0 {
             producer.poll(Duration::ZERO);
         }
     }

@@ -14,7 +14,12 @@ use crate::wire::{self, Frame};
 /// Reads `conn` into `tally` until `stop` turns true or the connection ends. `progress`
 /// counts stamped frames over all clients, so the caller can tell when delivery is done
 /// without asking every task.
-pub async fn run(mut conn: Conn, mut tally: Tally, progress: Arc<AtomicU64>, mut stop: watch::Receiver<bool>) -> (Conn, Tally) {
+pub async fn run(
+    mut conn: Conn,
+    mut tally: Tally,
+    progress: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> (Conn, Tally) {
     if *stop.borrow() {
         return (conn, tally);
     }

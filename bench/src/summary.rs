@@ -8,29 +8,37 @@ use anyhow::{Context, Result};
 
 use crate::report::format_value;
 
+/// One scenario's results over all runs.
+#[derive(Default)]
+struct Runs {
+    runs: usize,
+    /// Metric names in first-seen order (a results line keeps them sorted by name).
+    order: Vec<String>,
+    values: BTreeMap<String, Vec<f64>>,
+    problems: Vec<String>,
+}
+
 pub fn print(path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    // Scenario → metric → values, in first-seen order of metrics.
-    let mut by_scenario: BTreeMap<String, (Vec<String>, BTreeMap<String, Vec<f64>>, usize, Vec<String>)> =
-        BTreeMap::new();
+    let mut by_scenario: BTreeMap<String, Runs> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).context("a results line")?;
         let name = v["scenario"].as_str().unwrap_or("?").to_owned();
         let entry = by_scenario.entry(name).or_default();
-        entry.2 += 1;
+        entry.runs += 1;
         if let Some(metrics) = v["metrics"].as_object() {
             for (metric, value) in metrics {
-                if !entry.1.contains_key(metric) {
-                    entry.0.push(metric.clone());
+                if !entry.values.contains_key(metric) {
+                    entry.order.push(metric.clone());
                 }
-                entry.1.entry(metric.clone()).or_default().push(value.as_f64().unwrap_or(f64::NAN));
+                entry.values.entry(metric.clone()).or_default().push(value.as_f64().unwrap_or(f64::NAN));
             }
         }
         for p in v["problems"].as_array().into_iter().flatten() {
-            entry.3.push(p.as_str().unwrap_or_default().to_owned());
+            entry.problems.push(p.as_str().unwrap_or_default().to_owned());
         }
     }
-    for (scenario, (order, metrics, runs, problems)) in by_scenario {
+    for (scenario, Runs { runs, order, values: metrics, problems }) in by_scenario {
         println!("### {scenario} ({runs} run{})\n", if runs == 1 { "" } else { "s" });
         println!("| figure | median | min | max |");
         println!("|---|---:|---:|---:|");

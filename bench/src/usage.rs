@@ -115,17 +115,6 @@ impl OwnThreads {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_after_the_name() {
-        let line = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
-        assert_eq!(stat_cpu(line), Some(300.0 / ticks_per_second()));
-    }
-}
-
 /// CPU seconds the whole machine spent busy (all cores, every process), from `/proc/stat`:
 /// set beside this run's processes, the rest is load from elsewhere on a shared machine.
 pub fn machine_busy() -> f64 {
@@ -138,4 +127,15 @@ pub fn machine_busy() -> f64 {
     }
     let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
     busy / ticks_per_second()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_name() {
+        let line = "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
+        assert_eq!(stat_cpu(line), Some(300.0 / ticks_per_second()));
+    }
 }

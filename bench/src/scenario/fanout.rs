@@ -28,8 +28,13 @@ pub struct Opts {
 
 pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<Report> {
     let load = &opts.load;
-    let name = if load.all { format!("fanout-all-{}c", load.clients) } else { format!("fanout-{}c-{}k", load.clients, load.keys) };
-    let mut rig = Rig::start(common, "fanout", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
+    let name = if load.all {
+        format!("fanout-all-{}c", load.clients)
+    } else {
+        format!("fanout-{}c-{}k", load.clients, load.keys)
+    };
+    let mut rig =
+        Rig::start(common, "fanout", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
     rig.connect_load(load, 0).await?;
     let plan = Plan {
         topic: String::new(),

@@ -45,7 +45,8 @@ pub fn paced(load: &Load, delivered_rate: f64, seconds: f64) -> Plan {
 
 pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<Vec<Report>> {
     let load = &opts.load;
-    let mut rig = Rig::start(common, "latency", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
+    let mut rig =
+        Rig::start(common, "latency", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
     rig.connect_load(load, 0).await?;
     let drain = Duration::from_secs_f64(load.drain);
     if opts.warmup > 0.0 {

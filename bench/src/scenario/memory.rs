@@ -42,7 +42,9 @@ pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
         }
         let paths: Vec<String> = (held.len()..n).map(|i| format!("/k{}", i % opts.keys.max(1))).collect();
         let opened = connect::open_many(&rig.target, &paths, held.len(), common.connect_concurrency).await;
-        r.check(opened.failed() > 0, || format!("{} of {} connections failed: {}", opened.failed(), paths.len(), opened.describe_failures()));
+        r.check(opened.failed() > 0, || {
+            format!("{} of {} connections failed: {}", opened.failed(), paths.len(), opened.describe_failures())
+        });
         held.extend(opened.conns);
         rig.gateway.wait_connections(held.len(), Duration::from_secs(30)).await?;
         tokio::time::sleep(settle).await;

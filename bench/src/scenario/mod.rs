@@ -237,7 +237,10 @@ impl Phase {
             r.metric(&format!("{prefix}slow_consumer_disconnects"), self.slow_disconnects);
         }
         if !t.closed.is_empty() || t.lost > 0 {
-            r.note(format!("{prefix}measured clients closed by the gateway {:?} (code: count), lost {}", t.closed, t.lost));
+            r.note(format!(
+                "{prefix}measured clients closed by the gateway {:?} (code: count), lost {}",
+                t.closed, t.lost
+            ));
         }
         if self.produced.failed > 0 {
             r.note(format!("{prefix}{} records failed to produce", self.produced.failed));
@@ -251,7 +254,9 @@ impl Phase {
             format!("{prefix}delivered {} of {} expected records", t.unique, self.measured_expected)
         });
         r.check(t.duplicates > 0, || format!("{prefix}{} duplicates", t.duplicates));
-        r.check(!t.closed.is_empty() || t.lost > 0, || format!("{prefix}clients closed {:?}, lost {}", t.closed, t.lost));
+        r.check(!t.closed.is_empty() || t.lost > 0, || {
+            format!("{prefix}clients closed {:?}, lost {}", t.closed, t.lost)
+        });
         r.check(self.produced.failed > 0, || format!("{prefix}{} records failed to produce", self.produced.failed));
         r.check(t.received == 0, || format!("{prefix}nothing received"));
     }
@@ -333,7 +338,13 @@ impl Rig {
     /// Produces `plan` (its topic, keys and sequence starts are filled in here) while the
     /// clients for which `reading` is true read; the others hold their sockets unread.
     /// Figures of clients for which `measured` is true are reported apart.
-    pub async fn phase(&mut self, mut plan: Plan, reading: &dyn Fn(usize) -> bool, measured: &dyn Fn(usize) -> bool, drain: Duration) -> Result<Phase> {
+    pub async fn phase(
+        &mut self,
+        mut plan: Plan,
+        reading: &dyn Fn(usize) -> bool,
+        measured: &dyn Fn(usize) -> bool,
+        drain: Duration,
+    ) -> Result<Phase> {
         plan.topic = self.topic.clone();
         plan.keys = self.keys.clone();
         plan.first_seq = self.produced.clone();

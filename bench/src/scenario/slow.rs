@@ -48,7 +48,8 @@ async fn one(
     tiny_window_below: usize,
 ) -> Result<(Run, f64)> {
     let load = &opts.load;
-    let mut rig = Rig::start(common, "slow", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
+    let mut rig =
+        Rig::start(common, "slow", load.partitions, load.keys, Rig::load_args(load, &opts.slow_consumer)).await?;
     rig.connect_load(load, tiny_window_below).await?;
     let drain = Duration::from_secs_f64(load.drain);
     // Warm-up, not measured.
