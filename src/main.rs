@@ -41,7 +41,7 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match sluice::server::bind(config.listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: --port / PORT: cannot listen on {}: {e}", config.listen);
@@ -50,7 +50,7 @@ async fn run(config: Config) -> ExitCode {
     };
     let admin = match config.admin.addr {
         None => None,
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+        Some(addr) => match sluice::server::bind(addr) {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("error: --admin-addr / SLUICE_ADMIN_ADDR: cannot listen on {addr}: {e}");

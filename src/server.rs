@@ -47,6 +47,20 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
+/// Pending connections the kernel may hold before accept. The usual default (128)
+/// overflows under a reconnect storm and turns into SYN retries of a second or more;
+/// the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with a backlog sized for connection bursts.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // A restarted gateway must not wait for the old one's connections to time out.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Loads the certificate chain and key into a TLS acceptor (HTTP/1.1 only: WebSocket
 /// upgrades are an HTTP/1.1 mechanism).
 pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {

@@ -110,17 +110,23 @@ impl Outbox {
         self.shared.feed.subscribe()
     }
 
-    /// Reports an event: to the feed, to `events`, and for messages to `output`.
+    /// Reports an event: to the feed, to `events`, and for messages to `output`. The JSON
+    /// is built only when someone will read it (a feed subscriber, or an `events` topic).
     pub fn emit(&self, client: &Client, event: Event<'_>) {
-        let json = event_json(client, &event);
-        // No feed subscriber is the normal case, not an error.
-        let _ = self.shared.feed.send(Arc::from(json.as_str()));
-        let Some(kafka) = &self.shared.kafka else { return };
-        if let Some(topic) = &kafka.events {
-            self.produce(kafka, topic, client, json.as_bytes(), false);
+        let kafka = self.shared.kafka.as_ref();
+        let events_topic = kafka.and_then(|k| k.events.as_deref());
+        if self.shared.feed.receiver_count() > 0 || events_topic.is_some() {
+            let json = event_json(client, &event);
+            // A subscriber may have left since the count: not an error.
+            let _ = self.shared.feed.send(Arc::from(json.as_str()));
+            if let (Some(kafka), Some(topic)) = (kafka, events_topic) {
+                self.produce(kafka, topic, client, json.as_bytes(), false);
+            }
         }
-        if let (Event::Message { data, .. }, Some(topic)) = (&event, &kafka.output) {
-            self.produce(kafka, topic, client, data, true);
+        if let (Event::Message { data, .. }, Some(kafka)) = (&event, kafka) {
+            if let Some(topic) = &kafka.output {
+                self.produce(kafka, topic, client, data, true);
+            }
         }
     }
 

@@ -32,8 +32,9 @@ const WRITE_BATCH: usize = 64;
 /// How long a close handshake may take when Sluice closes a client (slow consumer, ping
 /// timeout) before the connection is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Per-connection read buffer: small, because most clients mostly listen.
-const READ_BUFFER: usize = 4 * 1024;
+/// Per-connection read buffer, allocated for every connection: small, because most
+/// clients mostly listen (tungstenite grows it to fit a larger message while reading it).
+const READ_BUFFER: usize = 512;
 /// Bytes buffered before a write reaches the socket, within a batch.
 const WRITE_BUFFER: usize = 64 * 1024;
 
@@ -189,6 +190,9 @@ impl Session {
         self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
     }
 
+    /// The loop every idle client waits in. What it awaits besides its `select!` is boxed,
+    /// so the state held per idle connection is only what waiting needs; the cold paths
+    /// (writing, closing) allocate while they run.
     async fn pump(&mut self, socket: &mut WebSocket) -> End {
         if self.app.settings.welcome {
             let welcome = serde_json::json!({ "type": "connected", "replyId": self.client.id }).to_string();
@@ -208,14 +212,14 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = self.client.closing() => return self.close_requested(socket).await,
-                _ = self.app.shutdown.cancelled() => return self.shut_down(socket).await,
+                _ = self.client.closing() => return Box::pin(self.close_requested(socket)).await,
+                _ = self.app.shutdown.cancelled() => return Box::pin(self.shut_down(socket)).await,
                 frame = self.queue.recv() => {
                     let Some(frame) = frame else { return End::Lost("queue closed".into()) };
-                    match self.write_batch(socket, frame).await {
+                    match Box::pin(self.write_batch(socket, frame)).await {
                         Ok(()) => {}
-                        Err(Interrupt::Close) => return self.close_requested(socket).await,
-                        Err(Interrupt::Shutdown) => return self.shut_down(socket).await,
+                        Err(Interrupt::Close) => return Box::pin(self.close_requested(socket)).await,
+                        Err(Interrupt::Shutdown) => return Box::pin(self.shut_down(socket)).await,
                         Err(Interrupt::Error(e)) => return End::Lost(e.to_string()),
                     }
                 }
@@ -223,7 +227,7 @@ impl Session {
                     last_heard = Instant::now();
                     match incoming {
                         None => return End::Lost("connection closed without a close frame".into()),
-                        Some(Err(e)) => return self.read_failed(socket, e).await,
+                        Some(Err(e)) => return Box::pin(self.read_failed(socket, e)).await,
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite queued the echo of this close; send it.
                             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
