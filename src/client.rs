@@ -4,15 +4,16 @@
 //! The hub and the registry hold the same `Arc<Client>`; the session task owns the other
 //! end of the queue and is the only writer to the socket.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What a client subscribed to.
@@ -84,7 +85,7 @@ pub struct Client {
     pub connected_at: SystemTime,
     /// Bytes kept of each last message.
     stored_cap: usize,
-    queue: mpsc::Sender<Message>,
+    queue: Arc<Queue>,
     /// Cancelled when the client must close; `close_reason` says with what.
     closing: CancellationToken,
     close_reason: OnceLock<CloseReason>,
@@ -104,8 +105,14 @@ impl std::ops::Deref for Client {
 
 impl Client {
     /// A new client and the receiving end of its queue, which its session drains.
-    pub fn new(info: ClientInfo, queue_capacity: usize, stored_cap: usize) -> (Client, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(queue_capacity);
+    pub fn new(info: ClientInfo, queue_capacity: usize, stored_cap: usize) -> (Client, QueueReceiver) {
+        let queue = Arc::new(Queue {
+            frames: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            capacity: queue_capacity,
+            receiver_gone: AtomicBool::new(false),
+        });
+        let (tx, rx) = (queue.clone(), QueueReceiver(queue));
         let client = Client {
             info,
             connected_at: SystemTime::now(),
@@ -125,11 +132,7 @@ impl Client {
         if self.closing.is_cancelled() {
             return Offer::Closed;
         }
-        match self.queue.try_send(frame) {
-            Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
-        }
+        self.queue.push(frame)
     }
 
     /// Asks the session to close with this code and reason. The first request wins;
@@ -157,7 +160,7 @@ impl Client {
 
     /// Frames waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.queue.frames.lock().len()
     }
 
     pub fn count_dropped(&self) {
@@ -194,6 +197,74 @@ impl Client {
     }
 }
 
+/// A client's outgoing frames: bounded, and holding memory only while frames wait (an
+/// idle connection costs an empty `VecDeque`, not a preallocated block of slots).
+pub struct Queue {
+    frames: Mutex<VecDeque<Message>>,
+    /// Signalled on every push; a permit is kept when the session is busy, so no push is
+    /// ever missed between its last pop and its next wait.
+    ready: Notify,
+    capacity: usize,
+    receiver_gone: AtomicBool,
+}
+
+/// A queue that grew this far during a burst gives its memory back once drained.
+const SHRINK_ABOVE: usize = 64;
+
+impl Queue {
+    fn push(&self, frame: Message) -> Offer {
+        if self.receiver_gone.load(Ordering::Acquire) {
+            return Offer::Closed;
+        }
+        {
+            let mut frames = self.frames.lock();
+            if frames.len() >= self.capacity {
+                return Offer::Full;
+            }
+            frames.push_back(frame);
+        }
+        self.ready.notify_one();
+        Offer::Queued
+    }
+
+    fn pop(&self) -> Option<Message> {
+        let mut frames = self.frames.lock();
+        let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > SHRINK_ABOVE {
+            *frames = VecDeque::new();
+        }
+        frame
+    }
+}
+
+/// The session's end of a client's queue.
+pub struct QueueReceiver(Arc<Queue>);
+
+impl QueueReceiver {
+    /// The next frame, waiting for one. Cancel-safe: a frame is taken only when returned.
+    pub async fn recv(&mut self) -> Message {
+        loop {
+            if let Some(frame) = self.0.pop() {
+                return frame;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next frame if one waits.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.0.pop()
+    }
+}
+
+impl Drop for QueueReceiver {
+    /// Nobody will send what is queued now: free it, and refuse further frames.
+    fn drop(&mut self) {
+        self.0.receiver_gone.store(true, Ordering::Release);
+        self.0.frames.lock().clear();
+    }
+}
+
 fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, kept: &[u8]) {
     // Copy outside the lock: the critical section is a few stores.
     let copy = Bytes::copy_from_slice(kept);
@@ -220,7 +291,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn client(capacity: usize) -> (Client, mpsc::Receiver<Message>) {
+    fn client(capacity: usize) -> (Client, QueueReceiver) {
         Client::new(info("id", Subscription::All), capacity, CAP)
     }
 
@@ -235,6 +306,28 @@ pub(crate) mod tests {
         assert_eq!(c.queued(), 2);
     }
 
+    #[tokio::test]
+    async fn frames_come_out_in_order_and_a_gone_receiver_refuses_more() {
+        let (c, mut rx) = client(4);
+        c.offer(Message::Text("a".into()));
+        c.offer(Message::Text("b".into()));
+        assert_eq!(rx.recv().await, Message::Text("a".into()));
+        assert_eq!(rx.try_recv(), Some(Message::Text("b".into())));
+        assert_eq!(rx.try_recv(), None);
+        drop(rx);
+        assert_eq!(c.offer(Message::Text("c".into())), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_for_a_frame_pushed_from_another_thread() {
+        let (c, mut rx) = client(4);
+        let c = Arc::new(c);
+        let pusher = c.clone();
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        std::thread::spawn(move || pusher.offer(Message::Text("late".into()))).join().unwrap();
+        assert_eq!(waiter.await.unwrap(), Message::Text("late".into()));
+    }
+
     #[test]
     fn the_first_close_reason_wins_and_stops_queueing() {
         let (c, _rx) = client(2);
@@ -247,7 +340,7 @@ pub(crate) mod tests {
     #[test]
     fn concurrent_receives_lose_no_count() {
         let (c, _rx) = client(1);
-        let c = std::sync::Arc::new(c);
+        let c = Arc::new(c);
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let c = c.clone();

@@ -152,10 +152,10 @@ impl Dispatch for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::QueueReceiver;
     use axum::extract::ws::Message;
-    use tokio::sync::mpsc;
 
-    fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, mpsc::Receiver<Message>) {
+    fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, QueueReceiver) {
         let (c, rx) = Client::new(crate::client::tests::info(&format!("{sub:?}"), sub), capacity, 1024);
         (Arc::new(c), rx)
     }
@@ -172,9 +172,9 @@ mod tests {
         }
     }
 
-    fn texts(rx: &mut mpsc::Receiver<Message>) -> Vec<String> {
+    fn texts(rx: &mut QueueReceiver) -> Vec<String> {
         let mut out = vec![];
-        while let Ok(Message::Text(t)) = rx.try_recv() {
+        while let Some(Message::Text(t)) = rx.try_recv() {
             out.push(t.to_string());
         }
         out

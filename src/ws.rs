@@ -16,7 +16,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -154,7 +153,7 @@ enum End {
 struct Session {
     app: App,
     client: Arc<Client>,
-    queue: mpsc::Receiver<Message>,
+    queue: crate::client::QueueReceiver,
     _guards: (crate::registry::RegistryGuard, crate::hub::SubscriptionGuard),
     _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
     _permit: Option<crate::server::ConnectionPermit>,
@@ -215,8 +214,7 @@ impl Session {
                 _ = self.client.closing() => return Box::pin(self.close_requested(socket)).await,
                 _ = self.app.shutdown.cancelled() => return Box::pin(self.shut_down(socket)).await,
                 frame = self.queue.recv() => {
-                    let Some(frame) = frame else { return End::Lost("queue closed".into()) };
-                    match Box::pin(self.write_batch(socket, frame)).await {
+                    match self.write_batch(socket, frame).await {
                         Ok(()) => {}
                         Err(Interrupt::Close) => return Box::pin(self.close_requested(socket)).await,
                         Err(Interrupt::Shutdown) => return Box::pin(self.shut_down(socket)).await,
@@ -287,7 +285,7 @@ impl Session {
             let mut last = first.clone();
             socket.feed(first).await?;
             while count < WRITE_BATCH as u64 {
-                let Ok(frame) = queue.try_recv() else { break };
+                let Some(frame) = queue.try_recv() else { break };
                 count += 1;
                 bytes += frame_len(&frame) as u64;
                 last = frame.clone();
@@ -328,7 +326,7 @@ impl Session {
         let mut count = 0u64;
         let mut bytes = 0u64;
         let drained = tokio::time::timeout(deadline, async {
-            while let Ok(frame) = self.queue.try_recv() {
+            while let Some(frame) = self.queue.try_recv() {
                 count += 1;
                 bytes += frame_len(&frame) as u64;
                 socket.feed(frame).await?;
