@@ -20,19 +20,7 @@ runs="${RUNS:-3}"
 # A stuck run must end by itself: no scenario below needs more than this.
 limit="${BENCH_TIMEOUT:-300}"
 
-cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-if [ -z "${TANSU_BIN:-}" ]; then
-  if command -v tansu >/dev/null 2>&1; then
-    TANSU_BIN="$(command -v tansu)"
-  elif [ -x "$cargo_bin/tansu" ]; then
-    TANSU_BIN="$cargo_bin/tansu"
-  else
-    echo "Tansu broker not found: building it once (cargo install tansu, about 12 minutes)..."
-    cargo install tansu --locked --features "dynostore,libsql,postgres"
-    TANSU_BIN="$cargo_bin/tansu"
-  fi
-fi
-export TANSU_BIN
+source scripts/tansu.sh
 
 # SLUICE_BIN measures another build of the gateway; by default, this checkout's.
 if [ -n "${SLUICE_BIN:-}" ]; then
