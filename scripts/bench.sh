@@ -21,18 +21,19 @@ runs="${RUNS:-3}"
 limit="${BENCH_TIMEOUT:-300}"
 
 source scripts/tansu.sh
+target="${CARGO_TARGET_DIR:-target}"
 
 # SLUICE_BIN measures another build of the gateway; by default, this checkout's.
 if [ -n "${SLUICE_BIN:-}" ]; then
   cargo build --release --locked -p sluice-bench
 else
   cargo build --release --locked -p sluice -p sluice-bench
-  export SLUICE_BIN=target/release/sluice
+  export SLUICE_BIN="$target/release/sluice"
 fi
-bench=target/release/sluice-bench
+bench="$target/release/sluice-bench"
 
-mkdir -p target/bench
-results="${RESULTS:-target/bench/$(date +%Y%m%dT%H%M%S)-$what.jsonl}"
+mkdir -p "$target/bench"
+results="${RESULTS:-$target/bench/$(date +%Y%m%dT%H%M%S)-$what.jsonl}"
 
 # run NAME ARGS...: one sluice-bench command, bounded in time.
 run() {
