@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 
 source scripts/tansu.sh
 
-cargo test --workspace --locked "$@"
+# One closing line for the whole suite, summed over every test binary.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
