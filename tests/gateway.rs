@@ -273,3 +273,26 @@ async fn a_missing_topic_is_one_clear_line_and_a_nonzero_exit() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("input") && errors[0].contains("no-such-topic"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_closed() {
+    let tansu = Tansu::memory();
+    let topic = topic("ping");
+    tansu.create_topic(&topic, 1).await;
+    let sluice = Sluice::with_kafka(&tansu, &topic, &["--ping-interval", "1"]);
+    let (mut silent, id) = connect(&sluice, "/k").await;
+    let (mut alive, _) = connect(&sluice, "/k").await;
+    // The silent client does not read, so it answers no ping; the other one reads (and
+    // so answers pings) all along, until the record produced below reaches it.
+    let reader = tokio::spawn(async move { next_text(&mut alive).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sluice.api("GET", &format!("/api/clients/{id}"), None).await.0 != 404 {
+        assert!(std::time::Instant::now() < deadline, "the silent client was not closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, close) = read_until_close(&mut silent, Duration::from_secs(5)).await;
+    let close = close.expect("close frame");
+    assert_eq!(close.reason.as_str(), "ping timeout");
+    tansu.producer().text(&topic, "k", "still connected").await;
+    assert_eq!(reader.await.unwrap(), "still connected");
+}

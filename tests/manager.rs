@@ -289,3 +289,24 @@ async fn a_generated_admin_token_is_printed_and_a_separate_admin_listener_works(
     assert_eq!(on_clients.status(), 404);
     connect(&sluice, "/k").await;
 }
+
+#[tokio::test]
+async fn client_messages_beyond_the_produce_buffer_are_refused_and_counted_while_kafka_is_away() {
+    let mut tansu = Tansu::memory();
+    let (input, output) = (topic("input"), topic("output"));
+    tansu.create_topic(&input, 1).await;
+    tansu.create_topic(&output, 1).await;
+    let sluice = Sluice::with_kafka(&tansu, &input, &["--output", &output, "--produce-buffer", "5"]);
+    let (mut ws, _) = connect(&sluice, "/k").await;
+    tansu.stop();
+    sluice.wait_status("/readyz", 503, Duration::from_secs(20)).await;
+    for i in 0..20 {
+        ws.send(Message::Text(format!("m{i}").into())).await.unwrap();
+    }
+    // Five wait in the producer's buffer; the rest are refused, each counted.
+    sluice.wait_metric("sluice_client_messages_total", 20.0, Duration::from_secs(10)).await;
+    sluice.wait_metric("sluice_produce_refused_total", 15.0, Duration::from_secs(10)).await;
+    // Reading from the client never stopped: it is still served.
+    assert_eq!(sluice.api("POST", "/api/broadcast", Some("still here")).await.1["delivered"], 1);
+    assert_eq!(next_text(&mut ws).await, "still here");
+}
