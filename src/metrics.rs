@@ -3,7 +3,9 @@
 //!
 //! Exposed at `GET /metrics` in the Prometheus text format.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -14,6 +16,29 @@ use prometheus_client::registry::Registry;
 type Label = [(&'static str, &'static str); 1];
 type PartitionLabel = [(&'static str, String); 2];
 type TopicLabel = [(&'static str, String); 1];
+
+/// Lets a failure that repeats for every message (Kafka away: each client message refused
+/// or undelivered) reach the log at most once a second, with the number left out since;
+/// the counters still count every one.
+#[derive(Default)]
+struct Throttle {
+    last_second: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(skipped since the last line)` when this occurrence may be logged.
+    fn admit(&self) -> Option<u64> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now > last && self.last_second.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            Some(self.skipped.swap(0, Ordering::Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
 
 /// The gateway's metrics. Cheap to clone: every metric is a handle on shared atomics.
 #[derive(Clone)]
@@ -61,6 +86,7 @@ pub struct Metrics {
     /// Keys with at least one subscriber, and clients on `/*`.
     pub subscribed_keys: Gauge,
     pub wildcard_clients: Gauge,
+    produce_log: Arc<Throttle>,
 }
 
 impl Default for Metrics {
@@ -97,6 +123,7 @@ impl Metrics {
             admin_requests: Family::default(),
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
+            produce_log: Arc::default(),
         };
         r.register("connections", "Clients connected now", m.connections.clone());
         r.register("connections_opened", "Clients accepted since start", m.connections_opened.clone());
@@ -163,13 +190,17 @@ impl Metrics {
 
     /// Kafka did not take a record: one warning and the counter.
     pub fn produce_failed(&self, topic: &str, error: &dyn std::fmt::Display) {
-        tracing::warn!(topic, %error, "record not delivered to Kafka");
+        if let Some(skipped) = self.produce_log.admit() {
+            tracing::warn!(topic, %error, similar_failures_not_logged = skipped, "record not delivered to Kafka");
+        }
         self.produce_errors.get_or_create(&[("topic", topic.to_owned())]).inc();
     }
 
     /// The producer refused a record (its buffer is full: Kafka slow or away).
     pub fn produce_refused(&self, topic: &str, client: &crate::client::Client, error: &dyn std::fmt::Display) {
-        tracing::warn!(topic, client = %client.id, %error, "client message or event refused: producer buffer full");
+        if let Some(skipped) = self.produce_log.admit() {
+            tracing::warn!(topic, client = %client.id, %error, similar_failures_not_logged = skipped, "client message or event refused: producer buffer full");
+        }
         self.produce_refused.get_or_create(&[("topic", topic.to_owned())]).inc();
     }
 
@@ -185,6 +216,18 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_failure_is_logged_once_a_second_with_the_count_left_out() {
+        let t = Throttle::default();
+        assert_eq!(t.admit(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(t.admit(), None);
+        }
+        // A second later (simulated by rewinding the clock it last logged at).
+        t.last_second.fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(t.admit(), Some(5));
+    }
 
     #[test]
     fn rendered_names_carry_the_prefix_and_counter_suffix() {
