@@ -27,7 +27,7 @@ use crate::source::Dispatch;
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub welcome: bool,
-    pub queue_capacity: usize,
+    pub queue: crate::client::QueueLimits,
     pub ping_interval: Option<Duration>,
     pub shutdown_timeout: Duration,
     pub max_message_size: usize,
@@ -127,7 +127,7 @@ impl Gateway {
             readiness,
             settings: SessionSettings {
                 welcome: config.welcome,
-                queue_capacity: config.queue_capacity,
+                queue: crate::client::QueueLimits { frames: config.queue_capacity, bytes: config.queue_bytes },
                 ping_interval: config.ping_interval,
                 shutdown_timeout: config.shutdown_timeout,
                 max_message_size: config.max_message_size,

@@ -105,11 +105,11 @@ impl std::ops::Deref for Client {
 
 impl Client {
     /// A new client and the receiving end of its queue, which its session drains.
-    pub fn new(info: ClientInfo, queue_capacity: usize, stored_cap: usize) -> (Client, QueueReceiver) {
+    pub fn new(info: ClientInfo, limits: QueueLimits, stored_cap: usize) -> (Client, QueueReceiver) {
         let queue = Arc::new(Queue {
-            frames: Mutex::new(VecDeque::new()),
+            frames: Mutex::new(Frames::default()),
             ready: Notify::new(),
-            capacity: queue_capacity,
+            limits,
             receiver_gone: AtomicBool::new(false),
         });
         let (tx, rx) = (queue.clone(), QueueReceiver(queue));
@@ -160,7 +160,7 @@ impl Client {
 
     /// Frames waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.queue.frames.lock().len()
+        self.queue.frames.lock().frames.len()
     }
 
     pub fn count_dropped(&self) {
@@ -197,14 +197,30 @@ impl Client {
     }
 }
 
+/// How much may wait for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub frames: usize,
+    /// Payload bytes: frames are shared between clients, but a client that stopped
+    /// reading keeps alive every record it has not been sent, so large records need a
+    /// bound of their own.
+    pub bytes: usize,
+}
+
+#[derive(Default)]
+struct Frames {
+    frames: VecDeque<Message>,
+    bytes: usize,
+}
+
 /// A client's outgoing frames: bounded, and holding memory only while frames wait (an
 /// idle connection costs an empty `VecDeque`, not a preallocated block of slots).
 pub struct Queue {
-    frames: Mutex<VecDeque<Message>>,
+    frames: Mutex<Frames>,
     /// Signalled on every push; a permit is kept when the session is busy, so no push is
     /// ever missed between its last pop and its next wait.
     ready: Notify,
-    capacity: usize,
+    limits: QueueLimits,
     receiver_gone: AtomicBool,
 }
 
@@ -216,24 +232,31 @@ impl Queue {
         if self.receiver_gone.load(Ordering::Acquire) {
             return Offer::Closed;
         }
+        let size = payload_len(&frame);
         {
-            let mut frames = self.frames.lock();
-            if frames.len() >= self.capacity {
+            let mut q = self.frames.lock();
+            // An empty queue takes any frame, so one record larger than the byte bound
+            // still reaches a client that keeps up.
+            let full =
+                q.frames.len() >= self.limits.frames || (!q.frames.is_empty() && q.bytes + size > self.limits.bytes);
+            if full {
                 return Offer::Full;
             }
-            frames.push_back(frame);
+            q.bytes += size;
+            q.frames.push_back(frame);
         }
         self.ready.notify_one();
         Offer::Queued
     }
 
     fn pop(&self) -> Option<Message> {
-        let mut frames = self.frames.lock();
-        let frame = frames.pop_front();
-        if frames.is_empty() && frames.capacity() > SHRINK_ABOVE {
-            *frames = VecDeque::new();
+        let mut q = self.frames.lock();
+        let frame = q.frames.pop_front()?;
+        q.bytes -= payload_len(&frame);
+        if q.frames.is_empty() && q.frames.capacity() > SHRINK_ABOVE {
+            q.frames = VecDeque::new();
         }
-        frame
+        Some(frame)
     }
 }
 
@@ -261,7 +284,15 @@ impl Drop for QueueReceiver {
     /// Nobody will send what is queued now: free it, and refuse further frames.
     fn drop(&mut self) {
         self.0.receiver_gone.store(true, Ordering::Release);
-        self.0.frames.lock().clear();
+        *self.0.frames.lock() = Frames::default();
+    }
+}
+
+fn payload_len(frame: &Message) -> usize {
+    match frame {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(_) => 0,
     }
 }
 
@@ -291,8 +322,23 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn limits(frames: usize) -> QueueLimits {
+        QueueLimits { frames, bytes: usize::MAX }
+    }
+
     fn client(capacity: usize) -> (Client, QueueReceiver) {
-        Client::new(info("id", Subscription::All), capacity, CAP)
+        Client::new(info("id", Subscription::All), limits(capacity), CAP)
+    }
+
+    #[test]
+    fn the_byte_bound_refuses_once_frames_wait_but_an_empty_queue_takes_any_frame() {
+        let (c, mut rx) = Client::new(info("id", Subscription::All), QueueLimits { frames: 100, bytes: 10 }, CAP);
+        assert_eq!(c.offer(Message::Text("x".repeat(50).into())), Offer::Queued);
+        assert_eq!(c.offer(Message::Text("y".into())), Offer::Full);
+        rx.try_recv();
+        assert_eq!(c.offer(Message::Text("123456".into())), Offer::Queued);
+        assert_eq!(c.offer(Message::Text("1234".into())), Offer::Queued);
+        assert_eq!(c.offer(Message::Text("z".into())), Offer::Full);
     }
 
     const CAP: usize = 1024;

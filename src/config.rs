@@ -93,6 +93,11 @@ pub struct Options {
     #[arg(long, env = "SLUICE_QUEUE_CAPACITY", value_name = "FRAMES")]
     pub queue_capacity: Option<usize>,
 
+    /// Bytes of frames queued for one client before the slow-consumer policy applies (at
+    /// least one frame is always accepted, however large). [default: 16777216]
+    #[arg(long, env = "SLUICE_QUEUE_BYTES", value_name = "BYTES")]
+    pub queue_bytes: Option<usize>,
+
     /// What to do with a client whose queue is full: `disconnect` (close 1008 "slow
     /// consumer") or `drop` (drop the new frame, keep the client). [default: disconnect]
     #[arg(long, env = "SLUICE_SLOW_CONSUMER", value_name = "POLICY")]
@@ -221,6 +226,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub welcome: bool,
     pub queue_capacity: usize,
+    pub queue_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
     pub max_connections: usize,
     pub ping_interval: Option<Duration>,
@@ -330,6 +336,7 @@ impl fmt::Display for ConfigError {
 
 const DEFAULT_PORT: u16 = 8080;
 const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
@@ -474,6 +481,10 @@ impl Config {
         if queue_capacity == 0 {
             bad("--queue-capacity / SLUICE_QUEUE_CAPACITY", "must be at least 1".into());
         }
+        let queue_bytes = o.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES);
+        if queue_bytes == 0 {
+            bad("--queue-bytes / SLUICE_QUEUE_BYTES", "must be at least 1".into());
+        }
         let slow_consumer = match o.slow_consumer.as_deref().map(str::trim) {
             None | Some("disconnect") => SlowConsumerPolicy::Disconnect,
             Some("drop") => SlowConsumerPolicy::DropNewest,
@@ -545,6 +556,7 @@ impl Config {
             auth,
             welcome: !o.no_welcome,
             queue_capacity,
+            queue_bytes,
             slow_consumer,
             max_connections,
             ping_interval,

@@ -156,7 +156,11 @@ mod tests {
     use axum::extract::ws::Message;
 
     fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, QueueReceiver) {
-        let (c, rx) = Client::new(crate::client::tests::info(&format!("{sub:?}"), sub), capacity, 1024);
+        let (c, rx) = Client::new(
+            crate::client::tests::info(&format!("{sub:?}"), sub),
+            crate::client::tests::limits(capacity),
+            1024,
+        );
         (Arc::new(c), rx)
     }
 

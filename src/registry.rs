@@ -59,7 +59,8 @@ mod tests {
     #[test]
     fn a_client_leaves_when_its_guard_drops() {
         let r = Registry::default();
-        let (c, _rx) = Client::new(crate::client::tests::info("abc", Subscription::All), 1, 1024);
+        let (c, _rx) =
+            Client::new(crate::client::tests::info("abc", Subscription::All), crate::client::tests::limits(1), 1024);
         let guard = r.insert(Arc::new(c));
         assert!(r.get("abc").is_some());
         drop(guard);

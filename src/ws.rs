@@ -116,7 +116,7 @@ pub async fn upgrade(app: App, request: Request) -> Response {
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let info =
         ClientInfo { id: id.clone(), subscription, envelope: params.envelope, user: identity.user, remote, user_agent };
-    let (client, queue) = Client::new(info, app.settings.queue_capacity, app.settings.stored_message_bytes);
+    let (client, queue) = Client::new(info, app.settings.queue, app.settings.stored_message_bytes);
     let client = Arc::new(client);
     // Subscribed before the 101 goes out: a client that has its answer receives every
     // record dispatched from then on. If the upgrade fails, the closure is dropped and
