@@ -259,6 +259,9 @@ pub fn client_json(c: &Client) -> Value {
         "bytesOut": c.outgoing().bytes,
         "queued": c.queued(),
         "dropped": c.dropped(),
+        // Set from the moment a close is decided (slow consumer, admin, ping timeout)
+        // until the client leaves the registry after the close handshake.
+        "closing": c.close_reason().map(|r| json!({ "code": r.code, "reason": r.reason })),
     })
 }
 

@@ -285,10 +285,15 @@ async fn a_client_that_answers_no_ping_is_closed() {
     // The silent client does not read, so it answers no ping; the other one reads (and
     // so answers pings) all along, until the record produced below reaches it.
     let reader = tokio::spawn(async move { next_text(&mut alive).await });
+    // Read only once the gateway has decided: reading earlier would answer its pings.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sluice.api("GET", &format!("/api/clients/{id}"), None).await.0 != 404 {
-        assert!(std::time::Instant::now() < deadline, "the silent client was not closed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        let (_, client) = sluice.api("GET", &format!("/api/clients/{id}"), None).await;
+        if client["closing"]["reason"] == "ping timeout" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the silent client was not closed: {client}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, close) = read_until_close(&mut silent, Duration::from_secs(5)).await;
     let close = close.expect("close frame");
