@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -189,17 +189,18 @@ impl Session {
         self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
     }
 
-    /// The loop every idle client waits in. What it awaits besides its `select!` is boxed,
-    /// so the state held per idle connection is only what waiting needs; the cold paths
-    /// (writing, closing) allocate while they run.
+    /// The loop every idle client waits in. The cold paths (closing, read errors) are
+    /// boxed, so the state held per idle connection is only what waiting and writing need;
+    /// the write path stays inline, as boxing it costs an allocation per batch (measured in
+    /// BENCHMARKS.md).
     async fn pump(&mut self, socket: &mut WebSocket) -> End {
         if self.app.settings.welcome {
-            let welcome = serde_json::json!({ "type": "connected", "replyId": self.client.id }).to_string();
-            let len = welcome.len() as u64;
-            if let Err(e) = socket.send(Message::Text(welcome.clone().into())).await {
+            let welcome =
+                Utf8Bytes::from(serde_json::json!({ "type": "connected", "replyId": self.client.id }).to_string());
+            if let Err(e) = socket.send(Message::Text(welcome.clone())).await {
                 return End::Lost(e.to_string());
             }
-            self.client.sent(1, len, welcome.as_bytes());
+            self.client.sent(1, welcome.len() as u64, welcome.as_bytes());
         }
 
         let ping_every = self.app.settings.ping_interval;
@@ -243,7 +244,15 @@ impl Session {
                         self.client.close(1001, "ping timeout");
                         continue;
                     }
-                    if let Err(e) = socket.send(Message::Ping(Bytes::new())).await {
+                    // A client that stopped reading blocks this write: it must still yield
+                    // to the close signal, or a slow consumer could never be closed.
+                    let sent = tokio::select! {
+                        biased;
+                        _ = self.client.closing() => return Box::pin(self.close_requested(socket)).await,
+                        _ = self.app.shutdown.cancelled() => return Box::pin(self.shut_down(socket)).await,
+                        sent = socket.send(Message::Ping(Bytes::new())) => sent,
+                    };
+                    if let Err(e) = sent {
                         return End::Lost(e.to_string());
                     }
                 }
