@@ -89,7 +89,7 @@ pub struct Options {
     #[arg(long, env = "SLUICE_FROM", value_name = "WHERE")]
     pub from: Option<String>,
 
-    /// Frames queued for one client before the slow-consumer policy applies. [default: 1024]
+    /// Frames queued for one client before the slow-consumer policy applies. [default: 16384]
     #[arg(long, env = "SLUICE_QUEUE_CAPACITY", value_name = "FRAMES")]
     pub queue_capacity: Option<usize>,
 
@@ -335,7 +335,11 @@ impl fmt::Display for ConfigError {
 }
 
 const DEFAULT_PORT: u16 = 8080;
-const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// One Kafka fetch can hand over thousands of small records at once (a 1 MB partition
+/// fetch of 100-byte records is 10,000 of them), dispatched faster than any socket is
+/// written: a queue must absorb such a burst, or clients that keep up are closed as slow.
+/// The byte bound below keeps the memory a stalled client pins in check.
+const DEFAULT_QUEUE_CAPACITY: usize = 16384;
 const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_PING_INTERVAL_SECS: u64 = 30;

@@ -73,8 +73,8 @@ pub struct Load {
     /// The gateway consumer's fetch.wait.max.ms.
     #[arg(long, default_value_t = 5)]
     pub fetch_wait_ms: u32,
-    /// The gateway's per-client queue (frames).
-    #[arg(long, default_value_t = 1024)]
+    /// The gateway's per-client queue (frames); the gateway's own default.
+    #[arg(long, default_value_t = 16384)]
     pub queue_capacity: usize,
     /// The producer's linger.ms.
     #[arg(long)]
