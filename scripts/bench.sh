@@ -54,7 +54,8 @@ latency() {
 }
 memory() { run memory --connections 10000,19000; }
 accept() { run accept --connections 10000 --connect-concurrency 100; }
-slow() { run slow --clients 1000 --keys 10 --slow-fraction 0.1 --rate 50000 --duration 6 --records 100000; }
+# A queue small enough that the slow clients overflow it within the run.
+slow() { run slow --clients 1000 --keys 10 --slow-fraction 0.1 --rate 50000 --duration 6 --records 100000 --queue-capacity 1024; }
 
 smoke() {
   local s=(--strict)
