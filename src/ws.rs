@@ -285,21 +285,27 @@ impl Session {
     /// Writes `first` and whatever else is queued (up to a batch), then flushes once. Yields
     /// to a close request or shutdown even while the socket is blocked.
     async fn write_batch(&mut self, socket: &mut WebSocket, first: Message) -> Result<(), Interrupt> {
-        let client = self.client.clone();
-        let shutdown = self.app.shutdown.clone();
+        // Borrowed, not cloned: cloning a cancellation token takes a lock, and this runs
+        // for every batch.
+        let client = &self.client;
+        let shutdown = &self.app.shutdown;
         let queue = &mut self.queue;
         let write = async {
-            let mut count = 1u64;
-            let mut bytes = frame_len(&first) as u64;
-            let mut last = first.clone();
-            socket.feed(first).await?;
-            while count < WRITE_BATCH as u64 {
-                let Some(frame) = queue.try_recv() else { break };
+            let (mut count, mut bytes) = (0u64, 0u64);
+            let mut current = first;
+            let last = loop {
                 count += 1;
-                bytes += frame_len(&frame) as u64;
-                last = frame.clone();
-                socket.feed(frame).await?;
-            }
+                bytes += frame_len(&current) as u64;
+                let next = if count < WRITE_BATCH as u64 { queue.try_recv() } else { None };
+                let Some(next) = next else {
+                    // Only the batch's last frame is kept for the registry: one reference
+                    // count per batch, not per frame.
+                    let last = current.clone();
+                    socket.feed(current).await?;
+                    break last;
+                };
+                socket.feed(std::mem::replace(&mut current, next)).await?;
+            };
             socket.flush().await?;
             Ok::<_, axum::Error>((count, bytes, last))
         };
