@@ -129,12 +129,12 @@ async fn list_clients(State(app): State<App>, Query(q): Query<ListQuery>) -> Api
         .all()
         .into_iter()
         .filter(|c| q.key.as_deref().is_none_or(|k| c.subscription.display() == k))
-        .filter(|c| q.cursor.as_deref().is_none_or(|cursor| c.id.as_str() > cursor))
+        .filter(|c| q.cursor.as_deref().is_none_or(|cursor| &*c.id > cursor))
         .collect();
     clients.sort_by(|a, b| a.id.cmp(&b.id));
     let more = clients.len() > limit;
     clients.truncate(limit);
-    let next = if more { clients.last().map(|c| c.id.clone()) } else { None };
+    let next = if more { clients.last().map(|c| c.id.to_string()) } else { None };
     Ok(Json(json!({ "clients": clients.iter().map(|c| client_json(c)).collect::<Vec<_>>(), "next": next })))
 }
 
@@ -144,10 +144,10 @@ async fn get_client(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 }
 
 /// The body as a frame: text when it is UTF-8, binary otherwise.
-fn frame(body: Bytes) -> axum::extract::ws::Message {
-    match axum::extract::ws::Utf8Bytes::try_from(body.clone()) {
-        Ok(text) => axum::extract::ws::Message::Text(text),
-        Err(_) => axum::extract::ws::Message::Binary(body),
+fn frame(body: Bytes) -> tungstenite::Message {
+    match tungstenite::Utf8Bytes::try_from(body.clone()) {
+        Ok(text) => tungstenite::Message::Text(text),
+        Err(_) => tungstenite::Message::Binary(body),
     }
 }
 
@@ -243,7 +243,7 @@ async fn openapi() -> Response {
 /// The client object of the API.
 pub fn client_json(c: &Client) -> Value {
     json!({
-        "replyId": c.id,
+        "replyId": &*c.id,
         "key": c.subscription.display(),
         "user": c.user,
         "remoteAddr": c.remote.to_string(),

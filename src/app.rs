@@ -198,11 +198,14 @@ impl Gateway {
             app.tracker.clone(),
         )
         .await;
+        // The accept loop ends only on shutdown: tell every session to drain and close. A
+        // session registered after this sees the cancelled token when it starts.
+        for client in app.registry.all() {
+            client.shut_down();
+        }
         if let Some(task) = admin_task {
             let _ = task.await;
         }
-
-        // The accept loop ends only on shutdown.
         app.readiness.set(false, "shutting down");
         let _ = source_task.await;
         app.tracker.close();

@@ -6,15 +6,15 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tungstenite::Message;
 
 /// What a client subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,7 +70,7 @@ pub struct Activity {
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// The `replyId`: random, unguessable, unique for the life of the process.
-    pub id: String,
+    pub id: Arc<str>,
     pub subscription: Subscription,
     /// Wrap records in the metadata envelope (`?envelope=true`).
     pub envelope: bool,
@@ -85,9 +85,9 @@ pub struct Client {
     pub connected_at: SystemTime,
     /// Bytes kept of each last message.
     stored_cap: usize,
+    /// Also carries the close and shutdown signals to the session.
     queue: Arc<Queue>,
-    /// Cancelled when the client must close; `close_reason` says with what.
-    closing: CancellationToken,
+    /// Set once, by the first close request.
     close_reason: OnceLock<CloseReason>,
     /// Guarded separately so a burst of sends never waits on a burst of receives.
     incoming: Mutex<Activity>,
@@ -108,9 +108,9 @@ impl Client {
     pub fn new(info: ClientInfo, limits: QueueLimits, stored_cap: usize) -> (Client, QueueReceiver) {
         let queue = Arc::new(Queue {
             frames: Mutex::new(Frames::default()),
-            ready: Notify::new(),
+            waker: AtomicWaker::new(),
             limits,
-            receiver_gone: AtomicBool::new(false),
+            state: AtomicU8::new(0),
         });
         let (tx, rx) = (queue.clone(), QueueReceiver(queue));
         let client = Client {
@@ -118,7 +118,6 @@ impl Client {
             connected_at: SystemTime::now(),
             stored_cap,
             queue: tx,
-            closing: CancellationToken::new(),
             close_reason: OnceLock::new(),
             incoming: Mutex::new(Activity::default()),
             outgoing: Mutex::new(Activity::default()),
@@ -129,9 +128,6 @@ impl Client {
 
     /// Queues a frame without waiting: the fan-out never blocks on one client.
     pub fn offer(&self, frame: Message) -> Offer {
-        if self.closing.is_cancelled() {
-            return Offer::Closed;
-        }
         self.queue.push(frame)
     }
 
@@ -140,22 +136,22 @@ impl Client {
     pub fn close(&self, code: u16, reason: &str) -> bool {
         let first = self.close_reason.set(CloseReason { code, reason: reason.to_owned() }).is_ok();
         if first {
-            self.closing.cancel();
+            self.queue.signal(CLOSING);
         }
         first
+    }
+
+    /// Asks the session to send what is queued and close with 1001.
+    pub fn shut_down(&self) {
+        self.queue.signal(SHUTDOWN);
     }
 
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.close_reason.get()
     }
 
-    /// Resolves once [`Client::close`] has been called.
-    pub async fn closing(&self) {
-        self.closing.cancelled().await
-    }
-
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.queue.state.load(Ordering::Acquire) & CLOSING != 0
     }
 
     /// Frames waiting in the queue.
@@ -214,22 +210,37 @@ struct Frames {
 }
 
 /// A client's outgoing frames: bounded, and holding memory only while frames wait (an
-/// idle connection costs an empty `VecDeque`, not a preallocated block of slots).
+/// idle connection costs an empty `VecDeque`, not a preallocated block of slots). The same
+/// wake-up carries the close and shutdown signals, so a session waits on one thing, with
+/// no lock taken to wait or to check.
 pub struct Queue {
     frames: Mutex<Frames>,
-    /// Signalled on every push; a permit is kept when the session is busy, so no push is
-    /// ever missed between its last pop and its next wait.
-    ready: Notify,
+    /// The session's task, woken on every push and signal.
+    waker: AtomicWaker,
     limits: QueueLimits,
-    receiver_gone: AtomicBool,
+    /// `CLOSING`, `SHUTDOWN` and `RECEIVER_GONE` bits.
+    state: AtomicU8,
 }
+
+const CLOSING: u8 = 1;
+const SHUTDOWN: u8 = 2;
+const RECEIVER_GONE: u8 = 4;
 
 /// A queue that grew this far during a burst gives its memory back once drained.
 const SHRINK_ABOVE: usize = 64;
 
+/// What a session is told to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Close now, with [`Client::close_reason`]; what is queued is not sent.
+    Close,
+    /// Send what is queued, then close with 1001.
+    Shutdown,
+}
+
 impl Queue {
     fn push(&self, frame: Message) -> Offer {
-        if self.receiver_gone.load(Ordering::Acquire) {
+        if self.state.load(Ordering::Acquire) & (CLOSING | RECEIVER_GONE) != 0 {
             return Offer::Closed;
         }
         let size = payload_len(&frame);
@@ -245,7 +256,7 @@ impl Queue {
             q.bytes += size;
             q.frames.push_back(frame);
         }
-        self.ready.notify_one();
+        self.waker.wake();
         Offer::Queued
     }
 
@@ -258,24 +269,71 @@ impl Queue {
         }
         Some(frame)
     }
+
+    fn signal(&self, bit: u8) {
+        self.state.fetch_or(bit, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    fn signalled(&self) -> Option<Signal> {
+        let state = self.state.load(Ordering::Acquire);
+        if state & CLOSING != 0 {
+            Some(Signal::Close)
+        } else if state & SHUTDOWN != 0 {
+            Some(Signal::Shutdown)
+        } else {
+            None
+        }
+    }
 }
 
 /// The session's end of a client's queue.
 pub struct QueueReceiver(Arc<Queue>);
 
 impl QueueReceiver {
-    /// The next frame, waiting for one. Cancel-safe: a frame is taken only when returned.
-    pub async fn recv(&mut self) -> Message {
-        loop {
-            if let Some(frame) = self.0.pop() {
-                return frame;
+    /// The next thing to do: a signal if one was given (signals come first: a client
+    /// being closed is sent nothing more), else the next frame. Cancel-safe: a frame is
+    /// taken only when returned.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Message, Signal>> {
+        match self.check() {
+            Some(next) => Poll::Ready(next),
+            None => {
+                self.0.waker.register(cx.waker());
+                // A push or signal between the check and the registration woke nobody:
+                // look again.
+                self.check().map_or(Poll::Pending, Poll::Ready)
             }
-            self.0.ready.notified().await;
         }
     }
 
+    fn check(&self) -> Option<Result<Message, Signal>> {
+        if let Some(signal) = self.0.signalled() {
+            return Some(Err(signal));
+        }
+        self.0.pop().map(Ok)
+    }
+
+    /// See [`QueueReceiver::poll_next`].
+    pub async fn next(&self) -> Result<Message, Signal> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Ready when the session is told to close or shut down; frames are left queued.
+    pub fn poll_signalled(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        if let Some(signal) = self.0.signalled() {
+            return Poll::Ready(signal);
+        }
+        self.0.waker.register(cx.waker());
+        self.0.signalled().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    /// See [`QueueReceiver::poll_signalled`].
+    pub async fn signalled(&self) -> Signal {
+        std::future::poll_fn(|cx| self.poll_signalled(cx)).await
+    }
+
     /// The next frame if one waits.
-    pub fn try_recv(&mut self) -> Option<Message> {
+    pub fn try_recv(&self) -> Option<Message> {
         self.0.pop()
     }
 }
@@ -283,7 +341,7 @@ impl QueueReceiver {
 impl Drop for QueueReceiver {
     /// Nobody will send what is queued now: free it, and refuse further frames.
     fn drop(&mut self) {
-        self.0.receiver_gone.store(true, Ordering::Release);
+        self.0.state.fetch_or(RECEIVER_GONE, Ordering::AcqRel);
         *self.0.frames.lock() = Frames::default();
     }
 }
@@ -292,7 +350,7 @@ fn payload_len(frame: &Message) -> usize {
     match frame {
         Message::Text(t) => t.len(),
         Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-        Message::Close(_) => 0,
+        Message::Close(_) | Message::Frame(_) => 0,
     }
 }
 
@@ -332,7 +390,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_byte_bound_refuses_once_frames_wait_but_an_empty_queue_takes_any_frame() {
-        let (c, mut rx) = Client::new(info("id", Subscription::All), QueueLimits { frames: 100, bytes: 10 }, CAP);
+        let (c, rx) = Client::new(info("id", Subscription::All), QueueLimits { frames: 100, bytes: 10 }, CAP);
         assert_eq!(c.offer(Message::Text("x".repeat(50).into())), Offer::Queued);
         assert_eq!(c.offer(Message::Text("y".into())), Offer::Full);
         rx.try_recv();
@@ -354,10 +412,10 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn frames_come_out_in_order_and_a_gone_receiver_refuses_more() {
-        let (c, mut rx) = client(4);
+        let (c, rx) = client(4);
         c.offer(Message::Text("a".into()));
         c.offer(Message::Text("b".into()));
-        assert_eq!(rx.recv().await, Message::Text("a".into()));
+        assert_eq!(rx.next().await, Ok(Message::Text("a".into())));
         assert_eq!(rx.try_recv(), Some(Message::Text("b".into())));
         assert_eq!(rx.try_recv(), None);
         drop(rx);
@@ -366,12 +424,41 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_wakes_for_a_frame_pushed_from_another_thread() {
-        let (c, mut rx) = client(4);
+        let (c, rx) = client(4);
         let c = Arc::new(c);
         let pusher = c.clone();
-        let waiter = tokio::spawn(async move { rx.recv().await });
+        let waiter = tokio::spawn(async move { rx.next().await });
         std::thread::spawn(move || pusher.offer(Message::Text("late".into()))).join().unwrap();
-        assert_eq!(waiter.await.unwrap(), Message::Text("late".into()));
+        assert_eq!(waiter.await.unwrap(), Ok(Message::Text("late".into())));
+    }
+
+    #[tokio::test]
+    async fn a_close_request_comes_before_queued_frames_and_wakes_a_waiting_session() {
+        let (c, rx) = client(4);
+        let c = Arc::new(c);
+        let waiter = tokio::spawn(async move {
+            let signal = rx.signalled().await;
+            (signal, rx.next().await, rx.try_recv())
+        });
+        tokio::task::yield_now().await;
+        c.offer(Message::Text("queued".into()));
+        let closer = c.clone();
+        std::thread::spawn(move || closer.close(1008, SLOW_CONSUMER)).join().unwrap();
+        let (signal, next, queued) = waiter.await.unwrap();
+        assert_eq!(signal, Signal::Close);
+        assert_eq!(next, Err(Signal::Close));
+        assert_eq!(queued, Some(Message::Text("queued".into())));
+        assert!(c.is_closing());
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_signalled_and_a_close_request_overrides_it() {
+        let (c, rx) = client(4);
+        c.shut_down();
+        assert_eq!(rx.next().await, Err(Signal::Shutdown));
+        assert!(!c.is_closing());
+        c.close(1008, SLOW_CONSUMER);
+        assert_eq!(rx.signalled().await, Signal::Close);
     }
 
     #[test]

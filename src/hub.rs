@@ -35,38 +35,23 @@ struct Table {
     all: Vec<Arc<Client>>,
 }
 
-/// Removes the client from the hub when dropped, so no path out of a session can leave a
-/// stale subscriber behind.
-pub struct SubscriptionGuard {
-    hub: Hub,
-    client: Arc<Client>,
-}
-
-impl Drop for SubscriptionGuard {
-    fn drop(&mut self) {
-        self.hub.unsubscribe(&self.client);
-    }
-}
-
 impl Hub {
     pub fn new(policy: SlowConsumerPolicy, metrics: Metrics) -> Self {
         Hub { shared: Arc::new(Shared { table: RwLock::new(Table::default()), policy, metrics }) }
     }
 
-    /// Starts delivering records to `client`, until the guard is dropped.
-    pub fn subscribe(&self, client: Arc<Client>) -> SubscriptionGuard {
-        {
-            let mut table = self.shared.table.write();
-            match &client.subscription {
-                Subscription::All => table.all.push(client.clone()),
-                Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client.clone()),
-            }
-            self.gauge(&table);
+    /// Starts delivering records to `client`, until [`Hub::unsubscribe`] (which the
+    /// session's drop calls, so no path out of a session leaves a stale subscriber).
+    pub fn subscribe(&self, client: Arc<Client>) {
+        let mut table = self.shared.table.write();
+        match &client.subscription {
+            Subscription::All => table.all.push(client),
+            Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client),
         }
-        SubscriptionGuard { hub: self.clone(), client }
+        self.gauge(&table);
     }
 
-    fn unsubscribe(&self, client: &Arc<Client>) {
+    pub fn unsubscribe(&self, client: &Arc<Client>) {
         let mut table = self.shared.table.write();
         let remove = |list: &mut Vec<Arc<Client>>| {
             if let Some(i) = list.iter().position(|c| Arc::ptr_eq(c, client)) {
@@ -119,12 +104,7 @@ impl Hub {
 
 /// Offers a frame to a client; a full queue is decided here, under the slow-consumer
 /// policy, for every path that delivers to clients (records and replies alike).
-pub fn offer(
-    client: &Client,
-    frame: axum::extract::ws::Message,
-    policy: SlowConsumerPolicy,
-    metrics: &Metrics,
-) -> Offer {
+pub fn offer(client: &Client, frame: tungstenite::Message, policy: SlowConsumerPolicy, metrics: &Metrics) -> Offer {
     let offer = client.offer(frame);
     if offer == Offer::Full {
         match policy {
@@ -153,7 +133,7 @@ impl Dispatch for Hub {
 mod tests {
     use super::*;
     use crate::client::QueueReceiver;
-    use axum::extract::ws::Message;
+    use tungstenite::Message;
 
     fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, QueueReceiver) {
         let (c, rx) = Client::new(
@@ -189,8 +169,8 @@ mod tests {
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new());
         let (a, mut rx_a) = client(Subscription::Key(Bytes::from_static(b"a")), 8);
         let (all, mut rx_all) = client(Subscription::All, 8);
-        let _ga = hub.subscribe(a);
-        let _gall = hub.subscribe(all);
+        hub.subscribe(a);
+        hub.subscribe(all);
         hub.dispatch(record(Some("a"), Some("1")));
         hub.dispatch(record(Some("b"), Some("2")));
         hub.dispatch(record(None, Some("3")));
@@ -205,8 +185,8 @@ mod tests {
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone());
         let (slow, _rx_slow) = client(Subscription::All, 1);
         let (fast, mut rx_fast) = client(Subscription::All, 8);
-        let _g1 = hub.subscribe(slow.clone());
-        let _g2 = hub.subscribe(fast.clone());
+        hub.subscribe(slow.clone());
+        hub.subscribe(fast.clone());
         for v in ["1", "2", "3"] {
             hub.dispatch(record(Some("k"), Some(v)));
         }
@@ -221,7 +201,7 @@ mod tests {
         let metrics = Metrics::new();
         let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone());
         let (slow, mut rx) = client(Subscription::All, 1);
-        let _g = hub.subscribe(slow.clone());
+        hub.subscribe(slow.clone());
         for v in ["1", "2", "3"] {
             hub.dispatch(record(Some("k"), Some(v)));
         }
@@ -235,9 +215,9 @@ mod tests {
     fn keys_without_subscribers_are_removed() {
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new());
         let (a, _rx) = client(Subscription::Key(Bytes::from_static(b"a")), 1);
-        let guard = hub.subscribe(a);
+        hub.subscribe(a.clone());
         assert_eq!(hub.sizes(), (1, 0));
-        drop(guard);
+        hub.unsubscribe(&a);
         assert_eq!(hub.sizes(), (0, 0));
     }
 }

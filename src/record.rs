@@ -7,12 +7,12 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, Utf8Bytes};
 use base64::Engine;
 use bytes::Bytes;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tungstenite::{Message, Utf8Bytes};
 
 /// One record of the stream, as consumed from Kafka or published to the embedded stream.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Every connected client, by `replyId`. A client is in the registry exactly while its
-//! session runs: the guard returned by [`Registry::insert`] removes it.
+//! session lives: the session inserts it, and removes it when dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,26 +11,18 @@ use crate::client::Client;
 /// A cheap-to-clone handle on the table of connected clients.
 #[derive(Clone, Default)]
 pub struct Registry {
-    clients: Arc<RwLock<HashMap<String, Arc<Client>>>>,
-}
-
-/// Removes its client from the registry when dropped.
-pub struct RegistryGuard {
-    registry: Registry,
-    id: String,
-}
-
-impl Drop for RegistryGuard {
-    fn drop(&mut self) {
-        self.registry.clients.write().remove(&self.id);
-    }
+    clients: Arc<RwLock<HashMap<Arc<str>, Arc<Client>>>>,
 }
 
 impl Registry {
-    pub fn insert(&self, client: Arc<Client>) -> RegistryGuard {
-        let id = client.id.clone();
-        self.clients.write().insert(id.clone(), client);
-        RegistryGuard { registry: self.clone(), id }
+    /// Adds a client, until [`Registry::remove`] (which the session's drop calls).
+    pub fn insert(&self, client: Arc<Client>) {
+        // The id's one allocation is shared by the client and this key.
+        self.clients.write().insert(client.id.clone(), client);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.clients.write().remove(id);
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
@@ -57,13 +49,13 @@ mod tests {
     use crate::client::Subscription;
 
     #[test]
-    fn a_client_leaves_when_its_guard_drops() {
+    fn a_client_is_found_by_id_until_removed() {
         let r = Registry::default();
         let (c, _rx) =
             Client::new(crate::client::tests::info("abc", Subscription::All), crate::client::tests::limits(1), 1024);
-        let guard = r.insert(Arc::new(c));
+        r.insert(Arc::new(c));
         assert!(r.get("abc").is_some());
-        drop(guard);
+        r.remove("abc");
         assert!(r.get("abc").is_none());
         assert!(r.is_empty());
     }

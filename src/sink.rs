@@ -164,7 +164,7 @@ impl Outbox {
 fn event_json(client: &Client, event: &Event<'_>) -> String {
     let mut v = serde_json::json!({
         "type": match event { Event::Connect => "connect", Event::Disconnect { .. } => "disconnect", Event::Message { .. } => "message" },
-        "replyId": client.id,
+        "replyId": &*client.id,
         "key": client.subscription.display(),
         "user": client.user,
         "remoteAddr": client.remote.to_string(),

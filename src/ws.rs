@@ -7,21 +7,31 @@
 //! always be closed and never holds anything but itself.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, request, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{Sink, SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
 use tracing::Instrument;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
 use crate::auth::Authenticator;
-use crate::client::{Client, ClientInfo, Subscription, CLOSE_GOING_AWAY};
+use crate::client::{Client, ClientInfo, Signal, Subscription, CLOSE_GOING_AWAY};
 use crate::sink::Event;
 
 /// The response header that carries the connection id.
@@ -107,39 +117,70 @@ pub async fn upgrade(app: App, request: Request) -> Response {
         }
     };
 
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+    let (on_upgrade, accept) = match handshake(&mut parts) {
+        Ok(h) => h,
+        Err(refusal) => return refusal,
     };
 
-    let id = uuid::Uuid::new_v4().to_string();
+    let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let info =
         ClientInfo { id: id.clone(), subscription, envelope: params.envelope, user: identity.user, remote, user_agent };
     let (client, queue) = Client::new(info, app.settings.queue, app.settings.stored_message_bytes);
     let client = Arc::new(client);
-    // Subscribed before the 101 goes out: a client that has its answer receives every
-    // record dispatched from then on. If the upgrade fails, the closure is dropped and
-    // with it these guards.
-    let guards = (app.registry.insert(client.clone()), app.hub.subscribe(client.clone()));
     let tracked = app.tracker.token();
     let permit = parts.extensions.get::<crate::server::ConnectionPermit>().cloned();
-
     let span = tracing::info_span!("session", client = %id, key = %client.subscription.display());
-    let mut response = upgrade
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(app.settings.max_message_size)
-        .max_frame_size(app.settings.max_message_size)
-        .on_upgrade(move |socket| {
-            let session = Session { app, client, queue, _guards: guards, _tracked: tracked, _permit: permit };
-            session.run(socket).instrument(span)
-        });
+    // Subscribed before the 101 goes out: a client that has its answer receives every
+    // record dispatched from then on. If the upgrade fails, the task below ends and the
+    // session's drop takes the client out again.
+    app.registry.insert(client.clone());
+    app.hub.subscribe(client.clone());
+    let session = Session { app, client, queue, _tracked: tracked, _permit: permit };
+    tokio::spawn(session.run(on_upgrade).instrument(span));
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(CONNECTION_ID_HEADER, value);
+        headers.insert(CONNECTION_ID_HEADER, value);
     }
     response
 }
+
+/// Checks the rest of an opening handshake (RFC 6455 §4.2.1; the Upgrade and Connection
+/// headers were checked by [`is_upgrade`]) and returns hyper's upgrade handle with the
+/// `Sec-WebSocket-Accept` value, or the refusal to send.
+fn handshake(parts: &mut request::Parts) -> Result<(OnUpgrade, HeaderValue), Response> {
+    if parts.method != Method::GET {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must be a GET request").into_response());
+    }
+    if parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        // RFC 6455 §4.4: name the version this server speaks.
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+            "unsupported Sec-WebSocket-Version: this server speaks 13",
+        )
+            .into_response());
+    }
+    let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header").into_response());
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return Err((StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response());
+    };
+    let accept = HeaderValue::from_str(&accept).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    Ok((on_upgrade, accept))
+}
+
+/// A client's WebSocket: over the TCP stream itself, or hyper's wrapper of a TLS one.
+/// (Boxed: the TLS state is large, and every plain connection would reserve room for it.)
+type Socket = WebSocketStream<Either<TcpStream, Box<TokioIo<Upgraded>>>>;
 
 /// How a session ended, for the log line and the metrics.
 #[derive(Debug)]
@@ -154,26 +195,107 @@ struct Session {
     app: App,
     client: Arc<Client>,
     queue: crate::client::QueueReceiver,
-    _guards: (crate::registry::RegistryGuard, crate::hub::SubscriptionGuard),
     _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
     _permit: Option<crate::server::ConnectionPermit>,
 }
 
+/// Takes the socket back from hyper. A plain TCP connection comes out of hyper's
+/// `Upgraded` wrapper, which drops hyper's read buffer and a boxed indirection that an idle
+/// connection would otherwise keep (memory per connection, BENCHMARKS.md); bytes hyper read
+/// past the request are handed to the WebSocket first.
+async fn websocket(upgraded: Upgraded, max_message_size: usize) -> Socket {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    let (io, read_ahead) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
+        // TLS: the stream stays inside hyper's wrapper.
+        Err(upgraded) => (Either::Right(Box::new(TokioIo::new(upgraded))), Bytes::new()),
+    };
+    if read_ahead.is_empty() {
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+    } else {
+        WebSocketStream::from_partially_read(io, read_ahead.to_vec(), Role::Server, Some(config)).await
+    }
+}
+
+/// One batch of frames on its way into the socket. Written against the sink's poll
+/// methods rather than as an async block, so that what every idle session reserves for
+/// writing is these few fields (memory per connection, BENCHMARKS.md).
+struct Batch {
+    /// The frame to hand to the socket next.
+    next: Option<Message>,
+    count: u64,
+    bytes: u64,
+    /// The batch's last frame, for the registry: one reference count per batch.
+    last: Option<Message>,
+}
+
+impl Batch {
+    fn poll_write(
+        &mut self,
+        socket: &mut Socket,
+        queue: &crate::client::QueueReceiver,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), tungstenite::Error>> {
+        let mut socket = Pin::new(socket);
+        while let Some(frame) = self.next.take() {
+            if socket.as_mut().poll_ready(cx)?.is_pending() {
+                self.next = Some(frame);
+                return Poll::Pending;
+            }
+            self.count += 1;
+            self.bytes += frame_len(&frame) as u64;
+            self.next = if self.count < WRITE_BATCH as u64 { queue.try_recv() } else { None };
+            if self.next.is_none() {
+                self.last = Some(frame.clone());
+            }
+            socket.as_mut().start_send(frame)?;
+        }
+        socket.poll_flush(cx)
+    }
+}
+
+impl Drop for Session {
+    /// Every way out of a session passes here: the client leaves the registry and the hub.
+    fn drop(&mut self) {
+        self.app.registry.remove(&self.client.id);
+        self.app.hub.unsubscribe(&self.client);
+    }
+}
+
 /// What interrupted a batch write.
 enum Interrupt {
-    Close,
-    Shutdown,
-    Error(axum::Error),
+    Signal(Signal),
+    Error(tungstenite::Error),
 }
 
 impl Session {
-    async fn run(mut self, mut socket: WebSocket) {
-        let metrics = self.app.metrics.clone();
-        metrics.connections.inc();
-        metrics.connections_opened.inc();
-        tracing::info!(remote = %self.client.remote, user = self.client.user.as_deref().unwrap_or("-"), "connected");
-        self.app.outbox.emit(&self.client, Event::Connect);
-        let end = self.pump(&mut socket).await;
+    /// The session's task: waits for hyper to hand the connection over, then serves it.
+    ///
+    /// Every live connection holds this future for its whole life, so it is kept small:
+    /// written as a block that uses `self` where it was captured (an `async fn` with a
+    /// `mut self` would hold a second copy), and holding nothing it does not need while
+    /// waiting.
+    fn run(mut self, on_upgrade: OnUpgrade) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let mut socket = match on_upgrade.await {
+                Ok(upgraded) => websocket(upgraded, self.app.settings.max_message_size).await,
+                Err(e) => return tracing::debug!(error = %e, "upgrade failed after the 101"),
+            };
+            self.app.metrics.connections.inc();
+            self.app.metrics.connections_opened.inc();
+            tracing::info!(remote = %self.client.remote, user = self.client.user.as_deref().unwrap_or("-"), "connected");
+            self.app.outbox.emit(&self.client, Event::Connect);
+            let end = self.pump(&mut socket).await;
+            self.finish(end);
+        }
+    }
+
+    fn finish(&self, end: End) {
+        let metrics = &self.app.metrics;
         metrics.connections.dec();
         let (code, reason) = match &end {
             End::Closed { code, reason, by_client } => {
@@ -193,10 +315,10 @@ impl Session {
     /// boxed, so the state held per idle connection is only what waiting and writing need;
     /// the write path stays inline, as boxing it costs an allocation per batch (measured in
     /// BENCHMARKS.md).
-    async fn pump(&mut self, socket: &mut WebSocket) -> End {
+    async fn pump(&mut self, socket: &mut Socket) -> End {
         if self.app.settings.welcome {
             let welcome =
-                Utf8Bytes::from(serde_json::json!({ "type": "connected", "replyId": self.client.id }).to_string());
+                Utf8Bytes::from(serde_json::json!({ "type": "connected", "replyId": &*self.client.id }).to_string());
             if let Err(e) = socket.send(Message::Text(welcome.clone())).await {
                 return End::Lost(e.to_string());
             }
@@ -204,25 +326,35 @@ impl Session {
         }
 
         let ping_every = self.app.settings.ping_interval;
-        let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
+        // No timer at all when pings are off: each one is an allocation per connection.
+        let mut ping = ping_every.map(|every| {
+            let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ping
+        });
         let mut last_heard = Instant::now();
 
+        // Shutdown reaches sessions through their queues (Gateway::serve signals every
+        // registered client); one registered after that signal finds the token cancelled.
+        if self.app.shutdown.is_cancelled() {
+            self.client.shut_down();
+        }
         loop {
             tokio::select! {
                 biased;
-                _ = self.client.closing() => return Box::pin(self.close_requested(socket)).await,
-                _ = self.app.shutdown.cancelled() => return Box::pin(self.shut_down(socket)).await,
-                frame = self.queue.recv() => {
-                    match self.write_batch(socket, frame).await {
+                next = self.queue.next() => {
+                    let written = match next {
+                        Ok(frame) => self.write_batch(socket, frame).await,
+                        Err(signal) => Err(Interrupt::Signal(signal)),
+                    };
+                    match written {
                         Ok(()) => {}
-                        Err(Interrupt::Close) => return Box::pin(self.close_requested(socket)).await,
-                        Err(Interrupt::Shutdown) => return Box::pin(self.shut_down(socket)).await,
+                        Err(Interrupt::Signal(Signal::Close)) => return Box::pin(self.close_requested(socket)).await,
+                        Err(Interrupt::Signal(Signal::Shutdown)) => return Box::pin(self.shut_down(socket)).await,
                         Err(Interrupt::Error(e)) => return End::Lost(e.to_string()),
                     }
                 }
-                incoming = socket.recv() => {
+                incoming = socket.next() => {
                     last_heard = Instant::now();
                     match incoming {
                         None => return End::Lost("connection closed without a close frame".into()),
@@ -230,15 +362,16 @@ impl Session {
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite queued the echo of this close; send it.
                             let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-                            let (code, reason) = frame.map(|f| (f.code, f.reason.to_string())).unwrap_or((1005, String::new()));
+                            let (code, reason) =
+                                frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                             return End::Closed { code, reason, by_client: true };
                         }
                         Some(Ok(Message::Text(text))) => self.client_message(text.as_bytes(), true),
                         Some(Ok(Message::Binary(data))) => self.client_message(&data, false),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     }
                 }
-                _ = ping.tick(), if ping_every.is_some() => {
+                _ = tick(&mut ping) => {
                     let every = ping_every.unwrap_or_default();
                     if last_heard.elapsed() > every * 2 {
                         self.client.close(1001, "ping timeout");
@@ -248,8 +381,10 @@ impl Session {
                     // to the close signal, or a slow consumer could never be closed.
                     let sent = tokio::select! {
                         biased;
-                        _ = self.client.closing() => return Box::pin(self.close_requested(socket)).await,
-                        _ = self.app.shutdown.cancelled() => return Box::pin(self.shut_down(socket)).await,
+                        signal = self.queue.signalled() => match signal {
+                            Signal::Close => return Box::pin(self.close_requested(socket)).await,
+                            Signal::Shutdown => return Box::pin(self.shut_down(socket)).await,
+                        },
                         sent = socket.send(Message::Ping(Bytes::new())) => sent,
                     };
                     if let Err(e) = sent {
@@ -269,12 +404,11 @@ impl Session {
 
     /// A read failed: a message over the size limit closes with 1009, invalid UTF-8 in a
     /// text message with 1007; anything else is a lost connection.
-    async fn read_failed(&mut self, socket: &mut WebSocket, error: axum::Error) -> End {
+    async fn read_failed(&mut self, socket: &mut Socket, error: tungstenite::Error) -> End {
         use tungstenite::error::{CapacityError, Error as WsError};
-        let cause = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<WsError>());
-        let (code, reason) = match cause {
-            Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => (1009, "message too big"),
-            Some(WsError::Utf8(_)) => (1007, "invalid UTF-8 in a text message"),
+        let (code, reason) = match error {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
+            WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message"),
             _ => return End::Lost(error.to_string()),
         };
         self.client.close(code, reason);
@@ -284,46 +418,34 @@ impl Session {
 
     /// Writes `first` and whatever else is queued (up to a batch), then flushes once. Yields
     /// to a close request or shutdown even while the socket is blocked.
-    async fn write_batch(&mut self, socket: &mut WebSocket, first: Message) -> Result<(), Interrupt> {
-        // Borrowed, not cloned: cloning a cancellation token takes a lock, and this runs
-        // for every batch.
-        let client = &self.client;
-        let shutdown = &self.app.shutdown;
-        let queue = &mut self.queue;
-        let write = async {
-            let (mut count, mut bytes) = (0u64, 0u64);
-            let mut current = first;
-            let last = loop {
-                count += 1;
-                bytes += frame_len(&current) as u64;
-                let next = if count < WRITE_BATCH as u64 { queue.try_recv() } else { None };
-                let Some(next) = next else {
-                    // Only the batch's last frame is kept for the registry: one reference
-                    // count per batch, not per frame.
-                    let last = current.clone();
-                    socket.feed(current).await?;
-                    break last;
-                };
-                socket.feed(std::mem::replace(&mut current, next)).await?;
-            };
-            socket.flush().await?;
-            Ok::<_, axum::Error>((count, bytes, last))
-        };
-        let (count, bytes, last) = tokio::select! {
-            biased;
-            r = write => r.map_err(Interrupt::Error)?,
-            _ = client.closing() => return Err(Interrupt::Close),
-            _ = shutdown.cancelled() => return Err(Interrupt::Shutdown),
-        };
-        self.client.sent(count, bytes, frame_bytes(&last));
-        self.app.metrics.frames_sent.inc_by(count);
-        self.app.metrics.bytes_sent.inc_by(bytes);
-        Ok(())
+    fn write_batch<'a>(
+        &'a mut self,
+        socket: &'a mut Socket,
+        first: Message,
+    ) -> impl std::future::Future<Output = Result<(), Interrupt>> + 'a {
+        // A poll function over the batch, not an async block: every idle session reserves
+        // room for this future, and this way it is the batch and two references.
+        let mut batch = Batch { next: Some(first), count: 0, bytes: 0, last: None };
+        std::future::poll_fn(move |cx| {
+            match batch.poll_write(socket, &self.queue, cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(last) = &batch.last {
+                        self.client.sent(batch.count, batch.bytes, frame_bytes(last));
+                    }
+                    self.app.metrics.frames_sent.inc_by(batch.count);
+                    self.app.metrics.bytes_sent.inc_by(batch.bytes);
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Error(e))),
+                Poll::Pending => {}
+            }
+            self.queue.poll_signalled(cx).map(|signal| Err(Interrupt::Signal(signal)))
+        })
     }
 
     /// Closes because something asked for it (slow consumer, admin, ping timeout): queued
     /// frames are not sent, the close frame is, and the handshake gets a bounded time.
-    async fn close_requested(&mut self, socket: &mut WebSocket) -> End {
+    async fn close_requested(&mut self, socket: &mut Socket) -> End {
         let reason = self
             .client
             .close_reason()
@@ -335,7 +457,7 @@ impl Session {
 
     /// Closes for shutdown: everything already queued is sent first, then 1001, within
     /// the shutdown deadline.
-    async fn shut_down(&mut self, socket: &mut WebSocket) -> End {
+    async fn shut_down(&mut self, socket: &mut Socket) -> End {
         let deadline = self.app.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250));
         let started = Instant::now();
         let mut count = 0u64;
@@ -362,24 +484,35 @@ impl Session {
 
 /// Sends a close frame and waits (bounded) for the client's, so the connection is not
 /// reset under data the client has not read yet.
-async fn close(socket: &mut WebSocket, code: u16, reason: &str, within: Duration) {
+async fn close(socket: &mut Socket, code: u16, reason: &str, within: Duration) {
     let _ = tokio::time::timeout(within, async {
-        socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await?;
-        while let Some(message) = socket.recv().await {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason.to_owned()) };
+        socket.send(Message::Close(Some(frame))).await?;
+        while let Some(message) = socket.next().await {
             if matches!(message?, Message::Close(_)) {
                 break;
             }
         }
-        Ok::<_, axum::Error>(())
+        Ok::<_, tungstenite::Error>(())
     })
     .await;
+}
+
+/// The next tick of the ping timer; never, when pings are off.
+async fn tick(ping: &mut Option<tokio::time::Interval>) {
+    match ping {
+        Some(ping) => {
+            ping.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn frame_bytes(m: &Message) -> &[u8] {
     match m {
         Message::Text(t) => t.as_bytes(),
         Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
-        Message::Close(_) => &[],
+        Message::Close(_) | Message::Frame(_) => &[],
     }
 }
 

@@ -24,9 +24,19 @@ pub struct Opts {
     pub settle: f64,
 }
 
+/// The gateway's default `--ping-interval`, in seconds.
+const PING_INTERVAL_S: u64 = 30;
+
 pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
     let most = opts.connections.iter().copied().max().unwrap_or(0);
-    let args = vec!["--max-connections".into(), (most + 1000).to_string()];
+    // Pings at the gateway's default interval: an idle connection in production has its
+    // ping timer, and it is part of what the connection costs.
+    let args = vec![
+        "--max-connections".into(),
+        (most + 1000).to_string(),
+        "--ping-interval".into(),
+        PING_INTERVAL_S.to_string(),
+    ];
     let rig = Rig::start(common, "memory", 1, opts.keys, args).await?;
     let settle = Duration::from_secs_f64(opts.settle);
     tokio::time::sleep(settle).await;
@@ -56,7 +66,7 @@ pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
     }
     r.metric("client_cpu_s", OwnThreads::now().since(cpu_before).total);
     r.note(format!(
-        "idle authenticated connections (welcome read, nothing streamed, pings off), over {} keys; gateway VmRSS from /proc",
+        "idle authenticated connections (welcome read, nothing streamed, pings every {PING_INTERVAL_S} s), over {} keys; gateway VmRSS from /proc",
         opts.keys
     ));
     // The gateway goes first, so the closes start on its side, not in the clients' ports.
