@@ -288,3 +288,70 @@ async fn wss_serves_websockets_over_tls() {
     assert!(data.to_text().unwrap().contains("sensor-1"));
     assert!(sluice.banner.iter().any(|l| l.contains("wss://")));
 }
+
+/// Sends `request` on a fresh connection and returns everything the gateway answered
+/// until it stopped talking for a moment, with the connection, still open.
+async fn raw_exchange(sluice: &Sluice, request: &[u8]) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), stream)
+}
+
+fn upgrade_request(method: &str, version: &str, key: Option<&str>) -> Vec<u8> {
+    let mut r = format!(
+        "{method} /sensor-1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: {version}\r\n"
+    );
+    if let Some(key) = key {
+        r.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+#[tokio::test]
+async fn the_opening_handshake_follows_rfc_6455_and_keeps_bytes_sent_right_behind_it() {
+    let sluice = Sluice::start(&["--allow-anonymous"], &[("ADMIN_TOKEN", ADMIN_TOKEN)]);
+    // The key and accept value of RFC 6455 §1.3.
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    let (answer, _) = raw_exchange(&sluice, &upgrade_request("GET", "13", None)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (answer, _) = raw_exchange(&sluice, &upgrade_request("GET", "8", Some(key))).await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("sec-websocket-version: 13"), "{answer}");
+    let (answer, _) = raw_exchange(&sluice, &upgrade_request("POST", "13", Some(key))).await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+
+    // A client that sends its first message in the same write as the request: the bytes
+    // hyper read past the request must reach the WebSocket.
+    let mut request = upgrade_request("GET", "13", Some(key));
+    let payload = b"early";
+    let mask = [1u8, 2, 3, 4];
+    request.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+    request.extend_from_slice(&mask);
+    request.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let (answer, _open) = raw_exchange(&sluice, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{answer}");
+    let id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice-connection-id: "))
+        .expect("connection id header")
+        .trim()
+        .to_owned();
+    assert!(answer.contains(&format!("\"replyId\":\"{id}\"")), "welcome frame: {answer}");
+    sluice.wait_metric("sluice_client_messages_total", 1.0, Duration::from_secs(5)).await;
+    let (status, client) = sluice.api("GET", &format!("/api/clients/{id}"), None).await;
+    assert_eq!(status, 200, "{client}");
+    assert_eq!(client["messagesIn"], 1, "{client}");
+    assert_eq!(client["lastMessageIn"]["data"], "early", "{client}");
+}
