@@ -47,6 +47,8 @@ fanout() {
   run fanout --clients 100 --all --records 100000 --duration 10 --drain 20
 }
 latency() {
+  # The broker path alone (one client, 100 records/s): the floor under every figure below.
+  run latency --clients 1 --keys 1 --rates 100 --duration 8
   # Fan-out 100 (as in fanout), then 1000: the same delivered rates from a tenth of the
   # records, which keeps the broker's per-record cost out of the gateway's figures.
   run latency --clients 1000 --keys 10 --rates 10000,50000,100000 --duration 8
