@@ -108,7 +108,8 @@ impl Client {
     pub fn new(info: ClientInfo, limits: QueueLimits, stored_cap: usize) -> (Client, QueueReceiver) {
         let queue = Arc::new(Queue {
             frames: Mutex::new(Frames::default()),
-            waker: AtomicWaker::new(),
+            frames_waker: AtomicWaker::new(),
+            signal_waker: AtomicWaker::new(),
             limits,
             state: AtomicU8::new(0),
         });
@@ -215,8 +216,12 @@ struct Frames {
 /// no lock taken to wait or to check.
 pub struct Queue {
     frames: Mutex<Frames>,
-    /// The session's task, woken on every push and signal.
-    waker: AtomicWaker,
+    /// The session's task while it waits for frames: woken by pushes and signals.
+    frames_waker: AtomicWaker,
+    /// The session's task while it writes: woken by signals only, so that frames queued
+    /// for a client whose socket is full do not wake its session just to find the socket
+    /// still full.
+    signal_waker: AtomicWaker,
     limits: QueueLimits,
     /// `CLOSING`, `SHUTDOWN` and `RECEIVER_GONE` bits.
     state: AtomicU8,
@@ -256,7 +261,7 @@ impl Queue {
             q.bytes += size;
             q.frames.push_back(frame);
         }
-        self.waker.wake();
+        self.frames_waker.wake();
         Offer::Queued
     }
 
@@ -272,7 +277,8 @@ impl Queue {
 
     fn signal(&self, bit: u8) {
         self.state.fetch_or(bit, Ordering::AcqRel);
-        self.waker.wake();
+        self.frames_waker.wake();
+        self.signal_waker.wake();
     }
 
     fn signalled(&self) -> Option<Signal> {
@@ -298,7 +304,7 @@ impl QueueReceiver {
         match self.check() {
             Some(next) => Poll::Ready(next),
             None => {
-                self.0.waker.register(cx.waker());
+                self.0.frames_waker.register(cx.waker());
                 // A push or signal between the check and the registration woke nobody:
                 // look again.
                 self.check().map_or(Poll::Pending, Poll::Ready)
@@ -323,7 +329,7 @@ impl QueueReceiver {
         if let Some(signal) = self.0.signalled() {
             return Poll::Ready(signal);
         }
-        self.0.waker.register(cx.waker());
+        self.0.signal_waker.register(cx.waker());
         self.0.signalled().map_or(Poll::Pending, Poll::Ready)
     }
 
@@ -449,6 +455,31 @@ pub(crate) mod tests {
         assert_eq!(next, Err(Signal::Close));
         assert_eq!(queued, Some(Message::Text("queued".into())));
         assert!(c.is_closing());
+    }
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_session_blocked_writing_is_woken_by_signals_not_by_frames() {
+        let (c, rx) = client(4);
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(rx.poll_signalled(&mut cx).is_pending());
+        c.offer(Message::Text("a".into()));
+        c.offer(Message::Text("b".into()));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "frames woke a session that was writing");
+        c.close(1008, SLOW_CONSUMER);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.poll_signalled(&mut cx), Poll::Ready(Signal::Close));
     }
 
     #[tokio::test]
