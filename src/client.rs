@@ -352,12 +352,17 @@ impl Drop for QueueReceiver {
     }
 }
 
-fn payload_len(frame: &Message) -> usize {
+/// The payload a frame carries (empty for control frames without one).
+pub fn payload(frame: &Message) -> &[u8] {
     match frame {
-        Message::Text(t) => t.len(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-        Message::Close(_) | Message::Frame(_) => 0,
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
+        Message::Close(_) | Message::Frame(_) => &[],
     }
+}
+
+fn payload_len(frame: &Message) -> usize {
+    payload(frame).len()
 }
 
 fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, kept: &[u8]) {

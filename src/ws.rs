@@ -31,7 +31,7 @@ use tungstenite::{Message, Utf8Bytes};
 
 use crate::app::App;
 use crate::auth::Authenticator;
-use crate::client::{Client, ClientInfo, Signal, Subscription, CLOSE_GOING_AWAY};
+use crate::client::{payload, Client, ClientInfo, Signal, Subscription, CLOSE_GOING_AWAY};
 use crate::sink::Event;
 
 /// The response header that carries the connection id.
@@ -247,7 +247,7 @@ impl Batch {
                 return Poll::Pending;
             }
             self.count += 1;
-            self.bytes += frame_len(&frame) as u64;
+            self.bytes += payload(&frame).len() as u64;
             self.next = if self.count < WRITE_BATCH as u64 { queue.try_recv() } else { None };
             if self.next.is_none() {
                 self.last = Some(frame.clone());
@@ -430,7 +430,7 @@ impl Session {
             match batch.poll_write(socket, &self.queue, cx) {
                 Poll::Ready(Ok(())) => {
                     if let Some(last) = &batch.last {
-                        self.client.sent(batch.count, batch.bytes, frame_bytes(last));
+                        self.client.sent(batch.count, batch.bytes, payload(last));
                     }
                     self.app.metrics.frames_sent.inc_by(batch.count);
                     self.app.metrics.bytes_sent.inc_by(batch.bytes);
@@ -465,7 +465,7 @@ impl Session {
         let drained = tokio::time::timeout(deadline, async {
             while let Some(frame) = self.queue.try_recv() {
                 count += 1;
-                bytes += frame_len(&frame) as u64;
+                bytes += payload(&frame).len() as u64;
                 socket.feed(frame).await?;
             }
             socket.flush().await
@@ -506,18 +506,6 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-fn frame_bytes(m: &Message) -> &[u8] {
-    match m {
-        Message::Text(t) => t.as_bytes(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
-        Message::Close(_) | Message::Frame(_) => &[],
-    }
-}
-
-fn frame_len(m: &Message) -> usize {
-    frame_bytes(m).len()
 }
 
 #[cfg(test)]
