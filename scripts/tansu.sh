@@ -7,8 +7,11 @@ if [ -z "${TANSU_BIN:-}" ]; then
     TANSU_BIN="$(command -v tansu)"
   elif [ -x "$cargo_bin/tansu" ]; then
     TANSU_BIN="$cargo_bin/tansu"
+  elif [ -x ../shared/tools/install-tansu ] && ../shared/tools/install-tansu && [ -x "$cargo_bin/tansu" ]; then
+    # A prebuilt copy of the same build, shipped beside the checkout on development machines.
+    TANSU_BIN="$cargo_bin/tansu"
   else
-    echo "Tansu broker not found: building it once (cargo install tansu, about 12 minutes)..."
+    echo "Tansu broker not found: building it once (cargo install tansu, about 18 minutes)..."
     cargo install tansu --locked --features "dynostore,libsql,postgres"
     TANSU_BIN="$cargo_bin/tansu"
   fi

@@ -223,15 +223,15 @@ async fn publish(State(app): State<App>, Path(key): Path<String>, body: Bytes) -
 async fn events(State(app): State<App>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let feed = app.outbox.feed();
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
-        loop {
-            match feed.recv().await {
-                Ok(json) => return Some((Ok(SseEvent::default().data(json.as_ref())), feed)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(SseEvent::default().event("lagged").data(n.to_string())), feed))
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        let event = match feed.recv().await {
+            Ok(json) => SseEvent::default().data(json.as_ref()),
+            // This watcher fell behind: say how many events it missed, then go on.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(n.to_string())
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), feed))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -73,7 +73,8 @@ pub enum StartError {
 }
 
 enum Source {
-    Kafka { input: KafkaSource, replies: Option<KafkaSource> },
+    // Boxed: a consumer's handles are large, and this enum is built once.
+    Kafka { input: Box<KafkaSource>, replies: Option<Box<KafkaSource>> },
     Memory { demo: bool, stream: MemoryStream },
 }
 
@@ -100,7 +101,7 @@ impl Gateway {
                 let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
                 let replies = match &k.replies {
                     // Replies are for clients connected now: start at the end.
-                    Some(topic) => Some(
+                    Some(topic) => Some(Box::new(
                         KafkaSource::connect(
                             k,
                             topic,
@@ -109,10 +110,10 @@ impl Gateway {
                             Readiness::detached("replies"),
                         )
                         .await?,
-                    ),
+                    )),
                     None => None,
                 };
-                (Source::Kafka { input: source, replies }, None, outbox)
+                (Source::Kafka { input: Box::new(source), replies }, None, outbox)
             }
             SourceConfig::Memory { demo } => {
                 let stream = MemoryStream::new(Arc::new(hub.clone()));

@@ -18,6 +18,8 @@ use subtle::ConstantTimeEq;
 
 use crate::client::Subscription;
 use crate::config::AuthConfig;
+use crate::secret::Secret;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Who a request authenticated as, and what it may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +172,19 @@ impl Authenticator {
     }
 }
 
+/// A client token: an HS256 JWT for `sub`, valid for `ttl`, limited to `keys` when given.
+/// What `sluice token` prints, and what the authenticator above accepts.
+pub fn mint(secret: &Secret, sub: &str, keys: Option<&[String]>, ttl: Duration) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut claims = serde_json::json!({ "sub": sub, "iat": now.as_secs(), "exp": (now + ttl).as_secs() });
+    if let Some(keys) = keys {
+        claims["keys"] = keys.into();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
+    // HS256 over a JSON object with an HMAC key of any length cannot fail.
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap_or_default()
+}
+
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -177,7 +192,6 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
     use bytes::Bytes;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -260,6 +274,17 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, format!("Bearer {good}").parse().unwrap());
         assert!(a.authenticate(&h, None).is_ok());
+    }
+
+    #[test]
+    fn minted_tokens_are_accepted_and_carry_their_keys() {
+        let a = auth(false);
+        let keys = vec!["sensor-1".to_owned()];
+        let t = mint(&Secret::new(SECRET), "dash", Some(&keys), Duration::from_secs(60));
+        let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
+        assert_eq!(id, Identity { user: Some("dash".into()), keys: Some(keys) });
+        let other = mint(&Secret::new("another secret, 32 bytes long!!!"), "dash", None, Duration::from_secs(60));
+        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&other)), Err(AuthError::BadToken(_))));
     }
 
     #[test]

@@ -36,8 +36,13 @@ use crate::secret::Secret;
 )]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
+    /// A task other than serving (`sluice token …`); none runs the gateway.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
+
     /// TOML file holding any of these settings, keyed by the flag's name with underscores.
-    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE", global = true)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
@@ -66,7 +71,7 @@ pub struct Options {
     pub ws_password: Option<Secret>,
 
     /// Secret that signs the HS256 JWTs browsers may present as ?token= or a Bearer header.
-    #[arg(long, env = "SLUICE_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(long, env = "SLUICE_JWT_SECRET", value_name = "SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,
 
     /// Accept clients without any credentials. Without it, Sluice never runs open.
@@ -192,6 +197,27 @@ pub struct Options {
     /// Seconds between checks of the broker (readiness) and of new partitions. [default: 5]
     #[arg(long, env = "SLUICE_KAFKA_CHECK_INTERVAL", value_name = "SECONDS")]
     pub kafka_check_interval: Option<u64>,
+}
+
+/// What `sluice` does besides serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print a client token (HS256 JWT) signed with the configured --jwt-secret, for
+    /// browsers and other clients that cannot send a Basic header.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The token's subject: the user name clients using it are listed under.
+    #[arg(long, value_name = "NAME")]
+    pub sub: String,
+    /// Keys it may subscribe to, comma-separated (`*` for every key and /*). Unset: every key.
+    #[arg(long, value_name = "K1,K2", value_delimiter = ',')]
+    pub keys: Option<Vec<String>>,
+    /// How long it is valid, for example 90s, 15m, 1h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
 }
 
 /// Where the Kafka consumer starts in each partition of `input`.
@@ -352,6 +378,29 @@ const DEFAULT_PRODUCE_BUFFER: usize = 100_000;
 pub const GENERATED_USER: &str = "sluice";
 
 impl Options {
+    /// Parses the process's arguments and environment and merges the TOML file if one is
+    /// named: every setting as the user gave it, not yet validated.
+    pub fn load() -> Result<Options, ConfigError> {
+        Self::load_with(Options::parse(), |name| std::env::var(name).ok())
+    }
+
+    /// As [`Options::load`], from parsed options and an environment lookup (for tests).
+    pub fn load_with(mut options: Options, env: impl Fn(&str) -> Option<String>) -> Result<Options, ConfigError> {
+        if options.brokers.is_none() {
+            options.brokers = env("KAFKA_BROKERS").filter(|v| !v.trim().is_empty());
+        }
+        if let Some(path) = options.config.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| single("--config / SLUICE_CONFIG", format!("cannot read {}: {e}", path.display())))?;
+            let command = options.command.take();
+            options = options
+                .merge_file(&text)
+                .map_err(|e| single("--config / SLUICE_CONFIG", format!("{}: {e}", path.display())))?;
+            options.command = command;
+        }
+        Ok(options)
+    }
+
     /// Merges a TOML file's settings under these (flags and environment win).
     pub fn merge_file(self, text: &str) -> Result<Options, String> {
         let file: Options = toml::from_str(text).map_err(|e| e.message().to_owned())?;
@@ -379,28 +428,6 @@ impl Options {
 }
 
 impl Config {
-    /// Parses the process's arguments and environment, merges the TOML file if one is
-    /// named, and validates the result.
-    pub fn load() -> Result<Config, ConfigError> {
-        let options = Options::parse();
-        Self::load_from(options, |name| std::env::var(name).ok())
-    }
-
-    /// As [`Config::load`], from parsed options and an environment lookup (for tests).
-    pub fn load_from(mut options: Options, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        if options.brokers.is_none() {
-            options.brokers = env("KAFKA_BROKERS").filter(|v| !v.trim().is_empty());
-        }
-        if let Some(path) = options.config.clone() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| single("--config / SLUICE_CONFIG", format!("cannot read {}: {e}", path.display())))?;
-            options = options
-                .merge_file(&text)
-                .map_err(|e| single("--config / SLUICE_CONFIG", format!("{}: {e}", path.display())))?;
-        }
-        Self::from_options(options)
-    }
-
     /// Validates merged options, collecting every problem.
     pub fn from_options(o: Options) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use sluice::app::Gateway;
-use sluice::config::{Config, LogFormat};
+use sluice::config::{Command, Config, LogFormat, Options, TokenArgs};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h: the settings are wrong.
@@ -14,7 +14,17 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    let config = match Config::load() {
+    let options = match Options::load() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(Command::Token(args)) = &options.command {
+        return print_token(&options, args);
+    }
+    let config = match Config::from_options(options) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -30,6 +40,20 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(config))
+}
+
+/// `sluice token`: a client token signed with the configured secret, on stdout.
+fn print_token(options: &Options, args: &TokenArgs) -> ExitCode {
+    let Some(secret) = options.jwt_secret.as_ref().filter(|s| !s.expose().is_empty()) else {
+        eprintln!("config error: --jwt-secret / SLUICE_JWT_SECRET: required to sign a token (the gateway must have the same one)");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if secret.expose().len() < 32 {
+        eprintln!("config error: --jwt-secret / SLUICE_JWT_SECRET: must be at least 32 bytes long");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!("{}", sluice::auth::mint(secret, &args.sub, args.keys.as_deref(), args.ttl));
+    ExitCode::SUCCESS
 }
 
 async fn run(config: Config) -> ExitCode {

@@ -54,9 +54,7 @@ impl<'a> Frames<'a> {
 
     /// The frame for a subscriber, by its choice of form.
     pub fn for_subscriber(&self, envelope: bool) -> Option<&Message> {
-        if self.record.value.is_none() {
-            return None;
-        }
+        self.record.value.as_ref()?;
         if envelope {
             Some(self.envelope())
         } else {

@@ -119,7 +119,7 @@ pub async fn upgrade(app: App, request: Request) -> Response {
 
     let (on_upgrade, accept) = match handshake(&mut parts) {
         Ok(h) => h,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
 
     let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
@@ -151,30 +151,50 @@ pub async fn upgrade(app: App, request: Request) -> Response {
     response
 }
 
-/// Checks the rest of an opening handshake (RFC 6455 §4.2.1; the Upgrade and Connection
-/// headers were checked by [`is_upgrade`]) and returns hyper's upgrade handle with the
-/// `Sec-WebSocket-Accept` value, or the refusal to send.
-fn handshake(parts: &mut request::Parts) -> Result<(OnUpgrade, HeaderValue), Response> {
+/// Why an opening handshake is refused (RFC 6455 §4.2.1), each with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    #[error("a WebSocket upgrade must be a GET request")]
+    Method,
+    #[error("unsupported Sec-WebSocket-Version: this server speaks 13")]
+    Version,
+    #[error("missing Sec-WebSocket-Key header")]
+    NoKey,
+    #[error("this connection cannot be upgraded")]
+    NotUpgradable,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Refusal::Method => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::Version | Refusal::NotUpgradable => StatusCode::UPGRADE_REQUIRED,
+            Refusal::NoKey => StatusCode::BAD_REQUEST,
+        };
+        let mut response = (status, self.to_string()).into_response();
+        if self == Refusal::Version {
+            // RFC 6455 §4.4: name the version this server speaks.
+            response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        response
+    }
+}
+
+/// Checks the rest of an opening handshake (the Upgrade and Connection headers were
+/// checked by [`is_upgrade`]) and returns hyper's upgrade handle with the
+/// `Sec-WebSocket-Accept` value.
+fn handshake(parts: &mut request::Parts) -> Result<(OnUpgrade, HeaderValue), Refusal> {
     if parts.method != Method::GET {
-        return Err((StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must be a GET request").into_response());
+        return Err(Refusal::Method);
     }
     if parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        // RFC 6455 §4.4: name the version this server speaks.
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::SEC_WEBSOCKET_VERSION, "13")],
-            "unsupported Sec-WebSocket-Version: this server speaks 13",
-        )
-            .into_response());
+        return Err(Refusal::Version);
     }
-    let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return Err((StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key header").into_response());
-    };
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
-        return Err((StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response());
-    };
-    let accept = HeaderValue::from_str(&accept).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+    let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).ok_or(Refusal::NoKey)?;
+    // The accept value is base64: always a valid header value.
+    let accept = HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        .map_err(|_| Refusal::NoKey)?;
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or(Refusal::NotUpgradable)?;
     Ok((on_upgrade, accept))
 }
 
@@ -279,6 +299,7 @@ impl Session {
     /// written as a block that uses `self` where it was captured (an `async fn` with a
     /// `mut self` would hold a second copy), and holding nothing it does not need while
     /// waiting.
+    #[allow(clippy::manual_async_fn, reason = "an async fn taking `mut self` would hold a second copy of it")]
     fn run(mut self, on_upgrade: OnUpgrade) -> impl std::future::Future<Output = ()> + Send {
         async move {
             let mut socket = match on_upgrade.await {

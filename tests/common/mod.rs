@@ -182,7 +182,6 @@ pub fn reader(tansu: &Tansu, topic: &str, partitions: i32) -> rdkafka::consumer:
 
 /// The next record of a reader, detached; panics after 20 s.
 pub async fn next_record(c: &rdkafka::consumer::StreamConsumer) -> rdkafka::message::OwnedMessage {
-    use rdkafka::Message as _;
     tokio::time::timeout(Duration::from_secs(20), c.recv())
         .await
         .expect("a record within 20 s")
