@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -14,10 +15,12 @@ use crate::auth::Authenticator;
 use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::origin::AllowedOrigins;
+use crate::proxy::TrustedProxies;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::replies::ReplyRouter;
-use crate::server::TlsError;
+use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError};
 use crate::source::memory::{self, MemoryStream};
@@ -55,6 +58,13 @@ pub struct Shared {
     pub outbox: Outbox,
     /// The Bearer token of the admin API.
     pub admin_token: crate::secret::Secret,
+    /// One permit per session (`--max-connections`): an upgrade finding none is refused
+    /// with 503 at once, rather than left to wait for a slot its client gave up on.
+    pub sessions: Arc<Semaphore>,
+    /// Web pages allowed to subscribe besides the gateway's own.
+    pub allowed_origins: AllowedOrigins,
+    /// Proxies whose forwarding headers name the client's address.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Deref for App {
@@ -82,8 +92,9 @@ enum Source {
 pub struct Gateway {
     app: App,
     source: Source,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
+    tls: Option<Tls>,
+    max_pending: usize,
+    header_timeout: Duration,
     slow_consumer: SlowConsumerPolicy,
 }
 
@@ -94,7 +105,7 @@ impl Gateway {
         let metrics = Metrics::new();
         let readiness = Readiness::new(metrics.clone());
         let hub = Hub::new(config.slow_consumer, metrics.clone());
-        let tls = config.tls.as_ref().map(crate::server::tls_acceptor).transpose()?;
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let (source, memory, outbox) = match &config.source {
             SourceConfig::Kafka(k) => {
                 let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
@@ -139,12 +150,27 @@ impl Gateway {
             shutdown,
             tracker: TaskTracker::new(),
             memory,
+            sessions: Arc::new(Semaphore::new(config.max_connections)),
+            allowed_origins: config.allowed_origins.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
         }));
-        Ok(Gateway { app, source, tls, max_connections: config.max_connections, slow_consumer: config.slow_consumer })
+        Ok(Gateway {
+            app,
+            source,
+            tls,
+            max_pending: config.max_pending_connections,
+            header_timeout: config.header_timeout,
+            slow_consumer: config.slow_consumer,
+        })
     }
 
     pub fn app(&self) -> &App {
         &self.app
+    }
+
+    /// The TLS configuration, for reloading its files (SIGHUP).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// Serves until the shutdown token is cancelled, then drains: sessions flush their
@@ -176,29 +202,21 @@ impl Gateway {
             }
         };
 
+        let listening = Listening {
+            tls: self.tls,
+            max_pending: self.max_pending,
+            header_timeout: self.header_timeout,
+            metrics: app.metrics.clone(),
+            shutdown: app.shutdown.clone(),
+            tracker: app.tracker.clone(),
+        };
         let admin_task = admin.map(|admin| {
-            tokio::spawn(crate::server::serve(
-                admin,
-                self.tls.clone(),
-                crate::admin::router(app.clone(), crate::admin::Surface::Admin),
-                self.max_connections,
-                app.metrics.clone(),
-                app.shutdown.clone(),
-                app.tracker.clone(),
-            ))
+            let router = crate::admin::router(app.clone(), crate::admin::Surface::Admin);
+            tokio::spawn(crate::server::serve(admin, router, listening.clone()))
         });
         let surface =
             if admin_task.is_some() { crate::admin::Surface::Subscriptions } else { crate::admin::Surface::Both };
-        crate::server::serve(
-            listener,
-            self.tls,
-            crate::admin::router(app.clone(), surface),
-            self.max_connections,
-            app.metrics.clone(),
-            app.shutdown.clone(),
-            app.tracker.clone(),
-        )
-        .await;
+        crate::server::serve(listener, crate::admin::router(app.clone(), surface), listening).await;
         // The accept loop ends only on shutdown: tell every session to drain and close. A
         // session registered after this sees the cancelled token when it starts.
         for client in app.registry.all() {

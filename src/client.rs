@@ -5,7 +5,6 @@
 //! end of the queue and is the only writer to the socket.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -15,6 +14,8 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tungstenite::Message;
+
+use crate::proxy::RemoteAddr;
 
 /// What a client subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,7 +77,7 @@ pub struct ClientInfo {
     pub envelope: bool,
     /// The authenticated identity (Basic user or JWT `sub`); `None` when anonymous.
     pub user: Option<String>,
-    pub remote: SocketAddr,
+    pub remote: RemoteAddr,
     pub user_agent: Option<String>,
 }
 
@@ -386,7 +387,7 @@ pub(crate) mod tests {
             subscription,
             envelope: false,
             user: None,
-            remote: ([127, 0, 0, 1], 1).into(),
+            remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             user_agent: None,
         }
     }

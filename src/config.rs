@@ -15,6 +15,8 @@ use clap::builder::FalseyValueParser;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::origin::AllowedOrigins;
+use crate::proxy::TrustedProxies;
 use crate::secret::Secret;
 
 /// Every setting, as the user spells it. Flags and environment come from clap; the same
@@ -99,18 +101,50 @@ pub struct Options {
     pub queue_capacity: Option<usize>,
 
     /// Bytes of frames queued for one client before the slow-consumer policy applies (at
-    /// least one frame is always accepted, however large). [default: 16777216]
+    /// least one frame is always accepted, however large). [default: a sixteenth of
+    /// --max-queued-bytes, between 1 MiB and 16 MiB]
     #[arg(long, env = "SLUICE_QUEUE_BYTES", value_name = "BYTES")]
     pub queue_bytes: Option<usize>,
+
+    /// Bytes of records held for clients, all clients together; beyond it the clients
+    /// holding the most are closed (or have their queues dropped, under `--slow-consumer
+    /// drop`) until it is back under. [default: a quarter of the memory the process may
+    /// use (cgroup limit, else physical memory)]
+    #[arg(long, env = "SLUICE_MAX_QUEUED_BYTES", value_name = "BYTES")]
+    pub max_queued_bytes: Option<usize>,
 
     /// What to do with a client whose queue is full: `disconnect` (close 1008 "slow
     /// consumer") or `drop` (drop the new frame, keep the client). [default: disconnect]
     #[arg(long, env = "SLUICE_SLOW_CONSUMER", value_name = "POLICY")]
     pub slow_consumer: Option<String>,
 
-    /// Most client connections held at once; further ones wait to be accepted. [default: 100000]
+    /// Most clients (WebSocket sessions) at once; an upgrade beyond it is answered 503 with
+    /// Retry-After. [default: 100000]
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Most connections accepted but not yet upgraded (or plain HTTP) at once; further ones
+    /// wait in the listen backlog. [default: 1024]
+    #[arg(long, env = "SLUICE_MAX_PENDING_CONNECTIONS", value_name = "N")]
+    pub max_pending_connections: Option<usize>,
+
+    /// Seconds a connection may take to send a complete request head (from its accept,
+    /// or from its previous response); slower or silent ones are closed. [default: 10]
+    #[arg(long, env = "SLUICE_HEADER_TIMEOUT", value_name = "SECONDS")]
+    pub header_timeout: Option<u64>,
+
+    /// Web origins (besides the gateway's own) whose pages may subscribe, comma-separated,
+    /// e.g. https://app.example.com,https://*.example.com; `*` allows any. Upgrades with an
+    /// Origin header not allowed get 403; requests without one are unaffected.
+    #[arg(long, env = "SLUICE_ALLOWED_ORIGINS", value_name = "ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+
+    /// Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For and
+    /// Forwarded headers give the client's address.
+    #[arg(long, env = "SLUICE_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 
     /// Seconds between pings to each client; a client silent for two intervals is closed.
     /// 0 turns pings off. [default: 30]
@@ -155,10 +189,26 @@ pub struct Options {
     pub kafka_ca_file: Option<PathBuf>,
 
     /// Any other librdkafka property, as KEY=VALUE; repeat the flag, or separate with `;`
-    /// in the environment.
+    /// in the environment. A consumer-only or producer-only property goes to that client
+    /// only; the others to both.
     #[arg(long, env = "KAFKA_PROPERTIES", value_name = "KEY=VALUE", value_delimiter = ';')]
     #[serde(default)]
     pub kafka_property: Vec<String>,
+
+    /// A librdkafka property for the consumers only (input, replies), as KEY=VALUE.
+    #[arg(long, env = "KAFKA_CONSUMER_PROPERTIES", value_name = "KEY=VALUE", value_delimiter = ';')]
+    #[serde(default)]
+    pub kafka_consumer_property: Vec<String>,
+
+    /// A librdkafka property for the producer only (output, events, publish), as KEY=VALUE.
+    #[arg(long, env = "KAFKA_PRODUCER_PROPERTIES", value_name = "KEY=VALUE", value_delimiter = ';')]
+    #[serde(default)]
+    pub kafka_producer_property: Vec<String>,
+
+    /// Seconds a partition of `input` may make no progress while records wait in it before
+    /// it is reported stuck (logged once, counted, shown by /readyz). [default: 60]
+    #[arg(long, env = "SLUICE_STUCK_PARTITION_TIMEOUT", value_name = "SECONDS")]
+    pub stuck_partition_timeout: Option<u64>,
 
     /// Kafka topic that receives every client message (key = replyId). Optional.
     #[arg(long, env = "output", value_name = "TOPIC")]
@@ -255,6 +305,12 @@ pub struct Config {
     pub queue_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
     pub max_connections: usize,
+    pub max_pending_connections: usize,
+    pub header_timeout: Duration,
+    /// Bytes of records held for clients, all together.
+    pub max_queued_bytes: usize,
+    pub allowed_origins: AllowedOrigins,
+    pub trusted_proxies: TrustedProxies,
     pub ping_interval: Option<Duration>,
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsFiles>,
@@ -289,10 +345,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub start: StartFrom,
-    /// librdkafka properties beyond the ones Sluice sets itself: security settings first,
-    /// then the pass-through ones, which win.
-    pub properties: Vec<(String, KafkaValue)>,
+    /// librdkafka properties beyond the ones Sluice sets itself, each for the clients it
+    /// applies to: security settings first, then the pass-through ones, which win.
+    pub properties: Vec<(String, KafkaValue, Scope)>,
     pub check_interval: Duration,
+    /// No progress for this long while records wait: the partition is reported stuck.
+    pub stuck_after: Duration,
     /// Client messages go here, when set.
     pub output: Option<String>,
     /// Lifecycle events go here, when set.
@@ -302,6 +360,97 @@ pub struct KafkaConfig {
     /// Messages librdkafka may buffer for output and events.
     pub produce_buffer: usize,
 }
+
+/// Which Kafka clients a property is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Both,
+    Consumer,
+    Producer,
+}
+
+impl Scope {
+    /// Where librdkafka says a property belongs (its CONFIGURATION.md marks each C, P or
+    /// both): setting a consumer property on a producer only earns a warning at start-up.
+    fn of(property: &str) -> Scope {
+        if CONSUMER_ONLY.contains(&property) {
+            Scope::Consumer
+        } else if PRODUCER_ONLY.contains(&property) {
+            Scope::Producer
+        } else {
+            Scope::Both
+        }
+    }
+
+    pub fn applies_to(self, client: Scope) -> bool {
+        self == Scope::Both || self == client
+    }
+}
+
+/// librdkafka 2.x properties marked "C" (consumer only).
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.enable",
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "offset.store.method",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// librdkafka 2.x properties marked "P" (producer only).
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.report.only.error",
+    "delivery.timeout.ms",
+    "enable.gapless.guarantee",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "produce.offset.report",
+    "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "queuing.strategy",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
 
 /// A librdkafka property value; secret ones are masked in `Debug`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,8 +515,12 @@ const DEFAULT_PORT: u16 = 8080;
 /// written: a queue must absorb such a burst, or clients that keep up are closed as slow.
 /// The byte bound below keeps the memory a stalled client pins in check.
 const DEFAULT_QUEUE_CAPACITY: usize = 16384;
-const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
+const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+const DEFAULT_STUCK_PARTITION_SECS: u64 = 60;
+/// When the memory available cannot be read.
+const FALLBACK_MEMORY: u64 = 4 << 30;
 const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_KAFKA_CHECK_SECS: u64 = 5;
@@ -456,6 +609,13 @@ impl Config {
             (Some(brokers), Some(topic)) => {
                 let properties = kafka_properties(&o, &mut bad);
                 let check = o.kafka_check_interval.unwrap_or(DEFAULT_KAFKA_CHECK_SECS);
+                let stuck = o.stuck_partition_timeout.unwrap_or(DEFAULT_STUCK_PARTITION_SECS);
+                if stuck == 0 {
+                    bad(
+                        "--stuck-partition-timeout / SLUICE_STUCK_PARTITION_TIMEOUT",
+                        "must be at least 1 second".into(),
+                    );
+                }
                 if check == 0 {
                     bad("--kafka-check-interval / SLUICE_KAFKA_CHECK_INTERVAL", "must be at least 1 second".into());
                 }
@@ -471,6 +631,7 @@ impl Config {
                     start,
                     properties,
                     check_interval: Duration::from_secs(check.max(1)),
+                    stuck_after: Duration::from_secs(stuck.max(1)),
                     output: topic_name(&o.output),
                     events: topic_name(&o.events),
                     replies: topic_name(&o.replies),
@@ -512,7 +673,16 @@ impl Config {
         if queue_capacity == 0 {
             bad("--queue-capacity / SLUICE_QUEUE_CAPACITY", "must be at least 1".into());
         }
-        let queue_bytes = o.queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES);
+        let max_queued_bytes = o.max_queued_bytes.unwrap_or_else(|| {
+            let memory = crate::machine::memory_available().unwrap_or(FALLBACK_MEMORY);
+            usize::try_from(memory / 4).unwrap_or(usize::MAX)
+        });
+        if max_queued_bytes < 1 << 20 {
+            bad("--max-queued-bytes / SLUICE_MAX_QUEUED_BYTES", "must be at least 1048576 (1 MiB)".into());
+        }
+        // Room for at least sixteen stalled clients before the gateway-wide bound sheds
+        // any, and no more than a Kafka fetch burst needs.
+        let queue_bytes = o.queue_bytes.unwrap_or((max_queued_bytes / 16).clamp(1 << 20, 16 << 20));
         if queue_bytes == 0 {
             bad("--queue-bytes / SLUICE_QUEUE_BYTES", "must be at least 1".into());
         }
@@ -528,6 +698,22 @@ impl Config {
         if max_connections == 0 {
             bad("--max-connections / SLUICE_MAX_CONNECTIONS", "must be at least 1".into());
         }
+        let max_pending_connections = o.max_pending_connections.unwrap_or(DEFAULT_MAX_PENDING_CONNECTIONS);
+        if max_pending_connections == 0 {
+            bad("--max-pending-connections / SLUICE_MAX_PENDING_CONNECTIONS", "must be at least 1".into());
+        }
+        let header_timeout = o.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT_SECS);
+        if header_timeout == 0 {
+            bad("--header-timeout / SLUICE_HEADER_TIMEOUT", "must be at least 1 second".into());
+        }
+        let allowed_origins = AllowedOrigins::parse(&o.allowed_origins).unwrap_or_else(|e| {
+            bad("--allowed-origins / SLUICE_ALLOWED_ORIGINS", e);
+            AllowedOrigins::default()
+        });
+        let trusted_proxies = TrustedProxies::parse(&o.trusted_proxies).unwrap_or_else(|e| {
+            bad("--trusted-proxies / SLUICE_TRUSTED_PROXIES", e);
+            TrustedProxies::default()
+        });
         let ping_interval = match o.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL_SECS) {
             0 => None,
             s => Some(Duration::from_secs(s)),
@@ -590,6 +776,11 @@ impl Config {
             queue_bytes,
             slow_consumer,
             max_connections,
+            max_pending_connections,
+            header_timeout: Duration::from_secs(header_timeout),
+            max_queued_bytes,
+            allowed_origins,
+            trusted_proxies,
             ping_interval,
             shutdown_timeout,
             tls,
@@ -636,13 +827,13 @@ fn auth_config(o: &Options, bad: &mut impl FnMut(&str, String)) -> AuthConfig {
     AuthConfig { users, jwt_secret, allow_anonymous: o.allow_anonymous, generated_password }
 }
 
-fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(String, KafkaValue)> {
+fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(String, KafkaValue, Scope)> {
     let mut props = Vec::new();
     let plain = |v: &str| KafkaValue::Plain(v.to_owned());
     if let Some(p) = o.kafka_security_protocol.as_deref().map(str::trim) {
         let upper = p.to_ascii_uppercase();
         if ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&upper.as_str()) {
-            props.push(("security.protocol".to_owned(), plain(&upper)));
+            props.push(("security.protocol".to_owned(), plain(&upper), Scope::Both));
         } else {
             bad(
                 "--kafka-security-protocol / KAFKA_SECURITY_PROTOCOL",
@@ -653,7 +844,7 @@ fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(Str
     if let Some(m) = o.kafka_sasl_mechanism.as_deref().map(str::trim) {
         let upper = m.to_ascii_uppercase();
         if ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&upper.as_str()) {
-            props.push(("sasl.mechanism".to_owned(), plain(&upper)));
+            props.push(("sasl.mechanism".to_owned(), plain(&upper), Scope::Both));
         } else {
             bad(
                 "--kafka-sasl-mechanism / KAFKA_SASL_MECHANISM",
@@ -663,8 +854,8 @@ fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(Str
     }
     match (&o.kafka_sasl_username, &o.kafka_sasl_password) {
         (Some(u), Some(p)) => {
-            props.push(("sasl.username".to_owned(), plain(u)));
-            props.push(("sasl.password".to_owned(), KafkaValue::Secret(p.clone())));
+            props.push(("sasl.username".to_owned(), plain(u), Scope::Both));
+            props.push(("sasl.password".to_owned(), KafkaValue::Secret(p.clone()), Scope::Both));
         }
         (Some(_), None) => {
             bad("--kafka-sasl-password / KAFKA_SASL_PASSWORD", "required with KAFKA_SASL_USERNAME".into())
@@ -676,23 +867,31 @@ fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(Str
     }
     if let Some(ca) = &o.kafka_ca_file {
         if ca.is_file() {
-            props.push(("ssl.ca.location".to_owned(), plain(&ca.display().to_string())));
+            props.push(("ssl.ca.location".to_owned(), plain(&ca.display().to_string()), Scope::Both));
         } else {
             bad("--kafka-ca-file / KAFKA_SSL_CA_LOCATION", format!("{} is not a readable file", ca.display()));
         }
     }
-    for entry in o.kafka_property.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-        match entry.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                let key = k.trim().to_owned();
-                let value = if key.contains("password") || key.contains("secret") {
-                    KafkaValue::Secret(Secret::new(v.trim()))
-                } else {
-                    plain(v.trim())
-                };
-                props.push((key, value));
+    let given = [
+        ("--kafka-property / KAFKA_PROPERTIES", &o.kafka_property, None),
+        ("--kafka-consumer-property / KAFKA_CONSUMER_PROPERTIES", &o.kafka_consumer_property, Some(Scope::Consumer)),
+        ("--kafka-producer-property / KAFKA_PRODUCER_PROPERTIES", &o.kafka_producer_property, Some(Scope::Producer)),
+    ];
+    for (setting, entries, scope) in given {
+        for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            match entry.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    let key = k.trim().to_owned();
+                    let value = if key.contains("password") || key.contains("secret") {
+                        KafkaValue::Secret(Secret::new(v.trim()))
+                    } else {
+                        plain(v.trim())
+                    };
+                    let scope = scope.unwrap_or_else(|| Scope::of(&key));
+                    props.push((key, value, scope));
+                }
+                _ => bad(setting, format!("{entry:?} is not KEY=VALUE")),
             }
-            _ => bad("--kafka-property / KAFKA_PROPERTIES", format!("{entry:?} is not KEY=VALUE")),
         }
     }
     props
@@ -799,13 +998,71 @@ mod tests {
         let SourceConfig::Kafka(k) = c.source else { panic!("kafka expected") };
         assert_eq!(k.topic, "telemetry");
         assert_eq!(k.start, StartFrom::Timestamp(1_767_323_045_000));
-        let keys: Vec<_> = k.properties.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = k.properties.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(
             keys,
             ["security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "fetch.wait.max.ms", "client.id"]
         );
         assert_eq!(k.properties[0].1.expose(), "SASL_SSL");
         assert!(!format!("{:?}", k.properties).contains("\"pw\""));
+        // A consumer property in the shared list reaches the consumer only.
+        assert_eq!(k.properties[4].2, Scope::Consumer);
+        assert_eq!(k.properties[5].2, Scope::Both);
+    }
+
+    #[test]
+    fn client_specific_properties_reach_their_client_only() {
+        let o = parse(&[
+            "--brokers",
+            "b:9092",
+            "--input",
+            "t",
+            "--kafka-property",
+            "linger.ms=20",
+            "--kafka-consumer-property",
+            "client.rack=eu-1",
+            "--kafka-producer-property",
+            "compression.type=zstd",
+        ]);
+        let SourceConfig::Kafka(k) = Config::from_options(o).unwrap().source else { panic!("kafka expected") };
+        let scopes: Vec<_> = k.properties.iter().map(|(k, _, s)| (k.as_str(), *s)).collect();
+        assert_eq!(
+            scopes,
+            [("linger.ms", Scope::Producer), ("client.rack", Scope::Consumer), ("compression.type", Scope::Producer)]
+        );
+        assert!(Scope::Both.applies_to(Scope::Consumer) && !Scope::Producer.applies_to(Scope::Consumer));
+    }
+
+    #[test]
+    fn origins_proxies_and_bounds_are_validated() {
+        let got = problems(parse(&[
+            "--allowed-origins",
+            "https://ok.example,not-an-origin",
+            "--trusted-proxies",
+            "10.0.0.0/8,proxy.local",
+            "--header-timeout",
+            "0",
+            "--max-queued-bytes",
+            "1000",
+        ]));
+        for setting in [
+            "--allowed-origins / SLUICE_ALLOWED_ORIGINS",
+            "--trusted-proxies / SLUICE_TRUSTED_PROXIES",
+            "--header-timeout / SLUICE_HEADER_TIMEOUT",
+            "--max-queued-bytes / SLUICE_MAX_QUEUED_BYTES",
+        ] {
+            assert!(got.iter().any(|s| s == setting), "{setting} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_queue_default_follows_the_gateway_wide_bound() {
+        let c = Config::from_options(parse(&["--max-queued-bytes", "33554432"])).unwrap();
+        assert_eq!(c.queue_bytes, 2 << 20);
+        let c = Config::from_options(parse(&["--max-queued-bytes", "1073741824"])).unwrap();
+        assert_eq!(c.queue_bytes, 16 << 20);
+        let c = Config::from_options(parse(&["--max-queued-bytes", "1048576"])).unwrap();
+        assert_eq!(c.queue_bytes, 1 << 20);
     }
 
     #[test]

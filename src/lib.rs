@@ -13,24 +13,32 @@
 //!   closes it, and its activity counters.
 //! - [`registry`]: every connected client by id.
 //! - [`replies`]: records of the `replies` topic, each to the client its key names.
+//! - [`admission`]: who may subscribe: key, origin, credentials, a free session slot.
 //! - [`ws`]: the WebSocket upgrade (authentication first) and the session that pumps a
 //!   client's queue into its socket.
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
+//! - [`origin`]: which web pages may subscribe (the `Origin` check).
+//! - [`proxy`]: the client's address behind trusted reverse proxies.
 //! - [`admin`]: plain HTTP on the same port: health, readiness, metrics, console.
 //! - [`api`]: the admin API under `/api` (clients, messages, broadcast, publish, events).
 //! - [`server`]: the accept loop (plain TCP or TLS) and the connection limit.
 //! - [`sink`]: client messages and lifecycle events out, to Kafka and the event feed.
 //! - [`metrics`]: every metric name, in one place.
+//! - [`machine`]: what the machine or container allows (memory), for defaults.
 //! - [`app`]: wiring it all together; `run` takes a bound listener and a shutdown token.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod hub;
+pub mod machine;
 pub mod metrics;
+pub mod origin;
+pub mod proxy;
 pub mod readiness;
 pub mod record;
 pub mod registry;

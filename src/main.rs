@@ -103,6 +103,7 @@ async fn run(config: Config) -> ExitCode {
     println!("sluice listening on {scheme}://{addr} (subscribe at /{{key}} or /*)");
 
     tokio::spawn(stop_on_signal(shutdown));
+    tokio::spawn(reload_on_hangup(gateway.tls().cloned(), gateway.app().metrics.clone()));
     gateway.serve(listener, admin).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -131,10 +132,45 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// SIGHUP re-reads the TLS certificate and key (a renewed certificate is served to new
+/// connections without a restart). It never stops the process: the default action of an
+/// unhandled SIGHUP would kill it with no drain.
+async fn reload_on_hangup(tls: Option<sluice::server::Tls>, metrics: sluice::metrics::Metrics) {
+    #[cfg(unix)]
+    {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        };
+        while hangups.recv().await.is_some() {
+            match &tls {
+                None => tracing::info!("SIGHUP: no TLS files to reload; nothing else is reloaded"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => {
+                        metrics.tls_reloaded(true);
+                        tracing::info!("SIGHUP: TLS certificate and key reloaded");
+                    }
+                    Err(e) => {
+                        metrics.tls_reloaded(false);
+                        tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificate");
+                    }
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, metrics);
+}
+
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal, never into a file or a log pipeline.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -3,10 +3,12 @@
 //!
 //! Exposed at `GET /metrics` in the Prometheus text format.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,21 +19,24 @@ type Label = [(&'static str, &'static str); 1];
 type PartitionLabel = [(&'static str, String); 2];
 type TopicLabel = [(&'static str, String); 1];
 
-/// Lets a failure that repeats for every message (Kafka away: each client message refused
-/// or undelivered) reach the log at most once a second, with the number left out since;
-/// the counters still count every one.
+/// Lets a failure that repeats (Kafka away: each client message refused, each reconnect
+/// attempt failed; a scanner hammering the port) reach the log at most once per period,
+/// with the number left out since; the counters still count every one.
 #[derive(Default)]
-struct Throttle {
+pub struct Throttle {
     last_second: AtomicU64,
     skipped: AtomicU64,
 }
 
 impl Throttle {
-    /// `Some(skipped since the last line)` when this occurrence may be logged.
-    fn admit(&self) -> Option<u64> {
+    /// `Some(skipped since the last line)` when this occurrence may be logged: the first
+    /// one, then the first one at least `period_secs` after the last logged.
+    pub fn admit(&self, period_secs: u64) -> Option<u64> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let last = self.last_second.load(Ordering::Relaxed);
-        if now > last && self.last_second.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if (last == 0 || now >= last + period_secs)
+            && self.last_second.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
             Some(self.skipped.swap(0, Ordering::Relaxed))
         } else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -39,6 +44,29 @@ impl Throttle {
         }
     }
 }
+
+/// One throttle per kind of failure, so a flood of one kind does not hide another.
+#[derive(Default)]
+struct Throttles(Mutex<HashMap<String, Arc<Throttle>>>);
+
+impl Throttles {
+    fn admit(&self, kind: &str, period_secs: u64) -> Option<u64> {
+        let throttle = {
+            let mut map = self.0.lock();
+            match map.get(kind) {
+                Some(t) => t.clone(),
+                None => map.entry(kind.to_owned()).or_default().clone(),
+            }
+        };
+        throttle.admit(period_secs)
+    }
+}
+
+/// Seconds between log lines of one repeating Kafka failure (an outage is one line per
+/// this, with a count, instead of one per reconnect attempt).
+const KAFKA_LOG_PERIOD: u64 = 15;
+/// Seconds between log lines of refused upgrades of one reason.
+const REFUSAL_LOG_PERIOD: u64 = 10;
 
 /// The gateway's metrics. Cheap to clone: every metric is a handle on shared atomics.
 #[derive(Clone)]
@@ -59,8 +87,20 @@ pub struct Metrics {
     pub frames_dropped: Counter,
     /// Clients closed with 1008 because their queue was full.
     pub slow_consumer_disconnects: Counter,
-    /// Upgrade requests refused, by reason.
-    auth_failures: Family<Label, Counter>,
+    /// Upgrade requests refused, by reason (authentication, origin, connection limit…).
+    upgrades_refused: Family<Label, Counter>,
+    /// Connections closed for not sending a complete request head (or TLS handshake) in time.
+    pub request_timeouts: Counter,
+    /// Bytes of records held for clients, all clients together (each record once, however
+    /// many queues hold it).
+    pub queued_bytes: Gauge,
+    /// Clients shed because the gateway-wide bound on queued bytes was reached.
+    pub queue_bound_sheds: Counter,
+    /// Partitions of `input` that make no progress while records wait in them.
+    pub stuck_partitions: Gauge,
+    pub partition_stalls: Counter,
+    /// TLS certificate reloads (SIGHUP), by outcome.
+    tls_reloads: Family<Label, Counter>,
     /// Records behind the end of each consumed partition (`input`, `replies`), as librdkafka last reported.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     /// Kafka client errors, by kind.
@@ -87,6 +127,7 @@ pub struct Metrics {
     pub subscribed_keys: Gauge,
     pub wildcard_clients: Gauge,
     produce_log: Arc<Throttle>,
+    logs: Arc<Throttles>,
 }
 
 impl Default for Metrics {
@@ -108,7 +149,13 @@ impl Metrics {
             bytes_sent: Counter::default(),
             frames_dropped: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
-            auth_failures: Family::default(),
+            upgrades_refused: Family::default(),
+            request_timeouts: Counter::default(),
+            queued_bytes: Gauge::default(),
+            queue_bound_sheds: Counter::default(),
+            stuck_partitions: Gauge::default(),
+            partition_stalls: Counter::default(),
+            tls_reloads: Family::default(),
             consumer_lag: Family::default(),
             kafka_errors: Family::default(),
             source_up: Gauge::default(),
@@ -124,6 +171,7 @@ impl Metrics {
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
             produce_log: Arc::default(),
+            logs: Arc::default(),
         };
         r.register("connections", "Clients connected now", m.connections.clone());
         r.register("connections_opened", "Clients accepted since start", m.connections_opened.clone());
@@ -137,7 +185,25 @@ impl Metrics {
             "Clients closed with 1008 because their queue was full",
             m.slow_consumer_disconnects.clone(),
         );
-        r.register("auth_failures", "Upgrade requests refused, by reason", m.auth_failures.clone());
+        r.register("upgrades_refused", "Upgrade requests refused, by reason", m.upgrades_refused.clone());
+        r.register(
+            "request_timeouts",
+            "Connections closed for not sending a request head or TLS handshake in time",
+            m.request_timeouts.clone(),
+        );
+        r.register(
+            "queued_bytes",
+            "Bytes of records held for clients, each record counted once",
+            m.queued_bytes.clone(),
+        );
+        r.register(
+            "queue_bound_sheds",
+            "Clients shed because the gateway-wide bound on queued bytes was reached",
+            m.queue_bound_sheds.clone(),
+        );
+        r.register("stuck_partitions", "Partitions making no progress while records wait", m.stuck_partitions.clone());
+        r.register("partition_stalls", "Times a partition was found stuck", m.partition_stalls.clone());
+        r.register("tls_reloads", "TLS certificate reloads, by outcome", m.tls_reloads.clone());
         r.register("consumer_lag", "Records behind the end of each consumed partition", m.consumer_lag.clone());
         r.register("kafka_errors", "Kafka client errors, by kind", m.kafka_errors.clone());
         r.register("source_up", "1 while the source is consuming", m.source_up.clone());
@@ -171,17 +237,32 @@ impl Metrics {
         self.records_skipped.get_or_create(&[("reason", reason)]).inc();
     }
 
-    /// An upgrade refused: one debug line (these are routine and attacker-driven, so not
-    /// louder) and the counter.
-    pub fn auth_failed(&self, reason: &'static str, remote: std::net::SocketAddr) {
-        tracing::debug!(%remote, reason, "upgrade refused");
-        self.auth_failures.get_or_create(&[("reason", reason)]).inc();
+    /// An upgrade refused: the counter, and an info line (never with credentials), at most
+    /// one per reason every few seconds since refusals can come by the thousand.
+    pub fn upgrade_refused(&self, reason: &'static str, remote: &dyn std::fmt::Display, path: &str) {
+        if let Some(skipped) = self.logs.admit(reason, REFUSAL_LOG_PERIOD) {
+            tracing::info!(%remote, reason, path, similar_refusals_not_logged = skipped, "upgrade refused");
+        }
+        self.upgrades_refused.get_or_create(&[("reason", reason)]).inc();
     }
 
-    /// A Kafka client error: one warning and the counter.
+    /// A Kafka client error: the counter, and a warning at most once per kind every
+    /// `KAFKA_LOG_PERIOD` seconds with the number left out.
     pub fn kafka_error(&self, kind: &'static str, error: &dyn std::fmt::Display) {
-        tracing::warn!(kind, %error, "kafka error");
+        if let Some(skipped) = self.logs.admit(kind, KAFKA_LOG_PERIOD) {
+            tracing::warn!(kind, %error, similar_errors_not_logged = skipped, "kafka error");
+        }
         self.kafka_errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// A line from librdkafka itself at warning or worse, throttled per facility like
+    /// [`Metrics::kafka_error`] (it reports each failed reconnect of an outage).
+    pub fn admit_kafka_log(&self, facility: &str) -> Option<u64> {
+        self.logs.admit(&format!("librdkafka {facility}"), KAFKA_LOG_PERIOD)
+    }
+
+    pub fn tls_reloaded(&self, ok: bool) {
+        self.tls_reloads.get_or_create(&[("outcome", if ok { "ok" } else { "failed" })]).inc();
     }
 
     pub fn produced(&self, topic: &str) {
@@ -190,7 +271,7 @@ impl Metrics {
 
     /// Kafka did not take a record: one warning and the counter.
     pub fn produce_failed(&self, topic: &str, error: &dyn std::fmt::Display) {
-        if let Some(skipped) = self.produce_log.admit() {
+        if let Some(skipped) = self.produce_log.admit(1) {
             tracing::warn!(topic, %error, similar_failures_not_logged = skipped, "record not delivered to Kafka");
         }
         self.produce_errors.get_or_create(&[("topic", topic.to_owned())]).inc();
@@ -198,7 +279,7 @@ impl Metrics {
 
     /// The producer refused a record (its buffer is full: Kafka slow or away).
     pub fn produce_refused(&self, topic: &str, client: &crate::client::Client, error: &dyn std::fmt::Display) {
-        if let Some(skipped) = self.produce_log.admit() {
+        if let Some(skipped) = self.produce_log.admit(1) {
             tracing::warn!(topic, client = %client.id, %error, similar_failures_not_logged = skipped, "client message or event refused: producer buffer full");
         }
         self.produce_refused.get_or_create(&[("topic", topic.to_owned())]).inc();
@@ -208,8 +289,8 @@ impl Metrics {
         self.admin_requests.get_or_create(&[("outcome", outcome)]).inc();
     }
 
-    pub fn auth_failures(&self, reason: &'static str) -> u64 {
-        self.auth_failures.get_or_create(&[("reason", reason)]).get()
+    pub fn upgrades_refused(&self, reason: &'static str) -> u64 {
+        self.upgrades_refused.get_or_create(&[("reason", reason)]).get()
     }
 }
 
@@ -218,15 +299,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_repeated_failure_is_logged_once_a_second_with_the_count_left_out() {
+    fn a_repeated_failure_is_logged_once_a_period_with_the_count_left_out() {
         let t = Throttle::default();
-        assert_eq!(t.admit(), Some(0));
+        assert_eq!(t.admit(15), Some(0));
         for _ in 0..5 {
-            assert_eq!(t.admit(), None);
+            assert_eq!(t.admit(15), None);
         }
-        // A second later (simulated by rewinding the clock it last logged at).
+        // Fourteen seconds later (simulated by rewinding the clock it last logged at).
+        t.last_second.fetch_sub(14, Ordering::Relaxed);
+        assert_eq!(t.admit(15), None);
         t.last_second.fetch_sub(1, Ordering::Relaxed);
-        assert_eq!(t.admit(), Some(5));
+        assert_eq!(t.admit(15), Some(6));
+    }
+
+    #[test]
+    fn each_kind_of_failure_has_its_own_throttle() {
+        let t = Throttles::default();
+        assert_eq!(t.admit("consume", 15), Some(0));
+        assert_eq!(t.admit("consume", 15), None);
+        assert_eq!(t.admit("metadata", 15), Some(0));
     }
 
     #[test]

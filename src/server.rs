@@ -1,5 +1,6 @@
-//! The accept loop: plain TCP or TLS, HTTP/1.1 with upgrades, a cap on connections held at
-//! once, and back-off when accepting fails (for example out of file descriptors).
+//! The accept loop: plain TCP or TLS (reloadable), HTTP/1.1 with upgrades, a bound on
+//! connections not yet upgraded and on the time they may take to send their request, and
+//! back-off when accepting fails (for example out of file descriptors).
 
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -10,10 +11,11 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +24,6 @@ use tower::ServiceExt;
 
 use crate::config::TlsFiles;
 use crate::metrics::Metrics;
-
-/// One slot of the connection limit. A request carries a clone in its extensions, so a
-/// WebSocket session keeps its slot after hyper hands the socket over.
-#[derive(Clone)]
-pub struct ConnectionPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// How long a client may take over the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,9 +58,35 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The TLS configuration in use. `reload` re-reads the certificate and key (on SIGHUP), so
+/// a renewed certificate is served without a restart; connections already open keep the
+/// one they were accepted with.
+#[derive(Clone)]
+pub struct Tls {
+    files: TlsFiles,
+    acceptor: Arc<RwLock<TlsAcceptor>>,
+}
+
+impl Tls {
+    pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
+        Ok(Tls { files: files.clone(), acceptor: Arc::new(RwLock::new(tls_acceptor(files)?)) })
+    }
+
+    /// Re-reads the files; on any error the configuration in use is kept.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = tls_acceptor(&self.files)?;
+        *self.acceptor.write() = fresh;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().clone()
+    }
+}
+
 /// Loads the certificate chain and key into a TLS acceptor (HTTP/1.1 only: WebSocket
 /// upgrades are an HTTP/1.1 mechanism).
-pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     let display = |p: &Path| p.display().to_string();
     let cert_file =
         std::fs::File::open(&files.cert).map_err(|source| TlsError::ReadCert { path: display(&files.cert), source })?;
@@ -89,32 +112,42 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts connections until `shutdown`, serving each with `router`. Connection tasks are
-/// spawned on `tracker` so shutdown can wait for them.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    router: Router,
-    max_connections: usize,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let limit = Arc::new(Semaphore::new(max_connections));
+/// How one listener treats the connections it accepts.
+#[derive(Clone)]
+pub struct Listening {
+    pub tls: Option<Tls>,
+    /// Connections accepted and not (yet) upgraded to a session, at once: silent or slow
+    /// clients hold one each until `header_timeout` closes them, so they can delay new
+    /// connections but never lock sessions or health checks out for longer.
+    pub max_pending: usize,
+    /// How long a connection may take to send a complete request head, from when it is
+    /// accepted or from its previous response (keep-alive).
+    pub header_timeout: Duration,
+    pub metrics: Metrics,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Accepts connections until shutdown, serving each with `router`. Connection tasks are
+/// spawned on the tracker so shutdown can wait for them. A connection holds one of the
+/// `max_pending` slots only until it upgrades: sessions are limited where they are made
+/// (see [`crate::ws`]), so a full house of clients still leaves room for health checks.
+pub async fn serve(listener: TcpListener, router: Router, how: Listening) {
+    let pending = Arc::new(Semaphore::new(how.max_pending));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => ConnectionPermit(Arc::new(p)),
+        let slot = tokio::select! {
+            _ = how.shutdown.cancelled() => return,
+            slot = pending.clone().acquire_owned() => match slot {
+                Ok(p) => p,
                 Err(_) => return,
             },
         };
         let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = how.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    metrics.accept_errors.inc();
+                    how.metrics.accept_errors.inc();
                     tracing::warn!(error = %e, "accept failed; backing off");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
@@ -124,46 +157,52 @@ pub async fn serve(
         // Frames are batched before each write, so Nagle would only add latency.
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            match tls {
-                None => serve_connection(stream, remote, router, permit, shutdown).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, remote, router, permit, shutdown).await,
+        let how = how.clone();
+        how.tracker.clone().spawn(async move {
+            let _slot = slot;
+            match &how.tls {
+                None => serve_connection(stream, remote, router, &how).await,
+                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, remote, router, &how).await,
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    Err(_) => {
+                        how.metrics.request_timeouts.inc();
+                        tracing::debug!(%remote, "TLS handshake timed out")
+                    }
                 },
             }
         });
     }
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    remote: SocketAddr,
-    router: Router,
-    permit: ConnectionPermit,
-    shutdown: CancellationToken,
-) where
+async fn serve_connection<S>(stream: S, remote: SocketAddr, router: Router, how: &Listening)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
-        request.extensions_mut().insert(permit.clone());
         request
     });
     let connection = hyper::server::conn::http1::Builder::new()
+        // hyper enforces the header timeout only with a timer to measure it by.
+        .timer(TokioTimer::new())
+        .header_read_timeout(how.header_timeout)
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+                if e.is_timeout() {
+                    // Routine for scanners and attacker-driven: counted, not logged loudly.
+                    how.metrics.request_timeouts.inc();
+                    tracing::debug!(%remote, "no complete request head in time; closed");
+                } else {
+                    tracing::debug!(%remote, error = %e, "HTTP connection ended with an error");
+                }
             }
         }
-        _ = shutdown.cancelled() => {
+        _ = how.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }

@@ -19,7 +19,7 @@ use rdkafka::Message as _;
 use tokio::sync::broadcast;
 
 use crate::client::Client;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, Scope};
 use crate::metrics::Metrics;
 
 /// Events kept for feed subscribers that fall behind; older ones are skipped for them.
@@ -52,7 +52,7 @@ struct ProduceContext {
 
 impl ClientContext for ProduceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::source::kafka::forward_log(level, fac, message);
+        crate::source::kafka::forward_log(&self.metrics, level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -92,6 +92,7 @@ impl Outbox {
             let config = crate::source::kafka::client_config(
                 cfg,
                 &[("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.messages", &buffer)],
+                Scope::Producer,
             );
             let producer: ThreadedProducer<ProduceContext> =
                 config.create_with_context(ProduceContext { metrics: metrics.clone() })?;

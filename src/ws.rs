@@ -6,15 +6,14 @@
 //! (a client that does not read) still yields to the close signal, so a slow client can
 //! always be closed and never holds anything but itself.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, request, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::Request;
+use axum::http::{header, request, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, StreamExt};
@@ -29,9 +28,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
+use crate::admission::{self, Admitted, Refused};
 use crate::app::App;
-use crate::auth::Authenticator;
-use crate::client::{payload, Client, ClientInfo, Signal, Subscription, CLOSE_GOING_AWAY};
+use crate::client::{payload, Client, ClientInfo, Signal, CLOSE_GOING_AWAY};
 use crate::sink::Event;
 
 /// The response header that carries the connection id.
@@ -58,69 +57,23 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
     has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
 }
 
-/// Parses the subscription from a request path: `/*` is every record, anything else the
-/// percent-decoded key (so `/%2A` is the literal key `*`).
-pub fn subscription_from_path(path: &str) -> Result<Subscription, &'static str> {
-    let raw = path.strip_prefix('/').unwrap_or(path);
-    if raw == "*" {
-        return Ok(Subscription::All);
-    }
-    if raw.is_empty() {
-        return Err("no key: connect to /{key} for one key's records, or /* for all");
-    }
-    let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
-    Ok(Subscription::Key(Bytes::from(key)))
-}
-
-#[derive(Default)]
-struct Params {
-    token: Option<String>,
-    envelope: bool,
-}
-
-fn params(uri: &Uri) -> Params {
-    let mut p = Params::default();
-    for (name, value) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        match &*name {
-            "token" => p.token = Some(value.into_owned()),
-            "envelope" => p.envelope = matches!(&*value, "true" | "1" | "yes"),
-            _ => {}
-        }
-    }
-    p
-}
-
-/// Handles an upgrade request: authenticate, authorize the key, register the client, and
-/// answer 101 with its id. Refusals never open a socket.
+/// Handles an upgrade request: admit it (path, origin, credentials), check the opening
+/// handshake, take a session slot, register the client, and answer 101 with its id.
+/// Refusals never open a socket.
 pub async fn upgrade(app: App, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let remote = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-
-    let subscription = match subscription_from_path(parts.uri.path()) {
-        Ok(s) => s,
-        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    let admitted = match admission::admit(&app, &parts) {
+        Ok(a) => a,
+        Err(refused) => return admission::refuse(&app, &parts, refused),
     };
-    let params = params(&parts.uri);
-    let identity = app
-        .auth
-        .authenticate(&parts.headers, params.token.as_deref())
-        .and_then(|id| Authenticator::authorize(&id, &subscription).map(|()| id));
-    let identity = match identity {
-        Ok(identity) => identity,
-        Err(e) => {
-            app.metrics.auth_failed(e.reason(), remote);
-            return app.auth.refusal(&e);
-        }
-    };
-
-    let (on_upgrade, accept) = match handshake(&mut parts) {
+    let handshake = handshake(&mut parts)
+        .map_err(|r| Refused::Transport { reason: "bad_handshake", response: Box::new(r.into_response()) })
+        .and_then(|h| admission::slot(&app).map(|slot| (h, slot)));
+    let ((on_upgrade, accept), slot) = match handshake {
         Ok(h) => h,
-        Err(refusal) => return refusal.into_response(),
+        Err(refused) => return admission::refuse(&app, &parts, refused),
     };
+    let Admitted { subscription, identity, remote, params } = admitted;
 
     let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -129,14 +82,13 @@ pub async fn upgrade(app: App, request: Request) -> Response {
     let (client, queue) = Client::new(info, app.settings.queue, app.settings.stored_message_bytes);
     let client = Arc::new(client);
     let tracked = app.tracker.token();
-    let permit = parts.extensions.get::<crate::server::ConnectionPermit>().cloned();
     let span = tracing::info_span!("session", client = %id, key = %client.subscription.display());
     // Subscribed before the 101 goes out: a client that has its answer receives every
     // record dispatched from then on. If the upgrade fails, the task below ends and the
     // session's drop takes the client out again.
     app.registry.insert(client.clone());
     app.hub.subscribe(client.clone());
-    let session = Session { app, client, queue, _tracked: tracked, _permit: permit };
+    let session = Session { app, client, queue, _tracked: tracked, _slot: slot };
     tokio::spawn(session.run(on_upgrade).instrument(span));
 
     let mut response = Response::new(Body::empty());
@@ -216,7 +168,8 @@ struct Session {
     client: Arc<Client>,
     queue: crate::client::QueueReceiver,
     _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
-    _permit: Option<crate::server::ConnectionPermit>,
+    /// This session's place under `--max-connections`.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Takes the socket back from hyper. A plain TCP connection comes out of hyper's
@@ -532,24 +485,6 @@ async fn tick(ping: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_become_keys_percent_decoded_and_star_is_all() {
-        assert_eq!(subscription_from_path("/*"), Ok(Subscription::All));
-        assert_eq!(subscription_from_path("/%2A"), Ok(Subscription::Key(Bytes::from_static(b"*"))));
-        assert_eq!(subscription_from_path("/sensor%201"), Ok(Subscription::Key(Bytes::from_static(b"sensor 1"))));
-        assert_eq!(subscription_from_path("/a/b"), Ok(Subscription::Key(Bytes::from_static(b"a/b"))));
-        assert_eq!(subscription_from_path("/caf%C3%A9"), Ok(Subscription::Key(Bytes::from("café"))));
-        assert!(subscription_from_path("/").is_err());
-    }
-
-    #[test]
-    fn query_gives_token_and_envelope() {
-        let p = params(&"/k?token=a%2Bb&envelope=true".parse().unwrap());
-        assert_eq!(p.token.as_deref(), Some("a+b"));
-        assert!(p.envelope);
-        assert!(!params(&"/k".parse().unwrap()).envelope);
-    }
 
     #[test]
     fn upgrade_detection_reads_token_lists() {

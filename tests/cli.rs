@@ -181,8 +181,8 @@ async fn credentials_are_checked_before_the_upgrade() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(refused_with(&sluice, path, &headers).await, 401, "{path} {headers:?}");
     }
-    sluice.wait_metric("sluice_auth_failures_total{reason=\"bad_credentials\"}", 2.0, Duration::from_secs(5)).await;
-    sluice.wait_metric("sluice_auth_failures_total{reason=\"bad_token\"}", 3.0, Duration::from_secs(5)).await;
+    sluice.wait_metric("sluice_upgrades_refused_total{reason=\"bad_credentials\"}", 2.0, Duration::from_secs(5)).await;
+    sluice.wait_metric("sluice_upgrades_refused_total{reason=\"bad_token\"}", 3.0, Duration::from_secs(5)).await;
 
     // A token limited to sensor-1 may read sensor-1 and nothing else.
     let limited = jwt(serde_json::json!({"sub": "dash", "exp": now() + 600, "keys": ["sensor-1"]}));

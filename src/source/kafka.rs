@@ -23,7 +23,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{KafkaConfig, StartFrom};
+use crate::config::{KafkaConfig, Scope, StartFrom};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::Record;
@@ -56,7 +56,7 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        forward_log(level, fac, message);
+        forward_log(&self.metrics, level, fac, message);
     }
 
     fn stats(&self, stats: Statistics) {
@@ -105,27 +105,37 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("statistics.interval.ms", "5000"),
 ];
 
-/// A librdkafka configuration: the brokers, then `own` (a client's defaults), then the
-/// user's security and pass-through properties, which win.
-pub fn client_config(cfg: &KafkaConfig, own: &[(&str, &str)]) -> ClientConfig {
+/// A librdkafka configuration for one kind of client: the brokers, then `own` (its
+/// defaults), then the user's security and pass-through properties that apply to it, which
+/// win.
+pub fn client_config(cfg: &KafkaConfig, own: &[(&str, &str)], kind: Scope) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers).set("client.id", "sluice").set_log_level(RDKafkaLogLevel::Warning);
     for (key, value) in own {
         c.set(*key, *value);
     }
-    for (key, value) in &cfg.properties {
-        c.set(key, value.expose());
+    for (key, value, scope) in &cfg.properties {
+        if scope.applies_to(kind) {
+            c.set(key, value.expose());
+        }
     }
     c
 }
 
-/// librdkafka's log lines, into tracing at the matching level.
-pub fn forward_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+/// librdkafka's log lines, into tracing at the matching level; warnings and errors at most
+/// once per facility and period (an outage makes it report every failed reconnect).
+pub fn forward_log(metrics: &Metrics, level: RDKafkaLogLevel, fac: &str, message: &str) {
     match level {
         RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-            tracing::error!(target: "librdkafka", facility = fac, "{message}")
+            if let Some(skipped) = metrics.admit_kafka_log(fac) {
+                tracing::error!(target: "librdkafka", facility = fac, similar_lines_not_logged = skipped, "{message}")
+            }
         }
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
+        RDKafkaLogLevel::Warning => {
+            if let Some(skipped) = metrics.admit_kafka_log(fac) {
+                tracing::warn!(target: "librdkafka", facility = fac, similar_lines_not_logged = skipped, "{message}")
+            }
+        }
         RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
             tracing::info!(target: "librdkafka", facility = fac, "{message}")
         }
@@ -147,7 +157,7 @@ impl KafkaSource {
         // librdkafka will not assign partitions without a group id, even though this
         // consumer never joins the group nor commits: a unique one keeps replicas apart.
         let group = format!("sluice-{}", uuid::Uuid::new_v4().simple());
-        let consumer: KafkaConsumer = client_config(cfg, CONSUMER_DEFAULTS)
+        let consumer: KafkaConsumer = client_config(cfg, CONSUMER_DEFAULTS, Scope::Consumer)
             .set("group.id", &group)
             .create_with_context(context)
             .map_err(KafkaSourceError::Config)?;

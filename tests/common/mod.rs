@@ -266,6 +266,13 @@ const SCRUBBED: &[&str] = &[
     "SLUICE_ADMIN_ADDR",
     "SLUICE_HOST",
     "KAFKA_PROPERTIES",
+    "KAFKA_CONSUMER_PROPERTIES",
+    "KAFKA_PRODUCER_PROPERTIES",
+    "SLUICE_ALLOWED_ORIGINS",
+    "SLUICE_TRUSTED_PROXIES",
+    "SLUICE_MAX_QUEUED_BYTES",
+    "SLUICE_QUEUE_BYTES",
+    "SLUICE_HEADER_TIMEOUT",
 ];
 
 pub fn sluice_command(args: &[&str]) -> Command {
@@ -353,6 +360,15 @@ impl Sluice {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the gateway's log holds `needle`.
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) {
+        let start = Instant::now();
+        while !self.stderr().contains(needle) {
+            assert!(start.elapsed() < within, "{needle:?} not logged within {within:?}:\n{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn signal(&self, signal: &str) {
