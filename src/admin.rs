@@ -52,13 +52,20 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready while the source is consuming; 503 during a broker outage and from the start of
-/// shutdown, so a load balancer stops sending new clients.
+/// shutdown, so a load balancer stops sending new clients. The body says why, and for
+/// Kafka how far consuming is in each partition (position, high watermark, lag, stuck):
+/// a stuck partition shows here without making the gateway unready, since every replica
+/// reading the topic would be stuck on it alike and taking them all out helps nobody.
 async fn readyz(State(app): State<App>) -> Response {
-    if app.readiness.is_ready() && !app.shutdown.is_cancelled() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    let ready = app.readiness.is_ready() && !app.shutdown.is_cancelled();
+    let reason = if app.shutdown.is_cancelled() { "shutting down".to_owned() } else { app.readiness.why() };
+    let mut body = serde_json::json!({ "ready": ready, "reason": reason });
+    if let Some(progress) = &app.progress {
+        body["topic"] = progress.topic().into();
+        body["partitions"] = serde_json::to_value(progress.view()).unwrap_or_default();
     }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {

@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::App;
 use crate::client::{Activity, Client, Offer};
+use crate::record::frame;
 use crate::sink::rfc3339;
 
 /// Why an admin request failed; each maps to a status and a JSON body.
@@ -143,17 +144,9 @@ async fn get_client(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     Ok(Json(client_json(&client)))
 }
 
-/// The body as a frame: text when it is UTF-8, binary otherwise.
-fn frame(body: Bytes) -> tungstenite::Message {
-    match tungstenite::Utf8Bytes::try_from(body.clone()) {
-        Ok(text) => tungstenite::Message::Text(text),
-        Err(_) => tungstenite::Message::Binary(body),
-    }
-}
-
 async fn send_to_client(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
     let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
-    match client.offer(frame(body)) {
+    match client.offer(frame(app.hub.budget().charge(body))) {
         Offer::Queued => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
         Offer::Full => Err(ApiError::Unavailable(format!("client {id:?} has a full queue"))),
         Offer::Closed => Err(ApiError::UnknownClient(id)),
@@ -194,7 +187,7 @@ struct BroadcastQuery {
 }
 
 async fn broadcast(State(app): State<App>, Query(q): Query<BroadcastQuery>, body: Bytes) -> Json<Value> {
-    let message = frame(body);
+    let message = frame(app.hub.budget().charge(body));
     let mut delivered = 0usize;
     for client in app.registry.all() {
         if q.key.as_deref().is_some_and(|k| client.subscription.display() != k) {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::budget::Budget;
 use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -24,6 +25,7 @@ use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError};
 use crate::source::memory::{self, MemoryStream};
+use crate::source::progress::Progress;
 use crate::source::Dispatch;
 
 /// Settings each session reads.
@@ -65,6 +67,8 @@ pub struct Shared {
     pub allowed_origins: AllowedOrigins,
     /// Proxies whose forwarding headers name the client's address.
     pub trusted_proxies: TrustedProxies,
+    /// How far consuming `input` is, per partition (Kafka only): `/readyz` shows it.
+    pub progress: Option<Progress>,
 }
 
 impl Deref for App {
@@ -104,9 +108,10 @@ impl Gateway {
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Gateway, StartError> {
         let metrics = Metrics::new();
         let readiness = Readiness::new(metrics.clone());
-        let hub = Hub::new(config.slow_consumer, metrics.clone());
+        let budget = Budget::new(config.max_queued_bytes, metrics.queued_bytes.clone());
+        let hub = Hub::new(config.slow_consumer, metrics.clone(), budget);
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-        let (source, memory, outbox) = match &config.source {
+        let (source, memory, outbox, progress) = match &config.source {
             SourceConfig::Kafka(k) => {
                 let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
                 let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
@@ -124,11 +129,13 @@ impl Gateway {
                     )),
                     None => None,
                 };
-                (Source::Kafka { input: Box::new(source), replies }, None, outbox)
+                let progress = Some(source.progress());
+                (Source::Kafka { input: Box::new(source), replies }, None, outbox, progress)
             }
             SourceConfig::Memory { demo } => {
                 let stream = MemoryStream::new(Arc::new(hub.clone()));
-                (Source::Memory { demo: *demo, stream: stream.clone() }, Some(stream), Outbox::memory(metrics.clone()))
+                let source = Source::Memory { demo: *demo, stream: stream.clone() };
+                (source, Some(stream), Outbox::memory(metrics.clone()), None)
             }
         };
         let app = App(Arc::new(Shared {
@@ -153,6 +160,7 @@ impl Gateway {
             sessions: Arc::new(Semaphore::new(config.max_connections)),
             allowed_origins: config.allowed_origins.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            progress,
         }));
         Ok(Gateway {
             app,
@@ -183,6 +191,7 @@ impl Gateway {
                 if let Some(replies) = replies {
                     let router = ReplyRouter {
                         registry: app.registry.clone(),
+                        hub: app.hub.clone(),
                         metrics: app.metrics.clone(),
                         policy: self.slow_consumer,
                     };

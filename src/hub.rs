@@ -2,14 +2,17 @@
 //!
 //! A record is encoded once (see [`crate::record::Frames`]) and each subscriber gets a
 //! reference to the same bytes. Delivery never waits on a client: a full queue is a
-//! decision under the slow-consumer policy, taken here and counted.
+//! decision under the slow-consumer policy, taken here and counted, and so is the
+//! gateway-wide bound on bytes held ([`crate::budget`]): past it, the clients holding the
+//! most are shed, never the ones that keep up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::budget::Budget;
 use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, SLOW_CONSUMER};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::Metrics;
@@ -27,6 +30,10 @@ struct Shared {
     table: RwLock<Table>,
     policy: SlowConsumerPolicy,
     metrics: Metrics,
+    budget: Budget,
+    /// Held while shedding: one shed at a time is enough, and the others' records need
+    /// not wait for it.
+    shedding: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -36,8 +43,21 @@ struct Table {
 }
 
 impl Hub {
-    pub fn new(policy: SlowConsumerPolicy, metrics: Metrics) -> Self {
-        Hub { shared: Arc::new(Shared { table: RwLock::new(Table::default()), policy, metrics }) }
+    pub fn new(policy: SlowConsumerPolicy, metrics: Metrics, budget: Budget) -> Self {
+        Hub {
+            shared: Arc::new(Shared {
+                table: RwLock::new(Table::default()),
+                policy,
+                metrics,
+                budget,
+                shedding: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The gateway-wide bound every frame for clients is charged to.
+    pub fn budget(&self) -> &Budget {
+        &self.shared.budget
     }
 
     /// Starts delivering records to `client`, until [`Hub::unsubscribe`] (which the
@@ -91,13 +111,67 @@ impl Hub {
             metrics.record_skipped("tombstone");
             return;
         }
-        let frames = Frames::new(record);
-        let table = self.shared.table.read();
-        let keyed = record.key.as_ref().and_then(|k| table.by_key.get(k));
-        for client in keyed.into_iter().flatten().chain(table.all.iter()) {
-            if let Some(frame) = frames.for_subscriber(client.envelope) {
-                offer(client, frame.clone(), self.shared.policy, metrics);
+        let frames = Frames::new(record, &self.shared.budget);
+        {
+            let table = self.shared.table.read();
+            let keyed = record.key.as_ref().and_then(|k| table.by_key.get(k));
+            for client in keyed.into_iter().flatten().chain(table.all.iter()) {
+                if let Some(frame) = frames.for_subscriber(client.envelope) {
+                    offer(client, frame.clone(), self.shared.policy, metrics);
+                }
             }
+        }
+        self.enforce_budget();
+    }
+
+    /// Past the gateway-wide bound: sheds the clients holding the most until what they
+    /// hold would bring it back under (closed under `disconnect`, their queues dropped
+    /// under `drop`). Clients that keep up hold next to nothing, so they are never the
+    /// ones shed while a stalled one holds more.
+    pub fn enforce_budget(&self) {
+        let excess = self.shared.budget.excess();
+        if excess == 0 {
+            return;
+        }
+        let Some(_shedding) = self.shared.shedding.try_lock() else { return };
+        let mut holders: Vec<(usize, Arc<Client>)> = {
+            let table = self.shared.table.read();
+            table
+                .by_key
+                .values()
+                .flatten()
+                .chain(table.all.iter())
+                .filter(|c| !c.is_closing())
+                .map(|c| (c.queued_bytes(), c.clone()))
+                .filter(|(bytes, _)| *bytes > 0)
+                .collect()
+        };
+        holders.sort_unstable_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        let metrics = &self.shared.metrics;
+        let mut freed = 0;
+        for (bytes, client) in holders {
+            if freed >= excess {
+                break;
+            }
+            freed += bytes;
+            metrics.queue_bound_sheds.inc();
+            match self.shared.policy {
+                SlowConsumerPolicy::Disconnect => {
+                    if client.close(CLOSE_POLICY_VIOLATION, SLOW_CONSUMER) {
+                        metrics.slow_consumer_disconnects.inc();
+                    }
+                }
+                SlowConsumerPolicy::DropNewest => {
+                    metrics.frames_dropped.inc_by(client.drop_queued() as u64);
+                }
+            }
+            tracing::info!(
+                client = %client.id,
+                key = %client.subscription.display(),
+                held = bytes,
+                policy = ?self.shared.policy,
+                "gateway-wide queue bound reached: shedding the client holding the most"
+            );
         }
     }
 }
@@ -156,6 +230,10 @@ mod tests {
         }
     }
 
+    fn unbounded() -> Budget {
+        Budget::new(usize::MAX, Default::default())
+    }
+
     fn texts(rx: &mut QueueReceiver) -> Vec<String> {
         let mut out = vec![];
         while let Some(Message::Text(t)) = rx.try_recv() {
@@ -166,7 +244,7 @@ mod tests {
 
     #[test]
     fn records_reach_their_key_and_the_wildcard_only() {
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded());
         let (a, mut rx_a) = client(Subscription::Key(Bytes::from_static(b"a")), 8);
         let (all, mut rx_all) = client(Subscription::All, 8);
         hub.subscribe(a);
@@ -182,7 +260,7 @@ mod tests {
     #[test]
     fn a_full_queue_closes_only_that_client_under_disconnect() {
         let metrics = Metrics::new();
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded());
         let (slow, _rx_slow) = client(Subscription::All, 1);
         let (fast, mut rx_fast) = client(Subscription::All, 8);
         hub.subscribe(slow.clone());
@@ -199,7 +277,7 @@ mod tests {
     #[test]
     fn drop_policy_keeps_the_client_and_counts() {
         let metrics = Metrics::new();
-        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone());
+        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), unbounded());
         let (slow, mut rx) = client(Subscription::All, 1);
         hub.subscribe(slow.clone());
         for v in ["1", "2", "3"] {
@@ -211,9 +289,70 @@ mod tests {
         assert_eq!(texts(&mut rx), ["1"]);
     }
 
+    fn keyed(key: &'static str) -> Subscription {
+        Subscription::Key(Bytes::from_static(key.as_bytes()))
+    }
+
+    fn value(key: &'static str, size: usize) -> Record {
+        Record { value: Some(Bytes::from(vec![b'x'; size])), ..record(Some(key), None) }
+    }
+
+    #[test]
+    fn past_the_gateway_bound_the_clients_holding_the_most_are_closed_and_fast_ones_kept() {
+        let metrics = Metrics::new();
+        let budget = Budget::new(10_000, metrics.queued_bytes.clone());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget.clone());
+        let stalled: Vec<_> = ["a", "b", "c"].iter().map(|k| client(keyed(k), 1000)).collect();
+        for (c, _) in &stalled {
+            hub.subscribe(c.clone());
+        }
+        let (fast, mut rx_fast) = client(keyed("f"), 1000);
+        hub.subscribe(fast.clone());
+        // "a" stalls first and holds most; "b" and "c" less; "f" reads everything at once.
+        for (key, records) in [("a", 8), ("b", 2), ("c", 1)] {
+            for _ in 0..records {
+                hub.dispatch(value(key, 1000));
+                hub.dispatch(value("f", 1000));
+                assert_eq!(texts(&mut rx_fast).len(), 1);
+            }
+        }
+        assert!(budget.held() <= 10_000, "{}", budget.held());
+        assert_eq!(stalled[0].0.close_reason().map(|r| r.code), Some(1008), "the biggest holder is closed");
+        assert!(!fast.is_closing());
+        // More records past the bound: the next biggest holder goes, then the next.
+        for _ in 0..5 {
+            hub.dispatch(value("b", 1000));
+            hub.dispatch(value("c", 1000));
+        }
+        assert!(budget.held() <= 10_000, "{}", budget.held());
+        assert!(stalled[1].0.is_closing() || stalled[2].0.is_closing());
+        assert!(!fast.is_closing());
+        assert!(metrics.queue_bound_sheds.get() >= 2);
+    }
+
+    #[test]
+    fn past_the_gateway_bound_under_drop_the_biggest_queue_is_dropped_and_the_client_kept() {
+        let metrics = Metrics::new();
+        let budget = Budget::new(5_000, metrics.queued_bytes.clone());
+        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), budget.clone());
+        let (big, _rx_big) = client(keyed("a"), 1000);
+        let (small, _rx_small) = client(keyed("b"), 1000);
+        hub.subscribe(big.clone());
+        hub.subscribe(small.clone());
+        hub.dispatch(value("b", 1000));
+        for _ in 0..5 {
+            hub.dispatch(value("a", 1000));
+        }
+        assert!(budget.held() <= 5_000, "{}", budget.held());
+        assert!(!big.is_closing() && !small.is_closing());
+        assert_eq!(small.queued(), 1, "the small holder kept its frame");
+        assert!(big.dropped() >= 4, "{}", big.dropped());
+        assert_eq!(metrics.frames_dropped.get(), big.dropped());
+    }
+
     #[test]
     fn keys_without_subscribers_are_removed() {
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded());
         let (a, _rx) = client(Subscription::Key(Bytes::from_static(b"a")), 1);
         hub.subscribe(a.clone());
         assert_eq!(hub.sizes(), (1, 0));

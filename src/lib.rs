@@ -9,6 +9,7 @@
 //! - [`record`]: the record type and its encoding into WebSocket frames, done once per
 //!   record and shared by every subscriber.
 //! - [`hub`]: fan-out from records to the clients subscribed to their key.
+//! - [`budget`]: the gateway-wide bound on bytes held for clients.
 //! - [`client`]: one connected client: its id, its bounded outgoing queue, the signal that
 //!   closes it, and its activity counters.
 //! - [`registry`]: every connected client by id.
@@ -32,6 +33,7 @@ pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod hub;

@@ -14,6 +14,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tungstenite::{Message, Utf8Bytes};
 
+use crate::budget::Budget;
+
 /// One record of the stream, as consumed from Kafka or published to the embedded stream.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -29,27 +31,33 @@ pub struct Record {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// The frames of one record, each built on first use and then shared.
+/// The frames of one record, each built on first use and then shared. Each payload is
+/// charged to the gateway-wide budget once, however many queues it goes to.
 pub struct Frames<'a> {
     record: &'a Record,
+    budget: &'a Budget,
     verbatim: OnceCell<Option<Message>>,
     envelope: OnceCell<Message>,
 }
 
 impl<'a> Frames<'a> {
-    pub fn new(record: &'a Record) -> Self {
-        Self { record, verbatim: OnceCell::new(), envelope: OnceCell::new() }
+    pub fn new(record: &'a Record, budget: &'a Budget) -> Self {
+        Self { record, budget, verbatim: OnceCell::new(), envelope: OnceCell::new() }
     }
 
     /// The value as it is: a text frame when it is valid UTF-8, a binary frame otherwise.
     /// `None` for a tombstone.
     pub fn verbatim(&self) -> Option<&Message> {
-        self.verbatim.get_or_init(|| self.record.value.clone().map(verbatim_frame)).as_ref()
+        self.verbatim.get_or_init(|| self.record.value.clone().map(|v| frame(self.budget.charge(v)))).as_ref()
     }
 
     /// The record wrapped with its metadata (`?envelope=true`), always a text frame.
     pub fn envelope(&self) -> &Message {
-        self.envelope.get_or_init(|| Message::Text(Utf8Bytes::from(envelope_json(self.record))))
+        self.envelope.get_or_init(|| {
+            let json = self.budget.charge(Bytes::from(envelope_json(self.record)));
+            // Serialized JSON is UTF-8: the check cannot fail.
+            Message::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
+        })
     }
 
     /// The frame for a subscriber, by its choice of form.
@@ -63,7 +71,8 @@ impl<'a> Frames<'a> {
     }
 }
 
-fn verbatim_frame(value: Bytes) -> Message {
+/// A payload as a frame: text when it is valid UTF-8, binary otherwise.
+pub fn frame(value: Bytes) -> Message {
     match Utf8Bytes::try_from(value.clone()) {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Binary(value),
@@ -149,15 +158,33 @@ mod tests {
         }
     }
 
+    fn unbounded() -> Budget {
+        Budget::new(usize::MAX, Default::default())
+    }
+
+    #[test]
+    fn frames_are_charged_to_the_budget_until_dropped() {
+        let budget = unbounded();
+        let r = record(Some("k"), Some(b"0123456789"));
+        let frames = Frames::new(&r, &budget);
+        let verbatim = frames.verbatim().cloned();
+        let envelope = frames.envelope().clone();
+        assert_eq!(budget.held(), 10 + crate::client::payload(&envelope).len());
+        drop((frames, verbatim, envelope));
+        assert_eq!(budget.held(), 0);
+    }
+
     #[test]
     fn utf8_values_become_text_frames_and_others_binary() {
         let r = record(Some("k"), Some(b"not json"));
-        assert!(matches!(Frames::new(&r).verbatim(), Some(Message::Text(t)) if t.as_str() == "not json"));
+        assert!(matches!(Frames::new(&r, &unbounded()).verbatim(), Some(Message::Text(t)) if t.as_str() == "not json"));
         let r = record(Some("k"), Some(&[0xff, 0x00]));
-        assert!(matches!(Frames::new(&r).verbatim(), Some(Message::Binary(b)) if b.as_ref() == [0xff, 0x00]));
+        assert!(
+            matches!(Frames::new(&r, &unbounded()).verbatim(), Some(Message::Binary(b)) if b.as_ref() == [0xff, 0x00])
+        );
         let r = record(Some("k"), None);
-        assert!(Frames::new(&r).for_subscriber(false).is_none());
-        assert!(Frames::new(&r).for_subscriber(true).is_none());
+        assert!(Frames::new(&r, &unbounded()).for_subscriber(false).is_none());
+        assert!(Frames::new(&r, &unbounded()).for_subscriber(true).is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::client::Offer;
 use crate::config::SlowConsumerPolicy;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::record::{Frames, Record};
 use crate::registry::Registry;
@@ -11,6 +12,8 @@ use crate::source::Dispatch;
 
 pub struct ReplyRouter {
     pub registry: Registry,
+    /// For the gateway-wide bound replies are charged to.
+    pub hub: Hub,
     pub metrics: Metrics,
     pub policy: SlowConsumerPolicy,
 }
@@ -19,7 +22,7 @@ impl Dispatch for ReplyRouter {
     fn dispatch(&self, record: Record) {
         let client =
             record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(|id| self.registry.get(id));
-        let frames = Frames::new(&record);
+        let frames = Frames::new(&record, self.hub.budget());
         let (Some(client), Some(frame)) = (client, frames.verbatim()) else {
             self.metrics.replies_unknown.inc();
             return;

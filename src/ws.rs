@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -204,6 +204,8 @@ struct Batch {
     bytes: u64,
     /// The batch's last frame, for the registry: one reference count per batch.
     last: Option<Message>,
+    /// The socket took a frame since the idle check last looked: the client is reading.
+    progressed: bool,
 }
 
 impl Batch {
@@ -220,6 +222,7 @@ impl Batch {
                 return Poll::Pending;
             }
             self.count += 1;
+            self.progressed = true;
             self.bytes += payload(&frame).len() as u64;
             self.next = if self.count < WRITE_BATCH as u64 { queue.try_recv() } else { None };
             if self.next.is_none() {
@@ -242,7 +245,33 @@ impl Drop for Session {
 /// What interrupted a batch write.
 enum Interrupt {
     Signal(Signal),
+    /// The socket took nothing, and nothing was heard, for two ping intervals.
+    Idle,
     Error(tungstenite::Error),
+}
+
+/// The close reason of a client that neither read nor answered for two ping intervals.
+const PING_TIMEOUT: &str = "ping timeout";
+
+/// Tracks whether a client is still there: something read from it, or something its
+/// socket took, within the last two ping intervals.
+struct Liveness {
+    ping: Option<tokio::time::Interval>,
+    every: Duration,
+    alive_at: Instant,
+}
+
+impl Liveness {
+    /// `Ready(true)` at a tick when the client has shown no sign of life for two
+    /// intervals, `Ready(false)` at a tick when it has; never with pings off.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, progressed: &mut bool) -> Poll<bool> {
+        let Some(ping) = &mut self.ping else { return Poll::Pending };
+        ready!(ping.poll_tick(cx));
+        if std::mem::take(progressed) {
+            self.alive_at = Instant::now();
+        }
+        Poll::Ready(self.alive_at.elapsed() > self.every * 2)
+    }
 }
 
 impl Session {
@@ -299,14 +328,16 @@ impl Session {
             self.client.sent(1, welcome.len() as u64, welcome.as_bytes());
         }
 
-        let ping_every = self.app.settings.ping_interval;
         // No timer at all when pings are off: each one is an allocation per connection.
-        let mut ping = ping_every.map(|every| {
-            let mut ping = tokio::time::interval_at(Instant::now() + every, every);
-            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ping
-        });
-        let mut last_heard = Instant::now();
+        let mut live = Liveness {
+            ping: self.app.settings.ping_interval.map(|every| {
+                let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ping
+            }),
+            every: self.app.settings.ping_interval.unwrap_or_default(),
+            alive_at: Instant::now(),
+        };
 
         // Shutdown reaches sessions through their queues (Gateway::serve signals every
         // registered client); one registered after that signal finds the token cancelled.
@@ -318,54 +349,72 @@ impl Session {
                 biased;
                 next = self.queue.next() => {
                     let written = match next {
-                        Ok(frame) => self.write_batch(socket, frame).await,
+                        Ok(frame) => self.write_batch(socket, frame, &mut live).await,
                         Err(signal) => Err(Interrupt::Signal(signal)),
                     };
                     match written {
-                        Ok(()) => {}
+                        // The socket took the batch: the client is reading.
+                        Ok(()) => live.alive_at = Instant::now(),
                         Err(Interrupt::Signal(Signal::Close)) => return Box::pin(self.close_requested(socket)).await,
                         Err(Interrupt::Signal(Signal::Shutdown)) => return Box::pin(self.shut_down(socket)).await,
+                        Err(Interrupt::Idle) => {
+                            self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
+                            return Box::pin(self.close_requested(socket)).await;
+                        }
                         Err(Interrupt::Error(e)) => return End::Lost(e.to_string()),
                     }
                 }
                 incoming = socket.next() => {
-                    last_heard = Instant::now();
+                    live.alive_at = Instant::now();
                     match incoming {
                         None => return End::Lost("connection closed without a close frame".into()),
                         Some(Err(e)) => return Box::pin(self.read_failed(socket, e)).await,
-                        Some(Ok(Message::Close(frame))) => {
-                            // tungstenite queued the echo of this close; send it.
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-                            let (code, reason) =
-                                frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
-                            return End::Closed { code, reason, by_client: true };
-                        }
+                        Some(Ok(Message::Close(frame))) => return Box::pin(self.closed_by_client(socket, frame)).await,
                         Some(Ok(Message::Text(text))) => self.client_message(text.as_bytes(), true),
                         Some(Ok(Message::Binary(data))) => self.client_message(&data, false),
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     }
                 }
-                _ = tick(&mut ping) => {
-                    let every = ping_every.unwrap_or_default();
-                    if last_heard.elapsed() > every * 2 {
-                        self.client.close(1001, "ping timeout");
+                expired = std::future::poll_fn(|cx| live.poll_expired(cx, &mut false)) => {
+                    if expired {
+                        self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
                         continue;
                     }
                     // A client that stopped reading blocks this write: it must still yield
-                    // to the close signal, or a slow consumer could never be closed.
+                    // to the close signal, and give up when the client's time is up.
+                    let left = (live.every * 2).saturating_sub(live.alive_at.elapsed());
                     let sent = tokio::select! {
                         biased;
                         signal = self.queue.signalled() => match signal {
                             Signal::Close => return Box::pin(self.close_requested(socket)).await,
                             Signal::Shutdown => return Box::pin(self.shut_down(socket)).await,
                         },
-                        sent = socket.send(Message::Ping(Bytes::new())) => sent,
+                        sent = tokio::time::timeout(left, socket.send(Message::Ping(Bytes::new()))) => sent,
                     };
-                    if let Err(e) = sent {
-                        return End::Lost(e.to_string());
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return End::Lost(e.to_string()),
+                        Err(_) => {
+                            self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// The client sent a close frame: tungstenite has queued the echo; send it. A close
+    /// frame with a code no endpoint may send (RFC 6455 §7.4) is a protocol error, which
+    /// tungstenite answers with 1002 "Protocol violation" and hands over in place of the
+    /// client's frame: that is recorded as what it is, Sluice's close for a violation.
+    async fn closed_by_client(&mut self, socket: &mut Socket, frame: Option<CloseFrame>) -> End {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
+        match frame {
+            Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => {
+                End::Closed { code: 1002, reason: "invalid close frame from the client".into(), by_client: false }
+            }
+            Some(f) => End::Closed { code: u16::from(f.code), reason: f.reason.to_string(), by_client: true },
+            None => End::Closed { code: 1005, reason: String::new(), by_client: true },
         }
     }
 
@@ -376,18 +425,28 @@ impl Session {
         self.app.outbox.emit(&self.client, Event::Message { data, text });
     }
 
-    /// A read failed: a message over the size limit closes with 1009, invalid UTF-8 in a
-    /// text message with 1007; anything else is a lost connection.
+    /// A read failed: a protocol violation closes with 1002, a message over the size limit
+    /// with 1009, invalid UTF-8 in a text message with 1007 (RFC 6455 §7.1.7: fail the
+    /// connection, sending a close frame when possible); anything else is a lost
+    /// connection.
     async fn read_failed(&mut self, socket: &mut Socket, error: tungstenite::Error) -> End {
         use tungstenite::error::{CapacityError, Error as WsError};
-        let (code, reason) = match error {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
-            WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message"),
+        let (code, reason) = match &error {
+            WsError::Protocol(violation) => (1002, format!("protocol error: {violation}")),
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big".to_owned()),
+            WsError::Capacity(other) => (1009, other.to_string()),
+            WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message".to_owned()),
             _ => return End::Lost(error.to_string()),
         };
-        self.client.close(code, reason);
-        close(socket, code, reason, CLOSE_TIMEOUT).await;
-        End::Closed { code, reason: reason.into(), by_client: false }
+        // The close frame's reason is at most 123 bytes; the log and event keep it whole.
+        let short = truncate_utf8(&reason, 123);
+        self.client.close(code, short);
+        // A client that broke the protocol is not waited on for its close frame.
+        if close(socket, code, short, FAILED_CLOSE_TIMEOUT, false).await {
+            End::Closed { code, reason, by_client: false }
+        } else {
+            End::Lost(format!("{reason} (the close frame could not be sent)"))
+        }
     }
 
     /// Writes `first` and whatever else is queued (up to a batch), then flushes once. Yields
@@ -396,10 +455,11 @@ impl Session {
         &'a mut self,
         socket: &'a mut Socket,
         first: Message,
+        live: &'a mut Liveness,
     ) -> impl std::future::Future<Output = Result<(), Interrupt>> + 'a {
         // A poll function over the batch, not an async block: every idle session reserves
-        // room for this future, and this way it is the batch and two references.
-        let mut batch = Batch { next: Some(first), count: 0, bytes: 0, last: None };
+        // room for this future, and this way it is the batch and three references.
+        let mut batch = Batch { next: Some(first), count: 0, bytes: 0, last: None, progressed: false };
         std::future::poll_fn(move |cx| {
             match batch.poll_write(socket, &self.queue, cx) {
                 Poll::Ready(Ok(())) => {
@@ -413,20 +473,37 @@ impl Session {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Error(e))),
                 Poll::Pending => {}
             }
-            self.queue.poll_signalled(cx).map(|signal| Err(Interrupt::Signal(signal)))
+            if let Poll::Ready(signal) = self.queue.poll_signalled(cx) {
+                return Poll::Ready(Err(Interrupt::Signal(signal)));
+            }
+            // The socket is full: the ping timer still runs, so a client that stopped
+            // reading is closed like one that stopped answering.
+            loop {
+                match live.poll_expired(cx, &mut batch.progressed) {
+                    Poll::Ready(true) => return Poll::Ready(Err(Interrupt::Idle)),
+                    // Not yet: look again, which registers for the next tick.
+                    Poll::Ready(false) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
         })
     }
 
     /// Closes because something asked for it (slow consumer, admin, ping timeout): queued
-    /// frames are not sent, the close frame is, and the handshake gets a bounded time.
+    /// frames are not sent, the close frame is, and the handshake gets a bounded time. A
+    /// client whose socket is full never gets the frame: that is recorded as a lost
+    /// connection (1006), as the client sees it, with the reason Sluice had.
     async fn close_requested(&mut self, socket: &mut Socket) -> End {
         let reason = self
             .client
             .close_reason()
             .cloned()
             .unwrap_or(crate::client::CloseReason { code: 1000, reason: String::new() });
-        close(socket, reason.code, &reason.reason, CLOSE_TIMEOUT).await;
-        End::Closed { code: reason.code, reason: reason.reason, by_client: false }
+        if close(socket, reason.code, &reason.reason, CLOSE_TIMEOUT, true).await {
+            End::Closed { code: reason.code, reason: reason.reason, by_client: false }
+        } else {
+            End::Lost(format!("{} (the close frame could not be sent: the client stopped reading)", reason.reason))
+        }
     }
 
     /// Closes for shutdown: everything already queued is sent first, then 1001, within
@@ -451,35 +528,44 @@ impl Session {
             return End::Lost("could not flush queued frames before the shutdown deadline".into());
         }
         let reason = "shutting down";
-        close(socket, CLOSE_GOING_AWAY, reason, deadline.saturating_sub(started.elapsed())).await;
-        End::Closed { code: CLOSE_GOING_AWAY, reason: reason.into(), by_client: false }
+        if close(socket, CLOSE_GOING_AWAY, reason, deadline.saturating_sub(started.elapsed()), true).await {
+            End::Closed { code: CLOSE_GOING_AWAY, reason: reason.into(), by_client: false }
+        } else {
+            End::Lost("shutting down (the close frame could not be sent)".into())
+        }
     }
 }
 
-/// Sends a close frame and waits (bounded) for the client's, so the connection is not
-/// reset under data the client has not read yet.
-async fn close(socket: &mut Socket, code: u16, reason: &str, within: Duration) {
-    let _ = tokio::time::timeout(within, async {
-        let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason.to_owned()) };
-        socket.send(Message::Close(Some(frame))).await?;
-        while let Some(message) = socket.next().await {
-            if matches!(message?, Message::Close(_)) {
-                break;
+/// How long Sluice tries to send the close frame to a client that broke the protocol.
+const FAILED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends a close frame and, with `await_reply`, waits (bounded) for the client's, so the
+/// connection is not reset under data the client has not read yet. Whether the frame was
+/// written out: a client whose socket stays full never receives it.
+async fn close(socket: &mut Socket, code: u16, reason: &str, within: Duration, await_reply: bool) -> bool {
+    let deadline = Instant::now() + within;
+    let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason.to_owned()) };
+    let sent = matches!(tokio::time::timeout_at(deadline, socket.send(Message::Close(Some(frame)))).await, Ok(Ok(())));
+    if sent && await_reply {
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(message) = socket.next().await {
+                if matches!(message, Ok(Message::Close(_)) | Err(_)) {
+                    break;
+                }
             }
-        }
-        Ok::<_, tungstenite::Error>(())
-    })
-    .await;
+        })
+        .await;
+    }
+    sent
 }
 
-/// The next tick of the ping timer; never, when pings are off.
-async fn tick(ping: &mut Option<tokio::time::Interval>) {
-    match ping {
-        Some(ping) => {
-            ping.tick().await;
-        }
-        None => std::future::pending().await,
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
+    &s[..end]
 }
 
 #[cfg(test)]

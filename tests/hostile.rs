@@ -285,3 +285,321 @@ async fn sighup_reloads_the_tls_certificate_and_never_stops_the_gateway() {
     tls.wait_for_log("TLS certificate and key reloaded", Duration::from_secs(5)).await;
     assert_eq!(served_certificate(tls.addr, &trusted).await, trusted[1].cert.der().to_vec());
 }
+
+/// A WebSocket spoken by hand, to send what no well-behaved client library would.
+struct RawWs {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    async fn open(sluice: &Sluice, path: &str) -> RawWs {
+        let mut stream = TcpStream::connect(sluice.addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: {}\r\n\r\n",
+            sluice.addr,
+            basic(USER, PASSWORD)
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = RawWs { stream, buf: Vec::new() };
+        let end = loop {
+            if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(raw.fill().await, "connection closed during the handshake");
+        };
+        let head: Vec<u8> = raw.buf.drain(..end).collect();
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        raw
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(_) => panic!("the gateway said nothing for 10 s"),
+        }
+    }
+
+    /// Sends a frame whose first byte (FIN, RSV bits, opcode) is given as is.
+    async fn send(&mut self, first: u8, payload: &[u8], masked: bool) {
+        let mut frame = vec![first];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            frame.push(mask_bit | payload.len() as u8);
+        } else {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        if masked {
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Reads server frames until a close frame: its code, or `None` when the connection
+    /// ended without one.
+    async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            while self.buf.len() >= 2 {
+                let opcode = self.buf[0] & 0x0f;
+                let (len, header) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                    127 if self.buf.len() >= 10 => {
+                        (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    n if n < 126 => (n as usize, 2),
+                    _ => break,
+                };
+                if self.buf.len() < header + len {
+                    break;
+                }
+                let frame: Vec<u8> = self.buf.drain(..header + len).collect();
+                if opcode == 0x8 {
+                    return (len >= 2).then(|| u16::from_be_bytes([frame[header], frame[header + 1]]));
+                }
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_get_a_1002_close_frame_and_are_recorded_as_such() {
+    let sluice = Sluice::start(&["--demo"], &credentials());
+    let mut events = Events::open(&sluice).await;
+    let violations: [(&str, u8, Vec<u8>, bool); 6] = [
+        ("reserved opcode", 0x83, b"x".to_vec(), true),
+        ("RSV1 without an extension", 0xC1, b"x".to_vec(), true),
+        ("unmasked client frame", 0x81, b"hello".to_vec(), false),
+        ("continuation without a start", 0x80, b"x".to_vec(), true),
+        ("200-byte ping", 0x89, vec![0u8; 200], true),
+        ("close code 999", 0x88, 999u16.to_be_bytes().to_vec(), true),
+    ];
+    for (what, first, payload, masked) in violations {
+        let mut ws = RawWs::open(&sluice, "/sensor-1").await;
+        ws.send(first, &payload, masked).await;
+        assert_eq!(ws.close_code().await, Some(1002), "{what}: no 1002 close frame");
+        let event = events.find(Duration::from_secs(10), |e| e["type"] == "disconnect").await;
+        assert_eq!(event["code"], 1002, "{what}: {event}");
+    }
+    let log = sluice.stderr();
+    assert!(!log.contains("code=1002 reason=\"Protocol violation\" by_client=true"), "{log}");
+}
+
+#[tokio::test]
+async fn a_client_whose_socket_stays_full_is_closed_by_the_ping_timeout() {
+    let sluice = Sluice::start(
+        &["--allow-anonymous", "--ping-interval", "1", "--queue-bytes", "268435456", "--queue-capacity", "100000"],
+        &credentials(),
+    );
+    let mut events = Events::open(&sluice).await;
+    // A tiny receive window, and never another read after the welcome.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(sluice.addr).await.unwrap();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = sluice.url("/stalled").into_client_request().unwrap();
+    let (mut stalled, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let welcome = next_text(&mut stalled).await;
+    let id = serde_json::from_str::<serde_json::Value>(&welcome).unwrap()["replyId"].as_str().unwrap().to_owned();
+    events.find(Duration::from_secs(5), |e| e["type"] == "connect" && e["replyId"] == id.as_str()).await;
+
+    // Far more than the socket buffers hold, far less than the queue bounds: only the
+    // idle timeout can close this client.
+    let body = "x".repeat(64 * 1024);
+    for _ in 0..200 {
+        assert_eq!(sluice.api("POST", "/api/publish/stalled", Some(&body)).await.0, 202);
+    }
+    let started = Instant::now();
+    let event =
+        events.find(Duration::from_secs(15), |e| e["type"] == "disconnect" && e["replyId"] == id.as_str()).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "closed only after {:?}", started.elapsed());
+    assert!(event["reason"].as_str().unwrap().starts_with("ping timeout"), "{event}");
+    // Its socket was full: it never got a close frame, and the record says so.
+    assert_eq!(event["code"], 1006, "{event}");
+    assert_eq!(sluice.api("GET", &format!("/api/clients/{id}"), None).await.0, 404);
+}
+
+async fn readyz(sluice: &Sluice) -> serde_json::Value {
+    reqwest::get(sluice.http("/readyz")).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn consumer_lag_is_the_high_watermark_minus_the_position_and_a_stalled_partition_is_reported() {
+    let tansu = Tansu::memory();
+    let topic = topic("lag");
+    tansu.create_topic(&topic, 2).await;
+    let p = tansu.producer();
+    for i in 0..5 {
+        p.send(&topic, Some(0), Some(b"k"), Some(format!("old{i}").as_bytes()), &[]).await;
+    }
+    // Tansu holds each fetch for its full wait: with a 15 s wait the consumer sits on its
+    // position while the records produced below wait in partition 1, as it would on a
+    // partition the broker cannot serve.
+    let sluice = Sluice::with_kafka(
+        &tansu,
+        &topic,
+        &["--kafka-consumer-property", "fetch.wait.max.ms=15000", "--stuck-partition-timeout", "2"],
+    );
+    sluice.wait_status("/readyz", 200, Duration::from_secs(10)).await;
+    let (mut ws, _) = connect(&sluice, "/*").await;
+    for i in 0..7 {
+        p.send(&topic, Some(1), Some(b"k"), Some(format!("new{i}").as_bytes()), &[]).await;
+    }
+    // Started at the end: partition 0 has nothing waiting; partition 1 has the 7.
+    let start = Instant::now();
+    loop {
+        let text = reqwest::get(sluice.http("/metrics")).await.unwrap().text().await.unwrap();
+        if text.contains(&format!("sluice_consumer_lag{{topic=\"{topic}\",partition=\"1\"}} 7")) {
+            assert!(text.contains(&format!("sluice_consumer_lag{{topic=\"{topic}\",partition=\"0\"}} 0")), "{text}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no lag of 7 reported:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sluice.wait_for_log("partition stuck", Duration::from_secs(8)).await;
+    let detail = readyz(&sluice).await;
+    assert_eq!(detail["ready"], true, "{detail}");
+    let p1 = &detail["partitions"][1];
+    assert_eq!(
+        (p1["partition"].as_i64(), p1["lag"].as_i64(), p1["stuck"].as_bool()),
+        (Some(1), Some(7), Some(true)),
+        "{detail}"
+    );
+    assert_eq!(p1["highWatermark"].as_i64(), Some(7), "{detail}");
+    assert_eq!(detail["partitions"][0]["position"].as_i64(), Some(5), "{detail}");
+    assert_eq!(sluice.metric("sluice_stuck_partitions ").await, 1.0);
+    assert_eq!(sluice.metric("sluice_partition_stalls_total").await, 1.0);
+
+    // The held fetch returns: the records arrive, the lag is gone, the partition moves.
+    for i in 0..7 {
+        assert_eq!(next_text(&mut ws).await, format!("new{i}"));
+    }
+    sluice.wait_for_log("partition moving again", Duration::from_secs(10)).await;
+    let detail = readyz(&sluice).await;
+    assert_eq!(detail["partitions"][1]["lag"].as_i64(), Some(0), "{detail}");
+    assert_eq!(detail["partitions"][1]["position"].as_i64(), Some(7), "{detail}");
+    assert_eq!(sluice.metric("sluice_stuck_partitions ").await, 0.0, "{detail}\n{}", sluice.stderr());
+    // Logged once, not at every check.
+    assert_eq!(sluice.stderr().matches("partition stuck").count(), 1);
+}
+
+/// A client on `path` whose socket has a tiny receive window, that reads its welcome and
+/// then nothing.
+async fn stalled_client(sluice: &Sluice, path: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(sluice.addr).await.unwrap();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = sluice.url(path).into_client_request().unwrap();
+    request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    next_text(&mut ws).await;
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_on_many_keys_stay_under_the_gateway_bound_and_fast_clients_keep_up() {
+    const BOUND: usize = 8 << 20;
+    const STALLED: usize = 50;
+    // 6 MiB for each stalled client: more than the kernel's socket buffers take (up to
+    // 4 MiB each here), so the rest waits in the gateway.
+    const ROUNDS: usize = 24;
+    const RECORD: usize = 256 * 1024;
+    let tansu = Tansu::memory();
+    let topic = topic("bound");
+    tansu.create_topic(&topic, 4).await;
+    // Each client may hold 16 MiB: fifty of them could hold 800 MiB without the bound.
+    let bound = BOUND.to_string();
+    let sluice = Sluice::with_kafka(
+        &tansu,
+        &topic,
+        &[
+            "--max-queued-bytes",
+            &bound,
+            "--queue-bytes",
+            "16777216",
+            "--queue-capacity",
+            "100000",
+            "--ping-interval",
+            "0",
+        ],
+    );
+    let mut stalled = Vec::new();
+    for i in 0..STALLED {
+        stalled.push(stalled_client(&sluice, &format!("/s{i}")).await);
+    }
+    let (mut fast, _) = connect(&sluice, "/fast").await;
+    let reader = tokio::spawn(async move {
+        for round in 0..ROUNDS {
+            let text = next_text(&mut fast).await;
+            assert!(text.starts_with(&format!("{round:04}")), "{round}: {}", &text[..8]);
+        }
+        fast
+    });
+    // Watch the gauge while the records flow.
+    let highest = Arc::new(std::sync::Mutex::new(0f64));
+    let watch = {
+        let url = sluice.http("/metrics");
+        let highest = highest.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(response) = reqwest::get(&url).await else { return };
+                let text = response.text().await.unwrap_or_default();
+                let held = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("sluice_queued_bytes "))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                {
+                    let mut h = highest.lock().unwrap();
+                    *h = h.max(held);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let p = tansu.producer();
+    let filler = "x".repeat(RECORD);
+    for round in 0..ROUNDS {
+        for i in 0..STALLED {
+            p.0.send_result(
+                rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&format!("s{i}"))
+                    .payload(&format!("{round:04}{filler}")),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+        p.text(&topic, "fast", &format!("{round:04}{filler}")).await;
+    }
+    let _fast = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("the fast client kept up").unwrap();
+    sluice.wait_metric("sluice_records_consumed_total", (ROUNDS * (STALLED + 1)) as f64, Duration::from_secs(60)).await;
+    let held = sluice.metric("sluice_queued_bytes ").await;
+    assert!(held <= BOUND as f64, "{held} bytes held past the bound");
+    // Checked after each record: it may pass the bound by that record, no more.
+    watch.abort();
+    let highest = *highest.lock().unwrap();
+    assert!(highest > 0.0);
+    assert!(highest <= (BOUND + 2 * RECORD) as f64, "{highest} bytes held at the peak");
+    // Some stalled clients were shed to stay under it, and only stalled ones.
+    assert!(sluice.metric("sluice_queue_bound_sheds_total").await >= 1.0);
+    let (_, clients) = sluice.api("GET", "/api/clients?key=fast", None).await;
+    assert_eq!(clients["clients"].as_array().unwrap().len(), 1, "the fast client was shed: {clients}");
+    assert!(clients["clients"][0]["closing"].is_null(), "{clients}");
+    drop(stalled);
+}

@@ -16,10 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +26,7 @@ use crate::config::{KafkaConfig, Scope, StartFrom};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::Record;
+use crate::source::progress::Progress;
 use crate::source::Dispatch;
 
 /// How long start-up waits for the broker before giving up with a clear error.
@@ -41,34 +41,21 @@ pub enum KafkaSourceError {
     Unreachable { brokers: String, source: KafkaError },
     #[error("--input / input: topic {topic:?} does not exist on {brokers}")]
     MissingTopic { topic: String, brokers: String },
-    #[error("--from / SLUICE_FROM: cannot find the offsets for that time in {topic:?}: {source}")]
+    #[error("--from / SLUICE_FROM: cannot find where to start in {topic:?}: {source}")]
     OffsetLookup { topic: String, source: KafkaError },
     #[error("--input / input: cannot assign the partitions of {topic:?}: {source}")]
     Assign { topic: String, source: KafkaError },
 }
 
-/// Routes librdkafka's logs, errors and statistics into tracing, metrics and readiness.
+/// Routes librdkafka's logs and errors into tracing, metrics and readiness.
 pub struct SourceContext {
     metrics: Metrics,
     readiness: Readiness,
-    topic: String,
 }
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         forward_log(&self.metrics, level, fac, message);
-    }
-
-    fn stats(&self, stats: Statistics) {
-        if let Some(topic) = stats.topics.get(&self.topic) {
-            for (id, p) in &topic.partitions {
-                // librdkafka reports an internal partition -1, and -1 lag before it knows.
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    let labels = [("topic", self.topic.clone()), ("partition", id.to_string())];
-                    self.metrics.consumer_lag.get_or_create(&labels).set(p.consumer_lag);
-                }
-            }
-        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -82,15 +69,21 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {}
 
 type KafkaConsumer = StreamConsumer<SourceContext>;
+type Watcher = BaseConsumer<SourceContext>;
 
 /// A consumer with every partition of its topic assigned, ready to run.
 pub struct KafkaSource {
     consumer: Arc<KafkaConsumer>,
+    /// A second client, on connections of its own, for metadata and watermarks: a broker
+    /// answers the requests of one connection in order, so behind a fetch it holds (up to
+    /// `fetch.wait.max.ms`) they would wait, and readiness would flap.
+    watcher: Arc<Watcher>,
     topic: Arc<str>,
     assigned: BTreeSet<i32>,
     check_interval: Duration,
     metrics: Metrics,
     readiness: Readiness,
+    progress: Progress,
 }
 
 /// The consumer's own librdkafka settings, under the user's pass-through ones.
@@ -102,7 +95,6 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // The default 500 ms makes a quiet topic's records wait for the broker's fetch
     // timeout; under load fetches return full long before either bound.
     ("fetch.wait.max.ms", "100"),
-    ("statistics.interval.ms", "5000"),
 ];
 
 /// A librdkafka configuration for one kind of client: the brokers, then `own` (its
@@ -153,17 +145,22 @@ impl KafkaSource {
         metrics: Metrics,
         readiness: Readiness,
     ) -> Result<KafkaSource, KafkaSourceError> {
-        let context = SourceContext { metrics: metrics.clone(), readiness: readiness.clone(), topic: topic.to_owned() };
+        let context = SourceContext { metrics: metrics.clone(), readiness: readiness.clone() };
         // librdkafka will not assign partitions without a group id, even though this
         // consumer never joins the group nor commits: a unique one keeps replicas apart.
         let group = format!("sluice-{}", uuid::Uuid::new_v4().simple());
-        let consumer: KafkaConsumer = client_config(cfg, CONSUMER_DEFAULTS, Scope::Consumer)
-            .set("group.id", &group)
-            .create_with_context(context)
-            .map_err(KafkaSourceError::Config)?;
+        let config = {
+            let mut c = client_config(cfg, CONSUMER_DEFAULTS, Scope::Consumer);
+            c.set("group.id", &group);
+            c
+        };
+        let consumer: KafkaConsumer = config.create_with_context(context).map_err(KafkaSourceError::Config)?;
         let consumer = Arc::new(consumer);
+        let watcher_context = SourceContext { metrics: metrics.clone(), readiness: readiness.clone() };
+        let watcher: Watcher = config.create_with_context(watcher_context).map_err(KafkaSourceError::Config)?;
+        let watcher = Arc::new(watcher);
 
-        let partitions = match partitions(&consumer, topic, CONNECT_TIMEOUT).await {
+        let partitions = match partitions(&watcher, topic, CONNECT_TIMEOUT).await {
             Ok(Some(p)) if !p.is_empty() => p,
             Ok(_) => {
                 return Err(KafkaSourceError::MissingTopic { topic: topic.to_owned(), brokers: cfg.brokers.clone() })
@@ -171,49 +168,65 @@ impl KafkaSource {
             Err(source) => return Err(KafkaSourceError::Unreachable { brokers: cfg.brokers.clone(), source }),
         };
 
-        let mut tpl = TopicPartitionList::new();
-        for &p in &partitions {
-            let offset = match start {
-                StartFrom::Latest => Offset::End,
-                StartFrom::Earliest => Offset::Beginning,
-                StartFrom::Timestamp(ms) => Offset::Offset(ms),
-            };
-            tpl.add_partition_offset(topic, p, offset)
-                .map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
+        // Where each partition starts, resolved here rather than left to librdkafka, so
+        // the position (and with it the lag) is known from the first moment.
+        let at = match start {
+            StartFrom::Latest => Offset::End,
+            StartFrom::Earliest => Offset::Beginning,
+            StartFrom::Timestamp(ms) => Offset::Offset(ms),
+        };
+        let ids: Vec<i32> = partitions.iter().copied().collect();
+        let lookup = |source| KafkaSourceError::OffsetLookup { topic: topic.to_owned(), source };
+        let mut starts = offsets(&watcher, topic, &ids, at, CONNECT_TIMEOUT).await.map_err(lookup)?;
+        // No record at or after the time: start at the end.
+        let past_the_end: Vec<i32> = starts.iter().filter(|(_, o)| *o < 0).map(|(p, _)| *p).collect();
+        if !past_the_end.is_empty() {
+            let ends = offsets(&watcher, topic, &past_the_end, Offset::End, CONNECT_TIMEOUT).await.map_err(lookup)?;
+            starts.retain(|(_, o)| *o >= 0);
+            starts.extend(ends);
         }
-        if matches!(start, StartFrom::Timestamp(_)) {
-            let c = consumer.clone();
-            tpl = tokio::task::spawn_blocking(move || c.offsets_for_times(tpl, CONNECT_TIMEOUT))
-                .await
-                .map_err(|_| KafkaError::OffsetFetch(RDKafkaErrorCode::Fail))
-                .and_then(|r| r)
-                .map_err(|source| KafkaSourceError::OffsetLookup { topic: topic.to_owned(), source })?;
+        let progress = Progress::new(topic, cfg.stuck_after, metrics.clone());
+        let mut tpl = TopicPartitionList::new();
+        for &(p, offset) in &starts {
+            tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+                .map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
+            progress.start(p, offset);
         }
         consumer.assign(&tpl).map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
         tracing::info!(topic, partitions = partitions.len(), ?start, "consuming every partition");
 
         Ok(KafkaSource {
             consumer,
+            watcher,
             topic: Arc::from(topic),
             assigned: partitions,
             check_interval: cfg.check_interval,
             metrics,
             readiness,
+            progress,
         })
+    }
+
+    /// How far consuming is in each partition (lag, stuck partitions).
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Dispatches records until shutdown. Receive errors are counted and logged; they never
     /// end the loop, since librdkafka recovers from broker outages by itself.
     pub async fn run(self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken) {
-        let checker = tokio::spawn(check_broker(
-            self.consumer.clone(),
-            self.topic.clone(),
-            self.assigned.clone(),
-            self.check_interval,
-            self.metrics.clone(),
-            self.readiness.clone(),
-            shutdown.clone(),
-        ));
+        let checker = tokio::spawn(
+            Checks {
+                consumer: self.consumer.clone(),
+                watcher: self.watcher.clone(),
+                assigned: self.assigned.clone(),
+                interval: self.check_interval,
+                metrics: self.metrics.clone(),
+                readiness: self.readiness.clone(),
+                progress: self.progress.clone(),
+            }
+            .run(shutdown.clone()),
+        );
         self.readiness.set(true, "partitions assigned");
         loop {
             let message = tokio::select! {
@@ -221,7 +234,10 @@ impl KafkaSource {
                 m = self.consumer.recv() => m,
             };
             match message {
-                Ok(m) => dispatch.dispatch(to_record(&m, &self.topic)),
+                Ok(m) => {
+                    self.progress.dispatched(m.partition(), m.offset());
+                    dispatch.dispatch(to_record(&m, &self.topic));
+                }
                 Err(e) => self.metrics.kafka_error("consume", &e),
             }
             // A fetch hands over many records at once, and recv() is then always ready:
@@ -251,7 +267,7 @@ fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
 
 /// The partition ids of `topic`; `Ok(None)` when the broker says it does not exist.
 async fn partitions(
-    consumer: &Arc<KafkaConsumer>,
+    consumer: &Arc<Watcher>,
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<BTreeSet<i32>>, KafkaError> {
@@ -270,50 +286,102 @@ async fn partitions(
     Ok(Some(t.partitions().iter().map(|p| p.id()).collect()))
 }
 
-/// Every interval: asks the broker for the topic's partitions. An answer makes the source
-/// ready and assigns any new partition; no answer makes it not ready.
-async fn check_broker(
+/// The offsets of `partitions` at `at`: `End` gives the high watermarks, `Beginning` the
+/// first offsets, `Offset(ms)` the first record at or after that time (-1 when none is).
+/// One ListOffsets request per leader, not one per partition.
+async fn offsets(
+    consumer: &Arc<Watcher>,
+    topic: &str,
+    partitions: &[i32],
+    at: Offset,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64)>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition_offset(topic, p, at)?;
+    }
+    let c = consumer.clone();
+    // offsets_for_times blocks its thread for up to `timeout`; for the special offsets it
+    // sends ListOffsets with -1 (latest) or -2 (earliest), as the Kafka protocol defines.
+    let found = tokio::task::spawn_blocking(move || c.offsets_for_times(tpl, timeout))
+        .await
+        .map_err(|_| KafkaError::OffsetFetch(RDKafkaErrorCode::Fail))??;
+    let mut out = Vec::with_capacity(partitions.len());
+    for e in found.elements() {
+        if let Some(error) = e.error().err() {
+            return Err(error);
+        }
+        let offset = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        };
+        out.push((e.partition(), offset));
+    }
+    Ok(out)
+}
+
+/// The broker checks, every check interval.
+struct Checks {
     consumer: Arc<KafkaConsumer>,
-    topic: Arc<str>,
-    mut assigned: BTreeSet<i32>,
+    watcher: Arc<Watcher>,
+    assigned: BTreeSet<i32>,
     interval: Duration,
     metrics: Metrics,
     readiness: Readiness,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match partitions(&consumer, &topic, interval.max(Duration::from_secs(1))).await {
-            Ok(Some(now)) => {
-                let new: Vec<i32> = now.difference(&assigned).copied().collect();
-                if !new.is_empty() {
-                    let mut tpl = TopicPartitionList::new();
-                    for &p in &new {
-                        let _ = tpl.add_partition_offset(&topic, p, Offset::Beginning);
-                    }
-                    match consumer.incremental_assign(&tpl) {
-                        Ok(()) => {
-                            tracing::info!(topic = %topic, partitions = ?new, "assigned new partitions");
-                            assigned.extend(new);
+    progress: Progress,
+}
+
+impl Checks {
+    /// Every interval: asks the broker for the topic's partitions and their high
+    /// watermarks. An answer makes the source ready, assigns any new partition and
+    /// updates the lag (and stuck partitions); no answer makes it not ready.
+    async fn run(self, shutdown: CancellationToken) {
+        let Checks { consumer, watcher, mut assigned, interval, metrics, readiness, progress } = self;
+        let topic = progress.topic().to_owned();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let timeout = interval.max(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match partitions(&watcher, &topic, timeout).await {
+                Ok(Some(now)) => {
+                    let new: Vec<i32> = now.difference(&assigned).copied().collect();
+                    if !new.is_empty() {
+                        let mut tpl = TopicPartitionList::new();
+                        for &p in &new {
+                            let _ = tpl.add_partition_offset(&topic, p, Offset::Beginning);
                         }
-                        Err(e) => metrics.kafka_error("assign", &e),
+                        match consumer.incremental_assign(&tpl) {
+                            Ok(()) => {
+                                tracing::info!(topic = %topic, partitions = ?new, "assigned new partitions");
+                                for &p in &new {
+                                    // Everything in a new partition is new: from its first offset.
+                                    progress.start(p, 0);
+                                }
+                                assigned.extend(new);
+                            }
+                            Err(e) => metrics.kafka_error("assign", &e),
+                        }
+                    }
+                    readiness.set(true, "broker answered");
+                    let ids: Vec<i32> = assigned.iter().copied().collect();
+                    match offsets(&watcher, &topic, &ids, Offset::End, timeout).await {
+                        Ok(high) => progress.watermarks(&high),
+                        Err(e) => metrics.kafka_error("watermarks", &e),
                     }
                 }
-                readiness.set(true, "broker answered");
-            }
-            Ok(None) => {
-                metrics.kafka_error("metadata", &format_args!("topic {topic:?} no longer exists"));
-                readiness.set(false, "topic missing");
-            }
-            Err(e) => {
-                metrics.kafka_error("metadata", &e);
-                readiness.set(false, "broker not answering");
+                Ok(None) => {
+                    metrics.kafka_error("metadata", &format_args!("topic {topic:?} no longer exists"));
+                    readiness.set(false, "topic missing");
+                }
+                Err(e) => {
+                    metrics.kafka_error("metadata", &e);
+                    readiness.set(false, "broker not answering");
+                }
             }
         }
     }

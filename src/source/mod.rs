@@ -3,11 +3,13 @@
 //!
 //! - [`kafka`]: every partition of the `input` topic, assigned explicitly.
 //! - [`memory`]: the embedded stream, fed by the admin API and the demo generator.
+//! - [`progress`]: how far consuming is in each partition: lag, stuck partitions.
 //!
 //! [`Readiness`]: crate::readiness::Readiness
 
 pub mod kafka;
 pub mod memory;
+pub mod progress;
 
 use crate::record::Record;
 

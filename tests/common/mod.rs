@@ -371,6 +371,10 @@ impl Sluice {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
@@ -447,6 +451,55 @@ impl Sluice {
             }
             assert!(start.elapsed() < within, "{prefix} did not reach {value} within {within:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The admin event feed (`GET /api/events`), read as it comes.
+pub struct Events {
+    response: reqwest::Response,
+    pending: String,
+}
+
+impl Events {
+    pub async fn open(sluice: &Sluice) -> Events {
+        let response = reqwest::Client::new()
+            .get(sluice.http("/api/events"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("event feed");
+        assert_eq!(response.status(), 200);
+        Events { response, pending: String::new() }
+    }
+
+    /// The next event (the JSON of a `data:` line); panics after `within`.
+    pub async fn next(&mut self, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Some(end) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=end).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data:") {
+                    return serde_json::from_str(data.trim()).expect("event JSON");
+                }
+            }
+            let chunk = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), self.response.chunk())
+                .await
+                .expect("an event in time")
+                .expect("event feed open")
+                .expect("event feed not ended");
+            self.pending.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The next event matching `pick`, skipping others.
+    pub async fn find(&mut self, within: Duration, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let event = self.next(deadline.saturating_duration_since(Instant::now())).await;
+            if pick(&event) {
+                return event;
+            }
         }
     }
 }
