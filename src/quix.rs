@@ -308,12 +308,15 @@ impl Portal {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(e) => return Err(QuixError::Unreachable { url: url.to_string(), reason: chain(&e) }),
+                // The URL leads the message already.
+                Err(e) => return Err(QuixError::Unreachable { url: url.to_string(), reason: chain(&e.without_url()) }),
             }
         };
         let status = response.status().as_u16();
-        let body =
-            response.bytes().await.map_err(|e| QuixError::Unreachable { url: url.to_string(), reason: chain(&e) })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| QuixError::Unreachable { url: url.to_string(), reason: chain(&e.without_url()) })?;
         match status {
             200..=299 => Ok((url, Some(body))),
             404 => Ok((url, None)),
