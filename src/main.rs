@@ -95,7 +95,17 @@ fn healthcheck(options: &Options) -> ExitCode {
                         .danger_accept_invalid_certs(true)
                         .build()
                         .map_err(|e| e.to_string())?;
-                    client.get(&url).send().await.map(|r| r.status()).map_err(|e| e.to_string())
+                    client.get(&url).send().await.map(|r| r.status()).map_err(|e| {
+                        // The cause (connection refused, time-out) is in the chain.
+                        let e = e.without_url();
+                        let mut text = e.to_string();
+                        let mut cause = std::error::Error::source(&e);
+                        while let Some(c) = cause {
+                            text = format!("{text}: {c}");
+                            cause = c.source();
+                        }
+                        text
+                    })
                 })
             },
         );
