@@ -198,6 +198,19 @@ else
   kill "$pid" 2>/dev/null || true
   fail "did not start as uid $uid: $(cat "$out")"
 fi
+
+# Why the image listens on 8080: where unprivileged ports start above 80 (as on this
+# machine unless the sysctl says otherwise), the image's user cannot bind 80.
+unprivileged_start="$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)"
+if [ ${#as_image_user[@]} -gt 0 ] && [ "$unprivileged_start" -gt 80 ]; then
+  code=0
+  low="$(env -i PATH=/usr/bin:/bin PORT=80 SLUICE_HOST=127.0.0.1 "${as_image_user[@]}" "$run_dir/sluice" --demo 2>&1)" || code=$?
+  if [ "$code" = 69 ] && grep -q '^error: --port / PORT: cannot listen on 127.0.0.1:80' <<<"$low"; then
+    pass "as uid $uid, PORT=80 is refused in one line with exit 69 (unprivileged ports start at $unprivileged_start here)"
+  else
+    fail "as uid $uid, PORT=80: expected exit 69 naming PORT, got exit $code: $low"
+  fi
+fi
 rm -rf "$run_dir"
 
 finish
