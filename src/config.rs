@@ -3,8 +3,10 @@
 //!
 //! The Quix WebSocket Destination's environment names (`input`, `WS_USERNAME`,
 //! `WS_PASSWORD`, `Quix__Broker__Address`, `PORT`) are kept as they are, so a deployment
-//! of that connector can switch to Sluice without renaming anything. Sluice's own
-//! settings use a `SLUICE_` prefix; the Kafka client settings a `KAFKA_` prefix.
+//! of that connector can switch to Sluice without renaming anything; so are the ones Quix
+//! Cloud gives every deployment (`Quix__Sdk__Token`, `Quix__Portal__Api`,
+//! `Quix__Workspace__Id`, read by [`crate::quix`]). Sluice's own settings use a `SLUICE_`
+//! prefix; the Kafka client settings a `KAFKA_` prefix.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -63,6 +65,20 @@ pub struct Options {
     /// Kafka bootstrap servers, comma-separated (alias: KAFKA_BROKERS). Unset: the embedded stream.
     #[arg(long, env = "Quix__Broker__Address", value_name = "HOST:PORT,...")]
     pub brokers: Option<String>,
+
+    /// Quix Cloud SDK token. With it and no broker address, the broker's settings and the
+    /// workspace's topic names are fetched from the Quix portal (Quix Cloud sets it).
+    #[arg(long, env = "Quix__Sdk__Token", value_name = "TOKEN", hide_env_values = true)]
+    pub quix_sdk_token: Option<Secret>,
+
+    /// Quix portal API to fetch the broker settings from. [default: https://portal-api.platform.quix.io/]
+    #[arg(long, env = "Quix__Portal__Api", value_name = "URL")]
+    pub quix_portal_api: Option<String>,
+
+    /// Quix workspace whose broker and topics to use. Unset: the token's only workspace,
+    /// or the one holding `input`.
+    #[arg(long, env = "Quix__Workspace__Id", value_name = "ID")]
+    pub quix_workspace_id: Option<String>,
 
     /// User name clients authenticate with (HTTP Basic).
     #[arg(long, env = "WS_USERNAME", value_name = "USER")]
@@ -247,6 +263,12 @@ pub struct Options {
     /// Seconds between checks of the broker (readiness) and of new partitions. [default: 5]
     #[arg(long, env = "SLUICE_KAFKA_CHECK_INTERVAL", value_name = "SECONDS")]
     pub kafka_check_interval: Option<u64>,
+
+    /// librdkafka properties fetched from the Quix portal, not given by the user: they
+    /// apply under every Kafka setting above, so an explicit one always wins.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub discovered_kafka: Vec<(String, KafkaValue)>,
 }
 
 /// What `sluice` does besides serving.
@@ -255,6 +277,10 @@ pub enum Command {
     /// Print a client token (HS256 JWT) signed with the configured --jwt-secret, for
     /// browsers and other clients that cannot send a Basic header.
     Token(TokenArgs),
+    /// Ask the gateway running here for /healthz (127.0.0.1, or --host, on --port / PORT)
+    /// and exit 0 when it answers 200, 1 otherwise: the container's health check, since
+    /// the image carries no HTTP client.
+    Healthcheck,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -509,7 +535,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_PORT: u16 = 8080;
 /// One Kafka fetch can hand over thousands of small records at once (a 1 MB partition
 /// fetch of 100-byte records is 10,000 of them), dispatched faster than any socket is
 /// written: a queue must absorb such a burst, or clients that keep up are closed as slow.
@@ -640,6 +666,15 @@ impl Config {
             }
             (Some(_), None) => {
                 bad("--input / input", "a Kafka broker is configured but no topic to stream: set input".into());
+                SourceConfig::Memory { demo: o.demo }
+            }
+            // Discovery runs only when a topic is named: without one, a Quix deployment
+            // would otherwise start quietly on the embedded stream.
+            (None, None) if o.quix_sdk_token.as_ref().is_some_and(|t| !t.expose().trim().is_empty()) => {
+                bad(
+                    "--input / input",
+                    "Quix__Sdk__Token connects Sluice to a Quix workspace but no topic to stream: set input".into(),
+                );
                 SourceConfig::Memory { demo: o.demo }
             }
             (None, Some(_)) => {
@@ -828,7 +863,9 @@ fn auth_config(o: &Options, bad: &mut impl FnMut(&str, String)) -> AuthConfig {
 }
 
 fn kafka_properties(o: &Options, bad: &mut impl FnMut(&str, String)) -> Vec<(String, KafkaValue, Scope)> {
-    let mut props = Vec::new();
+    // librdkafka keeps the last value set: discovered properties first, so every explicit
+    // setting below overrides them.
+    let mut props: Vec<_> = o.discovered_kafka.iter().map(|(k, v)| (k.clone(), v.clone(), Scope::of(k))).collect();
     let plain = |v: &str| KafkaValue::Plain(v.to_owned());
     if let Some(p) = o.kafka_security_protocol.as_deref().map(str::trim) {
         let upper = p.to_ascii_uppercase();
@@ -1063,6 +1100,53 @@ mod tests {
         assert_eq!(c.queue_bytes, 16 << 20);
         let c = Config::from_options(parse(&["--max-queued-bytes", "1048576"])).unwrap();
         assert_eq!(c.queue_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn a_quix_token_without_input_is_an_error_not_the_embedded_stream() {
+        let o = parse(&["--quix-sdk-token", "sdk-token"]);
+        assert!(problems(o).contains(&"--input / input".to_owned()));
+    }
+
+    #[test]
+    fn discovered_kafka_properties_yield_to_explicit_ones() {
+        let mut o = parse(&[
+            "--brokers",
+            "k:9092",
+            "--input",
+            "t",
+            "--kafka-sasl-username",
+            "mine",
+            "--kafka-sasl-password",
+            "pw",
+            "--kafka-property",
+            "client.id=edge",
+        ]);
+        o.discovered_kafka = vec![
+            ("sasl.username".into(), KafkaValue::Plain("quix".into())),
+            ("client.id".into(), KafkaValue::Plain("quix-client".into())),
+            ("security.protocol".into(), KafkaValue::Plain("SASL_SSL".into())),
+        ];
+        let SourceConfig::Kafka(k) = Config::from_options(o).unwrap().source else { panic!("kafka expected") };
+        // librdkafka keeps the last value set for a key.
+        let last =
+            |key: &str| k.properties.iter().rev().find(|(k, _, _)| k == key).map(|(_, v, _)| v.expose().to_owned());
+        assert_eq!(last("sasl.username").as_deref(), Some("mine"));
+        assert_eq!(last("client.id").as_deref(), Some("edge"));
+        assert_eq!(last("security.protocol").as_deref(), Some("SASL_SSL"));
+    }
+
+    #[test]
+    fn quix_settings_have_flags_environment_and_file_keys() {
+        let o = parse(&["--quix-portal-api", "http://portal"])
+            .merge_file(
+                "quix_sdk_token = \"from-file\"\nquix_workspace_id = \"ws\"\nquix_portal_api = \"http://file\"\n",
+            )
+            .unwrap();
+        assert_eq!(o.quix_sdk_token.as_ref().map(Secret::expose), Some("from-file"));
+        assert_eq!(o.quix_workspace_id.as_deref(), Some("ws"));
+        assert_eq!(o.quix_portal_api.as_deref(), Some("http://portal"));
+        assert!(!format!("{o:?}").contains("from-file"), "the token reached Debug");
     }
 
     #[test]

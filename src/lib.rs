@@ -3,6 +3,8 @@
 //! A record travels `source → hub → session → socket`:
 //!
 //! - [`config`]: settings from flags, environment and a TOML file, validated at once.
+//! - [`quix`]: Quix Cloud discovery: the broker settings and topic names a Quix SDK token
+//!   leads to, fetched from the Quix portal before the settings are validated.
 //! - [`source`]: where records come from — [`source::kafka`] (every partition of the
 //!   `input` topic) or [`source::memory`] (the embedded stream, with optional demo data).
 //!   Sources see only the narrow [`source::Dispatch`] interface.
@@ -41,6 +43,7 @@ pub mod machine;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
+pub mod quix;
 pub mod readiness;
 pub mod record;
 pub mod registry;

@@ -1,11 +1,14 @@
-//! `sluice`: start-up as a sequence. Load and validate the settings (every problem at
-//! once, exit 64), connect the source (exit 69 when the broker or topic is unusable),
-//! bind, serve, wait for SIGTERM/SIGINT, drain within the deadline, exit 0.
+//! `sluice`: start-up as a sequence. Load the settings, fetch the broker's from the Quix
+//! portal when a Quix SDK token stands for them (exit 69 when that fails), validate them
+//! (every problem at once, exit 64), connect the source (exit 69 when the broker or topic
+//! is unusable), bind, serve, wait for SIGTERM/SIGINT, drain within the deadline, exit 0.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use sluice::app::Gateway;
-use sluice::config::{Command, Config, LogFormat, Options, TokenArgs};
+use sluice::config::{Command, Config, LogFormat, Options, TokenArgs, DEFAULT_PORT};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h: the settings are wrong.
@@ -14,16 +17,38 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    let options = match Options::load() {
+    let mut options = match Options::load() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(Command::Token(args)) = &options.command {
-        return print_token(&options, args);
+    match &options.command {
+        Some(Command::Token(args)) => return print_token(&options, args),
+        Some(Command::Healthcheck) => return healthcheck(&options),
+        None => {}
     }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Before validation: on Quix Cloud the broker address and the topics' real names are
+    // known only once the portal has answered. Held until exit: it owns the CA file.
+    let discovered = match runtime.block_on(sluice::quix::discover(&mut options)) {
+        Ok(d) => d,
+        Err(e) if e.is_config() => {
+            eprintln!("config error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
     let config = match Config::from_options(options) {
         Ok(c) => c,
         Err(e) => {
@@ -32,14 +57,69 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(d) = &discovered {
+        let topics: Vec<String> = d.topics.iter().map(|(name, id)| format!("{name} → {id}")).collect();
+        tracing::info!(
+            workspace = %d.workspace,
+            brokers = %d.brokers,
+            topics = %topics.join(", "),
+            ca_file = ?d.ca_file.as_ref().map(|c| c.path()),
+            "broker settings fetched from the Quix portal"
+        );
+    }
+    let code = runtime.block_on(run(config));
+    drop(discovered);
+    code
+}
+
+/// `sluice healthcheck`: GET /healthz of the gateway on this machine; exit 0 on 200, else 1
+/// (what a container HEALTHCHECK expects).
+fn healthcheck(options: &Options) -> ExitCode {
+    // The gateway listens on every address by default: ask it on loopback.
+    let host = match options.host {
+        Some(ip) if !ip.is_unspecified() => ip,
+        Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
-    runtime.block_on(run(config))
+    let addr = SocketAddr::new(host, options.port.unwrap_or(DEFAULT_PORT));
+    let scheme = if options.tls_cert.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/healthz");
+    let answer =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string()).and_then(
+            |runtime| {
+                runtime.block_on(async {
+                    // The certificate is issued for the public name, not for loopback: this
+                    // asks whether the process answers, not who it is.
+                    let client = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .danger_accept_invalid_certs(true)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    client.get(&url).send().await.map(|r| r.status()).map_err(|e| {
+                        // The cause (connection refused, time-out) is in the chain.
+                        let e = e.without_url();
+                        let mut text = e.to_string();
+                        let mut cause = std::error::Error::source(&e);
+                        while let Some(c) = cause {
+                            text = format!("{text}: {c}");
+                            cause = c.source();
+                        }
+                        text
+                    })
+                })
+            },
+        );
+    match answer {
+        Ok(status) if status == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("unhealthy: {url} answered {status}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `sluice token`: a client token signed with the configured secret, on stdout.

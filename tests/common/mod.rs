@@ -273,6 +273,9 @@ const SCRUBBED: &[&str] = &[
     "SLUICE_MAX_QUEUED_BYTES",
     "SLUICE_QUEUE_BYTES",
     "SLUICE_HEADER_TIMEOUT",
+    "Quix__Sdk__Token",
+    "Quix__Portal__Api",
+    "Quix__Workspace__Id",
 ];
 
 pub fn sluice_command(args: &[&str]) -> Command {
