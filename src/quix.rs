@@ -365,7 +365,7 @@ impl Portal {
     pub async fn certificate(&self, workspace: &str) -> Result<Option<Vec<u8>>, QuixError> {
         let (url, body) = self.get(&["workspaces", workspace, "certificates"]).await?;
         let Some(body) = body.filter(|b| !b.is_empty()) else { return Ok(None) };
-        zip::entry(&body, "ca.cert", MAX_CERTIFICATE_BYTES).map(Some).map_err(|reason| QuixError::Malformed {
+        zip_entry(&body, "ca.cert", MAX_CERTIFICATE_BYTES).map(Some).map_err(|reason| QuixError::Malformed {
             url: url.to_string(),
             reason: format!("certificate archive: {reason}"),
         })
@@ -456,291 +456,17 @@ impl Drop for CaFile {
     }
 }
 
-/// Just enough of the zip format to take one file out of the portal's certificate archive:
-/// stored or deflated entries, no zip64, no encryption.
-mod zip {
-    const END_OF_DIRECTORY: u32 = 0x0605_4b50;
-    const DIRECTORY_ENTRY: u32 = 0x0201_4b50;
-    const LOCAL_HEADER: u32 = 0x0403_4b50;
-
-    fn u16_at(b: &[u8], at: usize) -> Result<usize, String> {
-        b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]) as usize).ok_or_else(|| "truncated".to_owned())
+/// One file out of the portal's certificate archive, at most `limit` bytes.
+fn zip_entry(archive: &[u8], name: &str, limit: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(archive)).map_err(|e| e.to_string())?;
+    let file = archive.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+    let mut out = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("{name} is larger than {limit} bytes"));
     }
-
-    fn u32_at(b: &[u8], at: usize) -> Result<u32, String> {
-        b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| "truncated".to_owned())
-    }
-
-    /// The contents of the entry called `name`, at most `limit` bytes.
-    pub fn entry(archive: &[u8], name: &str, limit: usize) -> Result<Vec<u8>, String> {
-        // The end-of-directory record is the last 22 bytes plus a comment of up to 64 KiB.
-        let lowest = archive.len().saturating_sub(22 + 0xFFFF);
-        let end = (lowest..=archive.len().saturating_sub(22))
-            .rev()
-            .find(|&at| u32_at(archive, at) == Ok(END_OF_DIRECTORY))
-            .ok_or("not a zip archive")?;
-        let entries = u16_at(archive, end + 10)?;
-        let mut at = u32_at(archive, end + 16)? as usize;
-        for _ in 0..entries {
-            if u32_at(archive, at)? != DIRECTORY_ENTRY {
-                return Err("damaged directory".into());
-            }
-            let flags = u16_at(archive, at + 8)?;
-            let method = u16_at(archive, at + 10)?;
-            let crc = u32_at(archive, at + 16)?;
-            let packed = u32_at(archive, at + 20)? as usize;
-            let size = u32_at(archive, at + 24)? as usize;
-            let name_len = u16_at(archive, at + 28)?;
-            let extra_len = u16_at(archive, at + 30)?;
-            let comment_len = u16_at(archive, at + 32)?;
-            let local = u32_at(archive, at + 42)? as usize;
-            let entry_name = archive.get(at + 46..at + 46 + name_len).ok_or("truncated")?;
-            at += 46 + name_len + extra_len + comment_len;
-            if entry_name != name.as_bytes() {
-                continue;
-            }
-            if flags & 1 != 0 {
-                return Err(format!("{name} is encrypted"));
-            }
-            if size > limit {
-                return Err(format!("{name} is {size} bytes, more than {limit}"));
-            }
-            if u32_at(archive, local)? != LOCAL_HEADER {
-                return Err("damaged entry".into());
-            }
-            let data_at = local + 30 + u16_at(archive, local + 26)? + u16_at(archive, local + 28)?;
-            let data = archive.get(data_at..data_at + packed).ok_or("truncated")?;
-            let contents = match method {
-                0 => data.to_vec(),
-                8 => super::inflate::inflate(data, limit)?,
-                other => return Err(format!("{name} uses compression method {other}")),
-            };
-            if contents.len() != size || crc32(&contents) != crc {
-                return Err(format!("{name} is damaged (size or CRC mismatch)"));
-            }
-            return Ok(contents);
-        }
-        Err(format!("no {name} in the archive"))
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &byte in data {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-}
-
-/// DEFLATE (RFC 1951) decoding, after Mark Adler's `puff`: small and slow, which is right
-/// for one certificate.
-mod inflate {
-    const LENGTH_BASE: [u16; 29] = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227,
-        258,
-    ];
-    const LENGTH_EXTRA: [u8; 29] =
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0];
-    const DISTANCE_BASE: [u16; 30] = [
-        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
-        6145, 8193, 12289, 16385, 24577,
-    ];
-    const DISTANCE_EXTRA: [u8; 30] =
-        [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13];
-    /// The order code-length code lengths come in.
-    const CODE_LENGTH_ORDER: [usize; 19] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15];
-
-    struct Bits<'a> {
-        data: &'a [u8],
-        pos: usize,
-        buf: u32,
-        count: u32,
-    }
-
-    impl Bits<'_> {
-        fn take(&mut self, n: u32) -> Result<u32, String> {
-            while self.count < n {
-                let byte = *self.data.get(self.pos).ok_or("deflate data ends early")?;
-                self.buf |= u32::from(byte) << self.count;
-                self.pos += 1;
-                self.count += 8;
-            }
-            let value = self.buf & ((1u32 << n) - 1);
-            self.buf >>= n;
-            self.count -= n;
-            Ok(value)
-        }
-    }
-
-    /// A canonical Huffman code: how many codes of each length, and the symbols in code order.
-    struct Huffman {
-        counts: [u16; 16],
-        symbols: Vec<u16>,
-    }
-
-    impl Huffman {
-        fn new(lengths: &[u8]) -> Result<Huffman, String> {
-            let mut counts = [0u16; 16];
-            for &l in lengths {
-                counts[usize::from(l)] += 1;
-            }
-            let mut left: i32 = 1;
-            for &c in &counts[1..] {
-                left = left * 2 - i32::from(c);
-                if left < 0 {
-                    return Err("bad Huffman code".into());
-                }
-            }
-            let mut offsets = [0u16; 16];
-            for len in 1..15 {
-                offsets[len + 1] = offsets[len] + counts[len];
-            }
-            let mut symbols = vec![0u16; lengths.len()];
-            for (symbol, &l) in lengths.iter().enumerate() {
-                if l != 0 {
-                    symbols[usize::from(offsets[usize::from(l)])] = symbol as u16;
-                    offsets[usize::from(l)] += 1;
-                }
-            }
-            counts[0] = 0;
-            Ok(Huffman { counts, symbols })
-        }
-
-        fn decode(&self, bits: &mut Bits<'_>) -> Result<u16, String> {
-            let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
-            for len in 1..16 {
-                code |= bits.take(1)? as i32;
-                let count = i32::from(self.counts[len]);
-                if code - count < first {
-                    return Ok(self.symbols[(index + code - first) as usize]);
-                }
-                index += count;
-                first = (first + count) << 1;
-                code <<= 1;
-            }
-            Err("bad Huffman code".into())
-        }
-    }
-
-    /// The decoded bytes of raw deflate `data`, refusing more than `limit`.
-    pub fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-        let mut bits = Bits { data, pos: 0, buf: 0, count: 0 };
-        let mut out = Vec::new();
-        loop {
-            let last = bits.take(1)? == 1;
-            match bits.take(2)? {
-                0 => {
-                    // Stored: byte-aligned LEN, NLEN, then LEN bytes.
-                    bits.buf = 0;
-                    bits.count = 0;
-                    let header = bits.data.get(bits.pos..bits.pos + 4).ok_or("deflate data ends early")?;
-                    let len = usize::from(u16::from_le_bytes([header[0], header[1]]));
-                    let nlen = u16::from_le_bytes([header[2], header[3]]);
-                    if nlen != !(len as u16) {
-                        return Err("bad stored block".into());
-                    }
-                    bits.pos += 4;
-                    let block = bits.data.get(bits.pos..bits.pos + len).ok_or("deflate data ends early")?;
-                    out.extend_from_slice(block);
-                    bits.pos += len;
-                }
-                1 => {
-                    let mut lengths = [0u8; 288];
-                    lengths[..144].fill(8);
-                    lengths[144..256].fill(9);
-                    lengths[256..280].fill(7);
-                    lengths[280..].fill(8);
-                    let literals = Huffman::new(&lengths)?;
-                    let distances = Huffman::new(&[5u8; 30])?;
-                    codes(&mut bits, &mut out, &literals, &distances, limit)?;
-                }
-                2 => {
-                    let (literals, distances) = dynamic_codes(&mut bits)?;
-                    codes(&mut bits, &mut out, &literals, &distances, limit)?;
-                }
-                _ => return Err("bad deflate block type".into()),
-            }
-            if out.len() > limit {
-                return Err(format!("more than {limit} bytes"));
-            }
-            if last {
-                return Ok(out);
-            }
-        }
-    }
-
-    fn dynamic_codes(bits: &mut Bits<'_>) -> Result<(Huffman, Huffman), String> {
-        let literal_count = bits.take(5)? as usize + 257;
-        let distance_count = bits.take(5)? as usize + 1;
-        let code_length_count = bits.take(4)? as usize + 4;
-        if literal_count > 286 || distance_count > 30 {
-            return Err("bad dynamic block".into());
-        }
-        let mut code_lengths = [0u8; 19];
-        for &i in &CODE_LENGTH_ORDER[..code_length_count] {
-            code_lengths[i] = bits.take(3)? as u8;
-        }
-        let code_length_code = Huffman::new(&code_lengths)?;
-        let mut lengths = vec![0u8; literal_count + distance_count];
-        let mut i = 0;
-        while i < lengths.len() {
-            let symbol = code_length_code.decode(bits)?;
-            let (value, repeat) = match symbol {
-                0..=15 => (symbol as u8, 1),
-                16 => (*lengths[..i].last().ok_or("bad dynamic block")?, 3 + bits.take(2)? as usize),
-                17 => (0, 3 + bits.take(3)? as usize),
-                _ => (0, 11 + bits.take(7)? as usize),
-            };
-            let slots = lengths.get_mut(i..i + repeat).ok_or("bad dynamic block")?;
-            slots.fill(value);
-            i += repeat;
-        }
-        if lengths[256] == 0 {
-            return Err("bad dynamic block: no end code".into());
-        }
-        Ok((Huffman::new(&lengths[..literal_count])?, Huffman::new(&lengths[literal_count..])?))
-    }
-
-    fn codes(
-        bits: &mut Bits<'_>,
-        out: &mut Vec<u8>,
-        literals: &Huffman,
-        distances: &Huffman,
-        limit: usize,
-    ) -> Result<(), String> {
-        loop {
-            let symbol = usize::from(literals.decode(bits)?);
-            match symbol {
-                0..=255 => out.push(symbol as u8),
-                256 => return Ok(()),
-                _ => {
-                    let s = symbol - 257;
-                    if s >= LENGTH_BASE.len() {
-                        return Err("bad length code".into());
-                    }
-                    let len = usize::from(LENGTH_BASE[s]) + bits.take(u32::from(LENGTH_EXTRA[s]))? as usize;
-                    let d = usize::from(distances.decode(bits)?);
-                    if d >= DISTANCE_BASE.len() {
-                        return Err("bad distance code".into());
-                    }
-                    let distance = usize::from(DISTANCE_BASE[d]) + bits.take(u32::from(DISTANCE_EXTRA[d]))? as usize;
-                    if distance > out.len() {
-                        return Err("distance too far back".into());
-                    }
-                    let start = out.len() - distance;
-                    for k in 0..len {
-                        out.push(out[start + k]);
-                    }
-                }
-            }
-            if out.len() > limit {
-                return Err(format!("more than {limit} bytes"));
-            }
-        }
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -862,27 +588,12 @@ KoZIzj0DAQcDQgAEq0vX1m3oQkz0vO1n2y4j3n0m7l8s6Z9v8Q2Zc1b9m3s0oK7v
 
     #[test]
     fn certificates_come_out_of_stored_and_deflated_archives() {
-        assert_eq!(zip::entry(&b64(DEFLATED_ZIP), "ca.cert", 1 << 20).unwrap(), PEM.as_bytes());
-        assert_eq!(zip::entry(&b64(STORED_ZIP), "ca.cert", 1 << 20).unwrap(), PEM.as_bytes());
-        assert_eq!(zip::entry(&b64(DEFLATED_ZIP), "readme.txt", 1 << 20).unwrap(), b"other file first");
-        assert!(zip::entry(&b64(DEFLATED_ZIP), "other", 1 << 20).unwrap_err().contains("no other"));
-        assert!(zip::entry(&b64(STORED_ZIP), "ca.cert", 10).unwrap_err().contains("more than 10"));
-        assert!(zip::entry(b"not a zip at all, not even close", "ca.cert", 1 << 20).is_err());
-        let mut damaged = b64(STORED_ZIP);
-        damaged[60] ^= 1;
-        assert!(zip::entry(&damaged, "ca.cert", 1 << 20).unwrap_err().contains("damaged"));
-    }
-
-    #[test]
-    fn inflate_reads_fixed_and_stored_blocks() {
-        // zlib level 9 (a fixed-Huffman block with back-references) and level 0 (stored).
-        assert_eq!(inflate::inflate(&b64("y0jNyclXyEAnAQ=="), 100).unwrap(), b"hello hello hello hello");
-        assert_eq!(
-            inflate::inflate(&b64("ARcA6P9oZWxsbyBoZWxsbyBoZWxsbyBoZWxsbw=="), 100).unwrap(),
-            b"hello hello hello hello"
-        );
-        assert!(inflate::inflate(&b64("y0jNyclXyEAnAQ=="), 10).is_err(), "the limit holds");
-        assert!(inflate::inflate(&[0xff], 100).is_err());
+        assert_eq!(zip_entry(&b64(DEFLATED_ZIP), "ca.cert", 1 << 20).unwrap(), PEM.as_bytes());
+        assert_eq!(zip_entry(&b64(STORED_ZIP), "ca.cert", 1 << 20).unwrap(), PEM.as_bytes());
+        assert_eq!(zip_entry(&b64(DEFLATED_ZIP), "readme.txt", 1 << 20).unwrap(), b"other file first");
+        assert!(zip_entry(&b64(DEFLATED_ZIP), "other", 1 << 20).unwrap_err().starts_with("other: "));
+        assert!(zip_entry(&b64(STORED_ZIP), "ca.cert", 10).unwrap_err().contains("larger than 10"));
+        assert!(zip_entry(b"not a zip at all, not even close", "ca.cert", 1 << 20).is_err());
     }
 
     #[test]
