@@ -176,11 +176,14 @@ impl Gateway {
             }
         };
 
+        // The console on an admin listener connects its WebSockets here.
+        let subscriptions = listener.local_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tls = self.tls.is_some();
         let admin_task = admin.map(|admin| {
             tokio::spawn(crate::server::serve(
                 admin,
                 self.tls.clone(),
-                crate::admin::router(app.clone(), crate::admin::Surface::Admin),
+                crate::admin::router(app.clone(), crate::admin::Surface::Admin, subscriptions, tls),
                 self.max_connections,
                 app.metrics.clone(),
                 app.shutdown.clone(),
@@ -192,7 +195,7 @@ impl Gateway {
         crate::server::serve(
             listener,
             self.tls,
-            crate::admin::router(app.clone(), surface),
+            crate::admin::router(app.clone(), surface, subscriptions, tls),
             self.max_connections,
             app.metrics.clone(),
             app.shutdown.clone(),

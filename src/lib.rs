@@ -16,8 +16,11 @@
 //! - [`ws`]: the WebSocket upgrade (authentication first) and the session that pumps a
 //!   client's queue into its socket.
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
-//! - [`admin`]: plain HTTP on the same port: health, readiness, metrics, console.
-//! - [`api`]: the admin API under `/api` (clients, messages, broadcast, publish, events).
+//! - [`admin`]: plain HTTP on the same port: health, readiness, metrics; which listener
+//!   serves what.
+//! - [`api`]: the admin API under `/api` (clients, messages, broadcast, publish, events,
+//!   client tokens).
+//! - [`console`]: the operator console page, embedded.
 //! - [`server`]: the accept loop (plain TCP or TLS) and the connection limit.
 //! - [`sink`]: client messages and lifecycle events out, to Kafka and the event feed.
 //! - [`metrics`]: every metric name, in one place.
@@ -29,6 +32,7 @@ pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod hub;
 pub mod metrics;
 pub mod readiness;
