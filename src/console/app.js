@@ -129,6 +129,7 @@ function signOut(message) {
   for (const { tr } of state.rows.values()) tr.remove();
   state.rows.clear();
   $('gateway').replaceChildren();
+  $('facts').replaceChildren();
   $('console').hidden = true;
   $('forget').hidden = true;
   $('live').hidden = true;
@@ -144,9 +145,22 @@ function showLogin(message) {
 
 function showGateway(info) {
   const ws = info.websocket;
-  const parts = [`v${info.version}`, info.source === 'embedded' ? 'embedded stream' : 'Kafka'];
-  $('gateway').replaceChildren(parts.join(' · '), ' · subscriptions at ', el('code', {}, `${wsBase()}/{key}`));
-  if (!ws.sameOrigin) $('gateway').title = 'The admin API is on its own listener; subscriptions are on the port shown.';
+  const source = info.source === 'embedded' ? 'embedded stream' : 'Kafka';
+  $('gateway').replaceChildren(`v${info.version} · ${source} · subscriptions at `, el('code', {}, `${wsBase()}/{key}`));
+  const tokens = info.tokens.secret === 'configured'
+    ? ['SLUICE_JWT_SECRET: every replica with it', 'Tokens the console mints are signed with the configured secret.']
+    : ['this process only', 'No SLUICE_JWT_SECRET is set: tokens are signed with a secret this process drew at start-up, '
+      + 'so no other replica (nor this one after a restart) accepts them. Set SLUICE_JWT_SECRET to share them.'];
+  const facts = [
+    ['Version', info.version, null],
+    ['Source', source, null],
+    ['Subscriptions', `${wsBase()}/{key} or /*`, null],
+    ['Admin API', ws.sameOrigin ? 'on the same port' : `own listener, ${location.host}`, null],
+    ['Client tokens', tokens[0], tokens[1]],
+  ];
+  $('facts').replaceChildren(
+    ...facts.flatMap(([name, value, title]) => [el('dt', {}, name), el('dd', { title }, value)]),
+  );
 }
 
 // ---------------------------------------------------------------- clients
