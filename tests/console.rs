@@ -249,8 +249,9 @@ async fn check_clients(s: &Scene) {
 
 fn screenshot_path() -> PathBuf {
     // SLUICE_CONSOLE_SCREENSHOT=docs/console.png refreshes the README's picture.
+    // Relative to the repository, not to the script's directory.
     std::env::var_os("SLUICE_CONSOLE_SCREENSHOT")
-        .map(PathBuf::from)
+        .map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p))
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png"))
 }
 
