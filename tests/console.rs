@@ -26,6 +26,8 @@ const CLOSE_REASON: &str = "bye from the console";
 const KEYED_TEXT: &str = "to one key from the console";
 const ALL_TEXT: &str = "to everyone from the console";
 const PUBLISHED: &str = r#"{"from":"console"}"#;
+/// Sent by one client before the page opens: the page must show it as text.
+const MARKUP: &str = r#"<img src="x" onerror="window.pwned = 1"><b>hello</b>"#;
 
 /// How long the whole browser script may take before it is killed and the test fails.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(150);
@@ -197,7 +199,8 @@ async fn scene(sluice: &Sluice, authorization: &str, console: &str, admin_token:
     let (a, id_a) = connect_with(sluice, "/sensor-1", authorization).await;
     let (b, id_b) = connect_with(sluice, "/sensor-2", authorization).await;
     let (c, id_c) = connect_with(sluice, "/*", authorization).await;
-    let (d, id_d) = connect_with(sluice, "/sensor-3", authorization).await;
+    let (mut d, id_d) = connect_with(sluice, "/sensor-3", authorization).await;
+    d.send(Message::Text(MARKUP.into())).await.unwrap();
     let (e, id_e) = connect_with(sluice, "/sensor-2?envelope=true", authorization).await;
     let env = vec![
         ("CONSOLE_URL", console.to_owned()),
@@ -210,6 +213,8 @@ async fn scene(sluice: &Sluice, authorization: &str, console: &str, admin_token:
         ("EXPECT_KEY_DELIVERED", "1".to_owned()),
         ("EXPECT_ALL_DELIVERED", "4".to_owned()),
         ("PUBLISH_KEY", "sensor-1".to_owned()),
+        ("MARKUP_FROM", id_d.clone()),
+        ("MARKUP", MARKUP.to_owned()),
     ];
     Scene {
         a: keep_reading(a, None),

@@ -10,6 +10,7 @@
 //   DISCONNECT        replyId to close through its row (code 4001)
 //   BROADCAST_KEY     key for the keyed broadcast; EXPECT_KEY_DELIVERED, EXPECT_ALL_DELIVERED
 //   PUBLISH_KEY       key to publish a record to
+//   MARKUP_FROM       replyId of a client whose last message, MARKUP, is HTML: shown as text
 //   WATCH_KEY         key (or *) for the data pane; its records must hold WATCH_TEXT
 //   SCREENSHOT        where to write a PNG of the console at work (optional)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
@@ -110,6 +111,13 @@ async function run(page, { url, token, ids, sendTo, disconnect, watchKey, watchT
   check(cells[3] === '-', `node column without a node should be "-": ${cells[3]}`);
   check(/\d+ \/ \d+/.test(cells[7]), `messages column: ${cells[7]}`);
   say('clients listed', { ids, row: cells });
+
+  // What a client sent is untrusted: its markup is shown as text and never becomes elements.
+  const markup = env('MARKUP');
+  await row(env('MARKUP_FROM')).locator('td.msg', { hasText: markup }).first().waitFor();
+  check((await page.locator('#clients tbody img, #clients tbody b').count()) === 0, 'client data became markup');
+  check((await page.evaluate(() => window.pwned)) === undefined, 'client data ran as script');
+  say('client data shown as text');
 
   // A message to one client, through its row.
   await row(sendTo).locator('button[data-action=send]').click();
