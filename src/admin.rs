@@ -1,15 +1,19 @@
-//! Plain HTTP on the gateway's port: liveness, readiness, metrics and the console page.
+//! Plain HTTP on the gateway's port: liveness, readiness, metrics, and which listener
+//! serves the admin API and the console.
 //!
 //! Every WebSocket upgrade request, on any path, is a subscription and goes to
 //! [`crate::ws`] before routing, so every key stays reachable (even `metrics` or `api`).
 
+use std::net::SocketAddr;
+
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 
+use crate::api::SubscriptionEndpoint;
 use crate::app::App;
 
 /// What a listener serves.
@@ -23,11 +27,17 @@ pub enum Surface {
     Admin,
 }
 
-/// The HTTP surface of one listener.
-pub fn router(app: App, surface: Surface) -> Router {
+/// The HTTP surface of one listener. `subscriptions` is where WebSocket clients connect
+/// (this listener, or the main one when this is the `--admin-addr` listener).
+pub fn router(app: App, surface: Surface, subscriptions: SocketAddr, tls: bool) -> Router {
     let mut router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
     if surface != Surface::Subscriptions {
-        router = router.route("/metrics", get(metrics)).route("/", get(console)).merge(crate::api::routes(app.clone()));
+        let endpoint = SubscriptionEndpoint { port: subscriptions.port(), tls, same_origin: surface == Surface::Both };
+        router = router
+            .route("/metrics", get(metrics))
+            .merge(crate::console::routes())
+            .merge(crate::api::routes(app.clone()))
+            .layer(Extension(endpoint));
     }
     let router = router.fallback(not_found);
     let router = if surface != Surface::Admin {
@@ -71,10 +81,6 @@ async fn readyz(State(app): State<App>) -> Response {
 async fn metrics(State(app): State<App>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
         .into_response()
-}
-
-async fn console() -> Html<&'static str> {
-    Html(include_str!("console.html"))
 }
 
 async fn not_found() -> Response {

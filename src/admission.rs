@@ -119,7 +119,7 @@ pub fn remote(app: &App, parts: &request::Parts) -> RemoteAddr {
 pub fn admit(app: &App, parts: &request::Parts) -> Result<Admitted, Refused> {
     let remote = remote(app, parts);
     let subscription = subscription_from_path(parts.uri.path()).map_err(Refused::BadPath)?;
-    if !app.allowed_origins.permits(&parts.headers) {
+    if !app.allowed_origins.permits(&parts.headers, app.console_port.get().copied()) {
         return Err(Refused::Origin);
     }
     let params = params(&parts.uri);

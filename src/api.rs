@@ -1,13 +1,14 @@
 //! The admin API under `/api`: list and inspect clients, message one, broadcast, disconnect,
-//! publish records, watch events. JSON over HTTP, guarded by the admin token as a Bearer
-//! token (separate from client credentials). Errors are JSON `{"error": "…"}`.
+//! publish records, watch events, mint client tokens, and describe the gateway to the
+//! console. JSON over HTTP, guarded by the admin token as a Bearer token (separate from
+//! client credentials). Errors are JSON `{"error": "…"}`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::app::App;
+use crate::auth::SigningSecret;
 use crate::client::{Activity, Client, Offer};
 use crate::record::frame;
 use crate::sink::rfc3339;
@@ -80,6 +82,8 @@ pub fn routes(app: App) -> Router<App> {
         .route("/api/broadcast", post(broadcast))
         .route("/api/publish/{key}", post(publish))
         .route("/api/events", get(events))
+        .route("/api/tokens", post(mint_token))
+        .route("/api/info", get(info))
         .layer(middleware::from_fn_with_state(app, require_token));
     Router::new().route("/api/openapi.json", get(openapi)).merge(guarded)
 }
@@ -227,6 +231,101 @@ async fn events(State(app): State<App>) -> Sse<impl futures_util::Stream<Item = 
         Some((Ok(event), feed))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A client token's lifetime when the request names none.
+const DEFAULT_TOKEN_TTL: u64 = 3600;
+/// The longest lifetime a minted token may have: tokens cannot be revoked, so a leaked one
+/// must not outlive a day.
+const MAX_TOKEN_TTL: u64 = 86_400;
+/// Bounds on what a token may carry: it travels in a URL, and its `sub` is shown as the
+/// client's user.
+const MAX_SUB_BYTES: usize = 256;
+const MAX_TOKEN_KEYS: usize = 100;
+const MAX_KEY_BYTES: usize = 1024;
+
+/// The body of `POST /api/tokens`. Unknown fields are refused, so a misspelt `keys` cannot
+/// silently mint a token for every key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    sub: String,
+    keys: Option<Vec<String>>,
+    ttl: Option<u64>,
+}
+
+impl TokenRequest {
+    fn parse(body: &[u8]) -> ApiResult<TokenRequest> {
+        let request: TokenRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "body must be JSON {{\"sub\": string, \"keys\": [string] (optional), \"ttl\": seconds (optional)}}: {e}"
+            ))
+        })?;
+        if request.sub.is_empty() || request.sub.len() > MAX_SUB_BYTES {
+            return Err(ApiError::BadRequest(format!("sub must be 1 to {MAX_SUB_BYTES} bytes")));
+        }
+        if let Some(keys) = &request.keys {
+            if keys.is_empty() || keys.len() > MAX_TOKEN_KEYS {
+                return Err(ApiError::BadRequest(format!(
+                    "keys must list 1 to {MAX_TOKEN_KEYS} keys (\"*\" for all; leave it out for every key)"
+                )));
+            }
+            if keys.iter().any(|k| k.is_empty() || k.len() > MAX_KEY_BYTES) {
+                return Err(ApiError::BadRequest(format!("each key must be 1 to {MAX_KEY_BYTES} bytes")));
+            }
+        }
+        if request.ttl.is_some_and(|t| !(1..=MAX_TOKEN_TTL).contains(&t)) {
+            return Err(ApiError::BadRequest(format!("ttl must be between 1 and {MAX_TOKEN_TTL} seconds")));
+        }
+        Ok(request)
+    }
+}
+
+/// A client token for browsers (which cannot send Basic credentials on a WebSocket), signed
+/// with the gateway's secret: the configured one, or the one this process drew at start-up.
+async fn mint_token(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
+    let request = TokenRequest::parse(&body)?;
+    let ttl = Duration::from_secs(request.ttl.unwrap_or(DEFAULT_TOKEN_TTL));
+    let (token, expires) = app.auth.mint(&request.sub, request.keys.as_deref(), ttl);
+    let body = Json(json!({ "token": token, "expiresAt": rfc3339(expires) }));
+    // A credential: no cache may keep it.
+    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], body).into_response())
+}
+
+/// Where subscriptions are served, as seen from an admin listener: the console builds its
+/// WebSocket URL from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionEndpoint {
+    /// The port subscriptions are bound to.
+    pub port: u16,
+    /// `wss://` rather than `ws://`.
+    pub tls: bool,
+    /// Subscriptions are served on the same listener as this API (no `--admin-addr`): a
+    /// page should then use its own origin, which stays right behind a proxy.
+    pub same_origin: bool,
+}
+
+/// What the console needs to know about this gateway.
+async fn info(State(app): State<App>, Extension(endpoint): Extension<SubscriptionEndpoint>) -> Json<Value> {
+    let secret = match app.auth.signing_secret() {
+        SigningSecret::Configured => "configured",
+        SigningSecret::Generated => "generated",
+    };
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "websocket": {
+            "scheme": if endpoint.tls { "wss" } else { "ws" },
+            "port": endpoint.port,
+            "sameOrigin": endpoint.same_origin,
+        },
+        "source": if app.memory.is_some() { "embedded" } else { "kafka" },
+        "clients": app.registry.len(),
+        "tokens": {
+            "secret": secret,
+            "defaultTtl": DEFAULT_TOKEN_TTL,
+            "maxTtl": MAX_TOKEN_TTL,
+        },
+    }))
 }
 
 async fn openapi() -> Response {

@@ -69,6 +69,9 @@ pub struct Shared {
     pub trusted_proxies: TrustedProxies,
     /// How far consuming `input` is, per partition (Kafka only): `/readyz` shows it.
     pub progress: Option<Progress>,
+    /// The port of the `--admin-addr` listener, once bound: pages of the console served
+    /// there may subscribe on this one.
+    pub console_port: std::sync::OnceLock<u16>,
 }
 
 impl Deref for App {
@@ -161,6 +164,7 @@ impl Gateway {
             allowed_origins: config.allowed_origins.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             progress,
+            console_port: std::sync::OnceLock::new(),
         }));
         Ok(Gateway {
             app,
@@ -219,13 +223,20 @@ impl Gateway {
             shutdown: app.shutdown.clone(),
             tracker: app.tracker.clone(),
         };
+        // The console on an admin listener connects its WebSockets here.
+        let subscriptions = listener.local_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tls = listening.tls.is_some();
+        if let Some(port) = admin.as_ref().and_then(|a| a.local_addr().ok()).map(|a| a.port()) {
+            let _ = app.console_port.set(port);
+        }
         let admin_task = admin.map(|admin| {
-            let router = crate::admin::router(app.clone(), crate::admin::Surface::Admin);
+            let router = crate::admin::router(app.clone(), crate::admin::Surface::Admin, subscriptions, tls);
             tokio::spawn(crate::server::serve(admin, router, listening.clone()))
         });
         let surface =
             if admin_task.is_some() { crate::admin::Surface::Subscriptions } else { crate::admin::Surface::Both };
-        crate::server::serve(listener, crate::admin::router(app.clone(), surface), listening).await;
+        let router = crate::admin::router(app.clone(), surface, subscriptions, tls);
+        crate::server::serve(listener, router, listening).await;
         // The accept loop ends only on shutdown: tell every session to drain and close. A
         // session registered after this sees the cancelled token when it starts.
         for client in app.registry.all() {

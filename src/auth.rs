@@ -5,6 +5,11 @@
 //! - `Authorization: Bearer …` or `?token=…` (browsers cannot set headers): an HS256 JWT
 //!   with `sub` and `exp`, and optionally `keys`, the keys it may subscribe to.
 //!
+//! Tokens are signed with `--jwt-secret` when one is configured. Without one the gateway
+//! draws a random signing secret at start-up, so the console (and any admin) can still mint
+//! browser tokens with `POST /api/tokens`; such tokens are accepted only by the process
+//! that minted them, because no other process knows that secret.
+//!
 //! Missing or wrong credentials are a 401 with `WWW-Authenticate`; a key the identity may
 //! not read is a 403. Credentials are never logged.
 
@@ -66,25 +71,56 @@ struct Claims {
     keys: Option<Vec<String>>,
 }
 
-/// Checks upgrade requests against the configured users and token secret.
+/// Bytes of a generated signing secret: alphanumeric, so 64 of them carry about 380 bits,
+/// well beyond HS256's 256-bit key.
+const GENERATED_SECRET_LEN: usize = 64;
+
+/// Where the token signing secret came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningSecret {
+    /// `--jwt-secret`: shared with `sluice token` and every replica given the same one.
+    Configured,
+    /// Drawn at start-up: only this process can mint or verify its tokens.
+    Generated,
+}
+
+/// Checks upgrade requests against the configured users and token secret, and mints
+/// client tokens with that secret.
 pub struct Authenticator {
     /// User names with the SHA-256 of their password: comparing fixed-size digests makes
     /// the comparison's time independent of the password's length as well as its content.
     users: Vec<(String, [u8; 32])>,
-    jwt: Option<(DecodingKey, Validation)>,
+    /// Signs and verifies tokens. Never printed or logged: [`Secret`] masks itself.
+    secret: Secret,
+    source: SigningSecret,
+    key: DecodingKey,
+    validation: Validation,
     anonymous: bool,
 }
 
 impl Authenticator {
     pub fn new(cfg: &AuthConfig) -> Self {
         let users = cfg.users.iter().map(|(u, p)| (u.clone(), digest(p.expose().as_bytes()))).collect();
-        let jwt = cfg.jwt_secret.as_ref().map(|s| {
-            let mut v = Validation::new(Algorithm::HS256);
-            v.set_required_spec_claims(&["exp", "sub"]);
-            v.leeway = 5;
-            (DecodingKey::from_secret(s.expose().as_bytes()), v)
-        });
-        Authenticator { users, jwt, anonymous: cfg.allow_anonymous }
+        let (secret, source) = match &cfg.jwt_secret {
+            Some(s) => (s.clone(), SigningSecret::Configured),
+            None => (Secret::generate(GENERATED_SECRET_LEN), SigningSecret::Generated),
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        let key = DecodingKey::from_secret(secret.expose().as_bytes());
+        Authenticator { users, secret, source, key, validation, anonymous: cfg.allow_anonymous }
+    }
+
+    /// Where the signing secret came from (the console tells operators whether its tokens
+    /// work on other replicas).
+    pub fn signing_secret(&self) -> SigningSecret {
+        self.source
+    }
+
+    /// A client token this gateway accepts: see [`mint`]. Returns it with its expiry.
+    pub fn mint(&self, sub: &str, keys: Option<&[String]>, ttl: Duration) -> (String, SystemTime) {
+        sign(&self.secret, sub, keys, SystemTime::now(), ttl)
     }
 
     /// Authenticates a request from its headers and its `?token=` (already decoded).
@@ -127,11 +163,19 @@ impl Authenticator {
     }
 
     fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
-        let Some((key, validation)) = &self.jwt else {
-            return Err(AuthError::BadToken("tokens are not accepted: no JWT secret is configured".into()));
-        };
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| AuthError::BadToken(e.to_string()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            let signature = matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
+            if signature && self.source == SigningSecret::Generated {
+                // The likely cause: a token from another replica or an earlier run.
+                AuthError::BadToken(
+                    "not signed by this gateway (no JWT secret is configured: only tokens minted by this \
+                     process are accepted)"
+                        .into(),
+                )
+            } else {
+                AuthError::BadToken(e.to_string())
+            }
+        })?;
         Ok(Identity { user: Some(data.claims.sub), keys: data.claims.keys })
     }
 
@@ -149,13 +193,13 @@ impl Authenticator {
         }
     }
 
-    /// The `WWW-Authenticate` challenges this gateway answers a 401 with.
-    fn challenges(&self) -> Vec<HeaderValue> {
-        let mut out = vec![HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\"")];
-        if self.jwt.is_some() {
-            out.push(HeaderValue::from_static("Bearer realm=\"sluice\""));
-        }
-        out
+    /// The `WWW-Authenticate` challenges this gateway answers a 401 with: Basic, and Bearer
+    /// since tokens are always accepted (signed with the configured or generated secret).
+    fn challenges(&self) -> [HeaderValue; 2] {
+        [
+            HeaderValue::from_static("Basic realm=\"sluice\", charset=\"UTF-8\""),
+            HeaderValue::from_static("Bearer realm=\"sluice\""),
+        ]
     }
 
     /// The HTTP answer to a refused upgrade: 401 with challenges, or 403.
@@ -175,14 +219,21 @@ impl Authenticator {
 /// A client token: an HS256 JWT for `sub`, valid for `ttl`, limited to `keys` when given.
 /// What `sluice token` prints, and what the authenticator above accepts.
 pub fn mint(secret: &Secret, sub: &str, keys: Option<&[String]>, ttl: Duration) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let mut claims = serde_json::json!({ "sub": sub, "iat": now.as_secs(), "exp": (now + ttl).as_secs() });
+    sign(secret, sub, keys, SystemTime::now(), ttl).0
+}
+
+/// The token and the expiry it carries (`exp` is whole seconds, and so is the time returned).
+fn sign(secret: &Secret, sub: &str, keys: Option<&[String]>, now: SystemTime, ttl: Duration) -> (String, SystemTime) {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let exp = now.saturating_add(ttl.as_secs());
+    let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": exp });
     if let Some(keys) = keys {
         claims["keys"] = keys.into();
     }
     let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
     // HS256 over a JSON object with an HMAC key of any length cannot fail.
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap_or_default()
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap_or_default();
+    (token, UNIX_EPOCH + Duration::from_secs(exp))
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -285,6 +336,42 @@ mod tests {
         assert_eq!(id, Identity { user: Some("dash".into()), keys: Some(keys) });
         let other = mint(&Secret::new("another secret, 32 bytes long!!!"), "dash", None, Duration::from_secs(60));
         assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&other)), Err(AuthError::BadToken(_))));
+    }
+
+    #[test]
+    fn without_a_configured_secret_the_gateway_accepts_only_its_own_tokens() {
+        let cfg = AuthConfig {
+            users: vec![("alice".into(), Secret::new("pw"))],
+            jwt_secret: None,
+            allow_anonymous: false,
+            generated_password: false,
+        };
+        let (a, b) = (Authenticator::new(&cfg), Authenticator::new(&cfg));
+        assert_eq!(a.signing_secret(), SigningSecret::Generated);
+        let keys = vec!["sensor-1".to_owned()];
+        let (t, expires) = a.mint("console", Some(&keys), Duration::from_secs(60));
+        let left = expires.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60), "{left:?}");
+        let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
+        assert_eq!(id, Identity { user: Some("console".into()), keys: Some(keys) });
+        // Another process draws another secret.
+        match b.authenticate(&HeaderMap::new(), Some(&t)) {
+            Err(AuthError::BadToken(why)) => assert!(why.contains("not signed by this gateway"), "{why}"),
+            other => panic!("accepted a foreign token: {other:?}"),
+        }
+        // Nor does a token signed with some guessable secret pass.
+        let guess = mint(&Secret::new(""), "x", None, Duration::from_secs(60));
+        assert!(a.authenticate(&HeaderMap::new(), Some(&guess)).is_err());
+        assert!(a.authenticate(&basic("alice:pw"), None).is_ok());
+    }
+
+    #[test]
+    fn a_configured_secret_signs_what_the_gateway_mints() {
+        let a = auth(false);
+        assert_eq!(a.signing_secret(), SigningSecret::Configured);
+        let (t, _) = a.mint("console", None, Duration::from_secs(60));
+        let id = auth(false).authenticate(&HeaderMap::new(), Some(&t)).unwrap();
+        assert_eq!(id, Identity { user: Some("console".into()), keys: None });
     }
 
     #[test]

@@ -22,8 +22,11 @@
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
 //! - [`origin`]: which web pages may subscribe (the `Origin` check).
 //! - [`proxy`]: the client's address behind trusted reverse proxies.
-//! - [`admin`]: plain HTTP on the same port: health, readiness, metrics, console.
-//! - [`api`]: the admin API under `/api` (clients, messages, broadcast, publish, events).
+//! - [`admin`]: plain HTTP on the same port: health, readiness, metrics; which listener
+//!   serves what.
+//! - [`api`]: the admin API under `/api` (clients, messages, broadcast, publish, events,
+//!   client tokens).
+//! - [`console`]: the operator console page, embedded.
 //! - [`server`]: the accept loop (plain TCP or TLS) and the connection limit.
 //! - [`sink`]: client messages and lifecycle events out, to Kafka and the event feed.
 //! - [`metrics`]: every metric name, in one place.
@@ -38,6 +41,7 @@ pub mod auth;
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod hub;
 pub mod machine;
 pub mod metrics;

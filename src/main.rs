@@ -176,10 +176,12 @@ async fn run(config: Config) -> ExitCode {
     if config.admin.generated_token {
         println!("generated admin token (set ADMIN_TOKEN to choose your own): {}", config.admin.token.expose());
     }
-    if let Some(admin_addr) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
-        println!("sluice admin API on {scheme}://{admin_addr}/api");
+    let http = if config.tls.is_some() { "https" } else { "http" };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(admin_addr) = admin_addr {
+        println!("sluice admin API on {http}://{admin_addr}/api");
     }
+    println!("console: {http}://{}/", browsable(admin_addr.unwrap_or(addr)));
     println!("sluice listening on {scheme}://{addr} (subscribe at /{{key}} or /*)");
 
     tokio::spawn(stop_on_signal(shutdown));
@@ -187,6 +189,16 @@ async fn run(config: Config) -> ExitCode {
     gateway.serve(listener, admin).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// An address a browser on this machine can open: a wildcard listener is reached on loopback.
+fn browsable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -66,15 +66,16 @@ impl AllowedOrigins {
     }
 
     /// Whether a request may open a subscription: no `Origin` header, the gateway's own
-    /// origin, or an allowed one. `Origin: null` (sandboxed pages, files) is allowed only
-    /// with `*`.
-    pub fn permits(&self, headers: &HeaderMap) -> bool {
+    /// origin (the host asked for, on this port or on `console_port`, where the gateway's
+    /// console is served with `--admin-addr`), or an allowed one. `Origin: null`
+    /// (sandboxed pages, files) is allowed only with `*`.
+    pub fn permits(&self, headers: &HeaderMap, console_port: Option<u16>) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else { return true };
         if self.any {
             return true;
         }
         let Some((scheme, host, port)) = origin.to_str().ok().and_then(parse) else { return false };
-        if same_origin(headers, &host, port) {
+        if same_origin(headers, &host, port) || (port.is_some() && port == console_port && same_host(headers, &host)) {
             return true;
         }
         self.patterns.iter().any(|p| {
@@ -86,6 +87,14 @@ impl AllowedOrigins {
                 }
         })
     }
+}
+
+/// The origin's host is the one the request was addressed to.
+fn same_host(headers: &HeaderMap, host: &str) -> bool {
+    let authority = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    authority
+        .and_then(|a| a.parse::<axum::http::uri::Authority>().ok())
+        .is_some_and(|a| a.host().eq_ignore_ascii_case(host))
 }
 
 /// The page was served by this gateway: the origin's host and port are the ones the
@@ -116,6 +125,21 @@ mod tests {
         h
     }
 
+    impl AllowedOrigins {
+        fn permits_here(&self, headers: &HeaderMap) -> bool {
+            self.permits(headers, None)
+        }
+    }
+
+    #[test]
+    fn pages_of_the_console_on_the_admin_port_are_the_gateways_own() {
+        let none = allowed(&[]);
+        let h = headers(Some("http://gw.example:9090"), "gw.example:8080");
+        assert!(none.permits(&h, Some(9090)));
+        assert!(!none.permits(&h, Some(9091)));
+        assert!(!none.permits(&headers(Some("http://other.example:9090"), "gw.example:8080"), Some(9090)));
+    }
+
     fn allowed(entries: &[&str]) -> AllowedOrigins {
         AllowedOrigins::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
     }
@@ -123,31 +147,31 @@ mod tests {
     #[test]
     fn requests_without_origin_and_from_the_same_origin_pass() {
         let none = allowed(&[]);
-        assert!(none.permits(&headers(None, "gw.example:8080")));
-        assert!(none.permits(&headers(Some("http://gw.example:8080"), "gw.example:8080")));
-        assert!(none.permits(&headers(Some("https://GW.example"), "gw.example")));
-        assert!(none.permits(&headers(Some("http://gw.example"), "gw.example")));
+        assert!(none.permits_here(&headers(None, "gw.example:8080")));
+        assert!(none.permits_here(&headers(Some("http://gw.example:8080"), "gw.example:8080")));
+        assert!(none.permits_here(&headers(Some("https://GW.example"), "gw.example")));
+        assert!(none.permits_here(&headers(Some("http://gw.example"), "gw.example")));
     }
 
     #[test]
     fn other_sites_are_refused_unless_listed() {
         let none = allowed(&[]);
-        assert!(!none.permits(&headers(Some("https://evil.example"), "gw.example:8080")));
-        assert!(!none.permits(&headers(Some("http://gw.example:9999"), "gw.example:8080")));
-        assert!(!none.permits(&headers(Some("null"), "gw.example")));
-        assert!(!none.permits(&headers(Some("https://gw.example.evil.example"), "gw.example")));
+        assert!(!none.permits_here(&headers(Some("https://evil.example"), "gw.example:8080")));
+        assert!(!none.permits_here(&headers(Some("http://gw.example:9999"), "gw.example:8080")));
+        assert!(!none.permits_here(&headers(Some("null"), "gw.example")));
+        assert!(!none.permits_here(&headers(Some("https://gw.example.evil.example"), "gw.example")));
 
         let listed = allowed(&["https://app.example", "https://*.corp.example:8443"]);
-        assert!(listed.permits(&headers(Some("https://app.example"), "gw.example")));
-        assert!(listed.permits(&headers(Some("https://app.example:443"), "gw.example")));
-        assert!(!listed.permits(&headers(Some("http://app.example"), "gw.example")));
-        assert!(listed.permits(&headers(Some("https://a.b.corp.example:8443"), "gw.example")));
-        assert!(!listed.permits(&headers(Some("https://corp.example:8443"), "gw.example")));
-        assert!(!listed.permits(&headers(Some("https://evilcorp.example:8443"), "gw.example")));
-        assert!(!listed.permits(&headers(Some("https://evil.example"), "gw.example")));
+        assert!(listed.permits_here(&headers(Some("https://app.example"), "gw.example")));
+        assert!(listed.permits_here(&headers(Some("https://app.example:443"), "gw.example")));
+        assert!(!listed.permits_here(&headers(Some("http://app.example"), "gw.example")));
+        assert!(listed.permits_here(&headers(Some("https://a.b.corp.example:8443"), "gw.example")));
+        assert!(!listed.permits_here(&headers(Some("https://corp.example:8443"), "gw.example")));
+        assert!(!listed.permits_here(&headers(Some("https://evilcorp.example:8443"), "gw.example")));
+        assert!(!listed.permits_here(&headers(Some("https://evil.example"), "gw.example")));
 
-        assert!(allowed(&["*"]).permits(&headers(Some("https://evil.example"), "gw.example")));
-        assert!(allowed(&["*"]).permits(&headers(Some("null"), "gw.example")));
+        assert!(allowed(&["*"]).permits_here(&headers(Some("https://evil.example"), "gw.example")));
+        assert!(allowed(&["*"]).permits_here(&headers(Some("null"), "gw.example")));
     }
 
     #[test]
