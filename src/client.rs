@@ -5,7 +5,7 @@
 //! end of the queue and is the only writer to the socket.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -95,6 +95,9 @@ pub struct Client {
     outgoing: Mutex<Activity>,
     /// Frames dropped for this client under the `drop` policy.
     dropped: AtomicU64,
+    /// Its socket is full: a write waits for the client to read. The gateway-wide bound
+    /// sheds such clients first.
+    blocked: AtomicBool,
 }
 
 impl std::ops::Deref for Client {
@@ -124,6 +127,7 @@ impl Client {
             incoming: Mutex::new(Activity::default()),
             outgoing: Mutex::new(Activity::default()),
             dropped: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
         };
         (client, rx)
     }
@@ -176,6 +180,15 @@ impl Client {
     /// holding them: this is what the client holds back, not what it alone costs).
     pub fn queued_bytes(&self) -> usize {
         self.queue.frames.lock().bytes
+    }
+
+    /// The session's write is waiting for the socket (`true`), or no longer (`false`).
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::Relaxed)
     }
 
     pub fn count_dropped(&self) {

@@ -124,17 +124,19 @@ impl Hub {
         self.enforce_budget();
     }
 
-    /// Past the gateway-wide bound: sheds the clients holding the most until what they
-    /// hold would bring it back under (closed under `disconnect`, their queues dropped
-    /// under `drop`). Clients that keep up hold next to nothing, so they are never the
-    /// ones shed while a stalled one holds more.
+    /// Past the gateway-wide bound: sheds clients until what they hold would bring it back
+    /// under (closed under `disconnect`, their queues dropped under `drop`): first those
+    /// whose socket is full (they are not reading), holding the most first, then, only if
+    /// that is not enough, the others by what they hold. A client that keeps up has room
+    /// in its socket and next to nothing queued, so it is never shed while a stalled one
+    /// holds anything.
     pub fn enforce_budget(&self) {
         let excess = self.shared.budget.excess();
         if excess == 0 {
             return;
         }
         let Some(_shedding) = self.shared.shedding.try_lock() else { return };
-        let mut holders: Vec<(usize, Arc<Client>)> = {
+        let mut holders: Vec<(bool, usize, Arc<Client>)> = {
             let table = self.shared.table.read();
             table
                 .by_key
@@ -142,14 +144,14 @@ impl Hub {
                 .flatten()
                 .chain(table.all.iter())
                 .filter(|c| !c.is_closing())
-                .map(|c| (c.queued_bytes(), c.clone()))
-                .filter(|(bytes, _)| *bytes > 0)
+                .map(|c| (c.is_blocked(), c.queued_bytes(), c.clone()))
+                .filter(|(_, bytes, _)| *bytes > 0)
                 .collect()
         };
-        holders.sort_unstable_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        holders.sort_unstable_by_key(|(blocked, bytes, _)| std::cmp::Reverse((*blocked, *bytes)));
         let metrics = &self.shared.metrics;
         let mut freed = 0;
-        for (bytes, client) in holders {
+        for (blocked, bytes, client) in holders {
             if freed >= excess {
                 break;
             }
@@ -169,8 +171,9 @@ impl Hub {
                 client = %client.id,
                 key = %client.subscription.display(),
                 held = bytes,
+                socket_full = blocked,
                 policy = ?self.shared.policy,
-                "gateway-wide queue bound reached: shedding the client holding the most"
+                "gateway-wide queue bound reached: shedding a client that is behind"
             );
         }
     }
@@ -328,6 +331,23 @@ mod tests {
         assert!(stalled[1].0.is_closing() || stalled[2].0.is_closing());
         assert!(!fast.is_closing());
         assert!(metrics.queue_bound_sheds.get() >= 2);
+    }
+
+    #[test]
+    fn clients_whose_socket_is_full_are_shed_before_bigger_ones_that_read() {
+        let metrics = Metrics::new();
+        let budget = Budget::new(3_500, metrics.queued_bytes.clone());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget.clone());
+        let (reading, _rx1) = client(keyed("r"), 1000);
+        let (stuck, _rx2) = client(keyed("s"), 1000);
+        hub.subscribe(reading.clone());
+        hub.subscribe(stuck.clone());
+        stuck.set_blocked(true);
+        hub.dispatch(value("s", 1000));
+        hub.dispatch(value("r", 1500));
+        hub.dispatch(value("r", 1500));
+        assert!(stuck.is_closing(), "the client not reading goes first");
+        assert!(!reading.is_closing(), "it held more, but it reads");
     }
 
     #[test]

@@ -206,6 +206,8 @@ struct Batch {
     last: Option<Message>,
     /// The socket took a frame since the idle check last looked: the client is reading.
     progressed: bool,
+    /// The socket was found full during this batch (and the client marked blocked).
+    blocked: bool,
 }
 
 impl Batch {
@@ -459,9 +461,16 @@ impl Session {
     ) -> impl std::future::Future<Output = Result<(), Interrupt>> + 'a {
         // A poll function over the batch, not an async block: every idle session reserves
         // room for this future, and this way it is the batch and three references.
-        let mut batch = Batch { next: Some(first), count: 0, bytes: 0, last: None, progressed: false };
+        let mut batch = Batch { next: Some(first), count: 0, bytes: 0, last: None, progressed: false, blocked: false };
         std::future::poll_fn(move |cx| {
-            match batch.poll_write(socket, &self.queue, cx) {
+            let written = batch.poll_write(socket, &self.queue, cx);
+            // Marked on the way in and out of a full socket only: a client that keeps up
+            // costs nothing here.
+            if written.is_pending() != batch.blocked {
+                batch.blocked = written.is_pending();
+                self.client.set_blocked(batch.blocked);
+            }
+            match written {
                 Poll::Ready(Ok(())) => {
                     if let Some(last) = &batch.last {
                         self.client.sent(batch.count, batch.bytes, payload(last));
