@@ -256,23 +256,29 @@ enum Interrupt {
 const PING_TIMEOUT: &str = "ping timeout";
 
 /// Tracks whether a client is still there: something read from it, or something its
-/// socket took, within the last two ping intervals.
+/// socket took, within the last two ping intervals. Counted in ticks of the ping timer, so
+/// that a sign of life is a flag set, not a clock read, on the path of every batch.
 struct Liveness {
     ping: Option<tokio::time::Interval>,
     every: Duration,
-    alive_at: Instant,
+    /// A sign of life since the last tick.
+    alive: bool,
+    /// Ticks in a row without one.
+    quiet: u8,
 }
 
 impl Liveness {
-    /// `Ready(true)` at a tick when the client has shown no sign of life for two
-    /// intervals, `Ready(false)` at a tick when it has; never with pings off.
+    /// `Ready(true)` at a tick that ends the second interval in a row without a sign of
+    /// life, `Ready(false)` at other ticks; never with pings off.
     fn poll_expired(&mut self, cx: &mut Context<'_>, progressed: &mut bool) -> Poll<bool> {
         let Some(ping) = &mut self.ping else { return Poll::Pending };
         ready!(ping.poll_tick(cx));
-        if std::mem::take(progressed) {
-            self.alive_at = Instant::now();
+        if std::mem::take(&mut self.alive) | std::mem::take(progressed) {
+            self.quiet = 0;
+        } else {
+            self.quiet = self.quiet.saturating_add(1);
         }
-        Poll::Ready(self.alive_at.elapsed() > self.every * 2)
+        Poll::Ready(self.quiet >= 2)
     }
 }
 
@@ -338,7 +344,8 @@ impl Session {
                 ping
             }),
             every: self.app.settings.ping_interval.unwrap_or_default(),
-            alive_at: Instant::now(),
+            alive: false,
+            quiet: 0,
         };
 
         // Shutdown reaches sessions through their queues (Gateway::serve signals every
@@ -356,7 +363,7 @@ impl Session {
                     };
                     match written {
                         // The socket took the batch: the client is reading.
-                        Ok(()) => live.alive_at = Instant::now(),
+                        Ok(()) => live.alive = true,
                         Err(Interrupt::Signal(Signal::Close)) => return Box::pin(self.close_requested(socket)).await,
                         Err(Interrupt::Signal(Signal::Shutdown)) => return Box::pin(self.shut_down(socket)).await,
                         Err(Interrupt::Idle) => {
@@ -367,7 +374,7 @@ impl Session {
                     }
                 }
                 incoming = socket.next() => {
-                    live.alive_at = Instant::now();
+                    live.alive = true;
                     match incoming {
                         None => return End::Lost("connection closed without a close frame".into()),
                         Some(Err(e)) => return Box::pin(self.read_failed(socket, e)).await,
@@ -384,7 +391,9 @@ impl Session {
                     }
                     // A client that stopped reading blocks this write: it must still yield
                     // to the close signal, and give up when the client's time is up.
-                    let left = (live.every * 2).saturating_sub(live.alive_at.elapsed());
+                    // A ping that cannot even be sent before the next tick: nothing is going
+                    // out to this client, nor coming from it.
+                    let left = live.every;
                     let sent = tokio::select! {
                         biased;
                         signal = self.queue.signalled() => match signal {
