@@ -1,5 +1,6 @@
 //! Who may open a subscription: the key in the path, the page's origin, the credentials,
-//! and a free session slot. Every refusal is answered before anything is opened, counted
+//! what it asks to get first (a cursor to resume from, or the last N records), and a free
+//! session slot. Every refusal is answered before anything is opened, counted
 //! by reason, and logged (rate-limited, never with credentials).
 
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::app::App;
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::client::Subscription;
+use crate::position::Cursor;
 use crate::proxy::RemoteAddr;
+use crate::replay::Start;
 
 /// Seconds a client refused at the connection limit is told to wait before trying again.
 const RETRY_AFTER_SECS: &str = "5";
@@ -23,7 +26,10 @@ pub struct Admitted {
     pub subscription: Subscription,
     pub identity: Identity,
     pub remote: RemoteAddr,
+    pub user_agent: Option<String>,
     pub params: Params,
+    /// What it gets before the live stream.
+    pub start: Start,
 }
 
 /// What the query string asks for.
@@ -31,6 +37,10 @@ pub struct Admitted {
 pub struct Params {
     pub token: Option<String>,
     pub envelope: bool,
+    /// `?cursor=` (or, for SSE, the `Last-Event-ID` header).
+    pub cursor: Option<String>,
+    /// `?last=`, as given.
+    pub last: Option<String>,
 }
 
 pub fn params(uri: &Uri) -> Params {
@@ -39,10 +49,37 @@ pub fn params(uri: &Uri) -> Params {
         match &*name {
             "token" => p.token = Some(value.into_owned()),
             "envelope" => p.envelope = matches!(&*value, "true" | "1" | "yes"),
+            "cursor" => p.cursor = Some(value.into_owned()),
+            "last" => p.last = Some(value.into_owned()),
             _ => {}
         }
     }
     p
+}
+
+/// What a subscriber asked to get first: the records after its cursor (`?cursor=`, or
+/// `Last-Event-ID` for an EventSource reconnecting), or the last N (`?last=N`).
+fn start(app: &App, params: &Params, last_event_id: Option<&str>) -> Result<Start, Refused> {
+    let cursor = params.cursor.as_deref().or(last_event_id).map(str::trim).filter(|c| !c.is_empty());
+    match (cursor, params.last.as_deref()) {
+        (Some(_), Some(_)) => Err(Refused::BadRequest("cursor and last cannot be used together".into())),
+        (Some(text), None) => {
+            let cursor = Cursor::decode(text).map_err(|e| Refused::BadRequest(e.to_string()))?;
+            // A cursor of another stream (another topic, or an embedded stream that has
+            // restarted) names offsets of something else: start at the oldest record held,
+            // and say it was not a resume.
+            Ok(if app.hub.is_ours(&cursor) { Start::After(cursor.position) } else { Start::Oldest })
+        }
+        (None, Some(n)) => {
+            let most = app.settings.max_last;
+            match n.trim().parse::<usize>() {
+                Ok(0) => Ok(Start::Live),
+                Ok(n) if n <= most => Ok(Start::Last(n)),
+                _ => Err(Refused::BadRequest(format!("last must be a number from 0 to {most}"))),
+            }
+        }
+        (None, None) => Ok(Start::Live),
+    }
 }
 
 /// Parses the subscription from a request path: `/*` is every record, anything else the
@@ -63,6 +100,8 @@ pub fn subscription_from_path(path: &str) -> Result<Subscription, &'static str> 
 #[derive(Debug)]
 pub enum Refused {
     BadPath(&'static str),
+    /// A malformed cursor, or `?last=` out of range.
+    BadRequest(String),
     Origin,
     Auth(AuthError),
     /// The transport's own checks (the WebSocket opening handshake).
@@ -78,6 +117,7 @@ impl Refused {
     fn reason(&self) -> &'static str {
         match self {
             Refused::BadPath(_) => "bad_path",
+            Refused::BadRequest(_) => "bad_request",
             Refused::Origin => "origin",
             Refused::Auth(e) => e.reason(),
             Refused::Transport { reason, .. } => reason,
@@ -89,6 +129,7 @@ impl Refused {
         let error = |status: StatusCode, message: &str| (status, Json(serde_json::json!({ "error": message })));
         match self {
             Refused::BadPath(message) => error(StatusCode::BAD_REQUEST, message).into_response(),
+            Refused::BadRequest(message) => error(StatusCode::BAD_REQUEST, &message).into_response(),
             Refused::Origin => {
                 error(StatusCode::FORBIDDEN, "this page's origin may not subscribe: see --allowed-origins")
                     .into_response()
@@ -128,7 +169,10 @@ pub fn admit(app: &App, parts: &request::Parts) -> Result<Admitted, Refused> {
         .authenticate(&parts.headers, params.token.as_deref())
         .and_then(|id| Authenticator::authorize(&id, &subscription).map(|()| id))
         .map_err(Refused::Auth)?;
-    Ok(Admitted { subscription, identity, remote, params })
+    let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let start = start(app, &params, last_event_id)?;
+    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(Admitted { subscription, identity, remote, user_agent, params, start })
 }
 
 /// A session slot, or [`Refused::Full`] at once.

@@ -23,7 +23,6 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 use crate::auth::SigningSecret;
 use crate::client::{Activity, Client, Offer};
-use crate::record::frame;
 use crate::sink::rfc3339;
 
 /// Why an admin request failed; each maps to a status and a JSON body.
@@ -150,7 +149,7 @@ async fn get_client(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 
 async fn send_to_client(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
     let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
-    match client.offer(frame(app.hub.budget().charge(body))) {
+    match client.offer(client.message(app.hub.budget().charge(body))) {
         Offer::Queued => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
         Offer::Full => Err(ApiError::Unavailable(format!("client {id:?} has a full queue"))),
         Offer::Closed => Err(ApiError::UnknownClient(id)),
@@ -191,13 +190,17 @@ struct BroadcastQuery {
 }
 
 async fn broadcast(State(app): State<App>, Query(q): Query<BroadcastQuery>, body: Bytes) -> Json<Value> {
-    let message = frame(app.hub.budget().charge(body));
+    let body = app.hub.budget().charge(body);
+    // Built once per transport, shared by every client of it.
+    let (mut websocket, mut sse) = (None, None);
     let mut delivered = 0usize;
     for client in app.registry.all() {
         if q.key.as_deref().is_some_and(|k| client.subscription.display() != k) {
             continue;
         }
-        if client.offer(message.clone()) == Offer::Queued {
+        let slot = if client.form.is_sse() { &mut sse } else { &mut websocket };
+        let message = slot.get_or_insert_with(|| client.message(body.clone())).clone();
+        if client.offer(message) == Offer::Queued {
             delivered += 1;
         }
     }
@@ -340,7 +343,8 @@ pub fn client_json(c: &Client) -> Value {
         "user": c.user,
         "remoteAddr": c.remote.to_string(),
         "userAgent": c.user_agent,
-        "envelope": c.envelope,
+        "envelope": c.form.is_envelope(),
+        "transport": if c.form.is_sse() { "sse" } else { "websocket" },
         "connectedAt": rfc3339(c.connected_at),
         "lastActiveAt": rfc3339(c.last_active()),
         "lastMessageIn": last_message(&c.incoming()),

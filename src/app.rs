@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::budget::Budget;
 use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
-use crate::hub::Hub;
+use crate::history::History;
+use crate::hub::{Hub, StreamSettings};
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::proxy::TrustedProxies;
@@ -37,6 +38,8 @@ pub struct SessionSettings {
     pub shutdown_timeout: Duration,
     pub max_message_size: usize,
     pub stored_message_bytes: usize,
+    /// Largest N of `?last=N`.
+    pub max_last: usize,
 }
 
 /// The shared state every request handler and session sees; cheap to clone.
@@ -69,6 +72,8 @@ pub struct Shared {
     pub trusted_proxies: TrustedProxies,
     /// How far consuming `input` is, per partition (Kafka only): `/readyz` shows it.
     pub progress: Option<Progress>,
+    /// Reads older records back from Kafka for resuming clients (Kafka only).
+    pub history: Option<History>,
     /// The port of the `--admin-addr` listener, once bound: pages of the console served
     /// there may subscribe on this one.
     pub console_port: std::sync::OnceLock<u16>,
@@ -112,9 +117,20 @@ impl Gateway {
         let metrics = Metrics::new();
         let readiness = Readiness::new(metrics.clone());
         let budget = Budget::new(config.max_queued_bytes, metrics.queued_bytes.clone());
-        let hub = Hub::new(config.slow_consumer, metrics.clone(), budget);
+        let kafka = matches!(config.source, SourceConfig::Kafka(_));
+        let stream = StreamSettings {
+            // Kafka offsets mean the same to every process reading the topic; the embedded
+            // stream's start over with each process, so its cursors carry a tag of its own.
+            tag: match &config.source {
+                SourceConfig::Kafka(k) => crate::position::topic_tag(&k.topic),
+                SourceConfig::Memory { .. } => rand::random(),
+            },
+            recent_bytes: config.replay_buffer_bytes,
+            limits: crate::replay::Limits { kafka, max_fetch: config.max_resume_records },
+        };
+        let hub = Hub::new(config.slow_consumer, metrics.clone(), budget, stream);
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-        let (source, memory, outbox, progress) = match &config.source {
+        let (source, memory, outbox, progress, history) = match &config.source {
             SourceConfig::Kafka(k) => {
                 let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
                 let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
@@ -133,12 +149,15 @@ impl Gateway {
                     None => None,
                 };
                 let progress = Some(source.progress());
-                (Source::Kafka { input: Box::new(source), replies }, None, outbox, progress)
+                let history = History::start(k, metrics.clone()).map_err(|e| match e {
+                    crate::history::HistoryError::Config(e) => KafkaSourceError::Config(e),
+                })?;
+                (Source::Kafka { input: Box::new(source), replies }, None, outbox, progress, Some(history))
             }
             SourceConfig::Memory { demo } => {
                 let stream = MemoryStream::new(Arc::new(hub.clone()));
                 let source = Source::Memory { demo: *demo, stream: stream.clone() };
-                (source, Some(stream), Outbox::memory(metrics.clone()), None)
+                (source, Some(stream), Outbox::memory(metrics.clone()), None, None)
             }
         };
         let app = App(Arc::new(Shared {
@@ -154,6 +173,7 @@ impl Gateway {
                 shutdown_timeout: config.shutdown_timeout,
                 max_message_size: config.max_message_size,
                 stored_message_bytes: config.stored_message_bytes,
+                max_last: config.max_last,
             },
             outbox,
             admin_token: config.admin.token.clone(),
@@ -164,6 +184,7 @@ impl Gateway {
             allowed_origins: config.allowed_origins.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             progress,
+            history,
             console_port: std::sync::OnceLock::new(),
         }));
         Ok(Gateway {

@@ -21,6 +21,9 @@ pub struct Budget {
 struct Shared {
     /// Bytes held now: the `sluice_queued_bytes` gauge itself, so the metric is exact.
     held: Gauge,
+    /// Of those, bytes the replay buffer holds anyway (frames of recent records, built for
+    /// the live fan-out): memory it bounds itself, which no shedding of clients would free.
+    pinned: Gauge,
     limit: i64,
 }
 
@@ -44,7 +47,18 @@ impl Drop for Charged {
 
 impl Budget {
     pub fn new(limit: usize, held: Gauge) -> Budget {
-        Budget { shared: Arc::new(Shared { held, limit: i64::try_from(limit).unwrap_or(i64::MAX) }) }
+        Budget {
+            shared: Arc::new(Shared {
+                held,
+                pinned: Gauge::default(),
+                limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            }),
+        }
+    }
+
+    /// The replay buffer took (positive) or let go of (negative) frames of these bytes.
+    pub fn pin(&self, bytes: i64) {
+        self.shared.pinned.inc_by(bytes);
     }
 
     /// The same bytes, now counted until the last clone of the result is dropped.
@@ -63,7 +77,7 @@ impl Budget {
     /// Bytes to free to get back to nine tenths of the bound (some headroom, so one shed
     /// is not followed by another at the very next record); zero while under the bound.
     pub fn excess(&self) -> usize {
-        let held = self.shared.held.get();
+        let held = self.shared.held.get() - self.shared.pinned.get();
         if held <= self.shared.limit {
             return 0;
         }
@@ -86,6 +100,18 @@ mod tests {
         assert_eq!(budget.held(), 40);
         drop(copies);
         assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn what_the_replay_buffer_holds_anyway_is_not_an_excess() {
+        let budget = Budget::new(100, Gauge::default());
+        let held = budget.charge(Bytes::from(vec![0u8; 150]));
+        assert_eq!(budget.excess(), 150 - 90);
+        budget.pin(150);
+        assert_eq!(budget.excess(), 0);
+        budget.pin(-150);
+        assert_eq!(budget.excess(), 150 - 90);
+        drop(held);
     }
 
     #[test]

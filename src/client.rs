@@ -15,7 +15,9 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tungstenite::Message;
 
+use crate::position::Position;
 use crate::proxy::RemoteAddr;
+use crate::record::{sse_event, Form};
 
 /// What a client subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,6 +29,14 @@ pub enum Subscription {
 }
 
 impl Subscription {
+    /// Whether a record with this key is one of this subscription's.
+    pub fn matches(&self, key: Option<&[u8]>) -> bool {
+        match self {
+            Subscription::All => true,
+            Subscription::Key(k) => key == Some(&k[..]),
+        }
+    }
+
     /// The key as text, for logs and the admin API (`*` for all).
     pub fn display(&self) -> String {
         match self {
@@ -73,8 +83,8 @@ pub struct ClientInfo {
     /// The `replyId`: random, unguessable, unique for the life of the process.
     pub id: Arc<str>,
     pub subscription: Subscription,
-    /// Wrap records in the metadata envelope (`?envelope=true`).
-    pub envelope: bool,
+    /// How records reach it: WebSocket or SSE, verbatim or in the envelope.
+    pub form: Form,
     /// The authenticated identity (Basic user or JWT `sub`); `None` when anonymous.
     pub user: Option<String>,
     pub remote: RemoteAddr,
@@ -98,6 +108,9 @@ pub struct Client {
     /// Its socket is full: a write waits for the client to read. The gateway-wide bound
     /// sheds such clients first.
     blocked: AtomicBool,
+    /// Set when it resumed a cursor ahead of this gateway: live records below it, already
+    /// delivered by another replica, are not sent.
+    floor: OnceLock<Position>,
 }
 
 impl std::ops::Deref for Client {
@@ -128,13 +141,48 @@ impl Client {
             outgoing: Mutex::new(Activity::default()),
             dropped: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
+            floor: OnceLock::new(),
         };
         (client, rx)
     }
 
     /// Queues a frame without waiting: the fan-out never blocks on one client.
     pub fn offer(&self, frame: Message) -> Offer {
-        self.queue.push(frame)
+        self.queue.push(frame, false)
+    }
+
+    /// Queues a replayed frame ahead of any live one, whatever the queue's bounds: what a
+    /// subscriber asked to replay is bounded where it is planned.
+    pub fn offer_replay(&self, frame: Message) -> Offer {
+        self.queue.push(frame, true)
+    }
+
+    /// A message for this client from the admin API or `replies`, in its transport's
+    /// form: a text (UTF-8) or binary frame, or an SSE `message` event.
+    pub fn message(&self, body: Bytes) -> Message {
+        if self.form.is_sse() {
+            match std::str::from_utf8(&body) {
+                Ok(_) => Message::Binary(sse_event(Some("message"), None, &body)),
+                Err(_) => {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+                    Message::Binary(sse_event(Some("message-binary"), None, encoded.as_bytes()))
+                }
+            }
+        } else {
+            crate::record::frame(body)
+        }
+    }
+
+    /// Live records below this position are skipped for this client.
+    pub fn set_floor(&self, floor: Position) {
+        let _ = self.floor.set(floor);
+    }
+
+    /// Whether a live record is one this client already has (see [`Client::set_floor`]).
+    #[inline]
+    pub fn has_already(&self, partition: i32, offset: i64) -> bool {
+        self.floor.get().is_some_and(|f| f.get(partition).is_some_and(|next| offset < next))
     }
 
     /// Asks the session to close with this code and reason. The first request wins;
@@ -275,7 +323,7 @@ pub enum Signal {
 }
 
 impl Queue {
-    fn push(&self, frame: Message) -> Offer {
+    fn push(&self, frame: Message, unbounded: bool) -> Offer {
         if self.state.load(Ordering::Acquire) & (CLOSING | RECEIVER_GONE) != 0 {
             return Offer::Closed;
         }
@@ -284,8 +332,9 @@ impl Queue {
             let mut q = self.frames.lock();
             // An empty queue takes any frame, so one record larger than the byte bound
             // still reaches a client that keeps up.
-            let full =
-                q.frames.len() >= self.limits.frames || (!q.frames.is_empty() && q.bytes + size > self.limits.bytes);
+            let full = !unbounded
+                && (q.frames.len() >= self.limits.frames
+                    || (!q.frames.is_empty() && q.bytes + size > self.limits.bytes));
             if full {
                 return Offer::Full;
             }
@@ -421,7 +470,7 @@ pub(crate) mod tests {
         ClientInfo {
             id: id.into(),
             subscription,
-            envelope: false,
+            form: Form::Verbatim,
             user: None,
             remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             user_agent: None,

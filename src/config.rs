@@ -134,6 +134,21 @@ pub struct Options {
     #[arg(long, env = "SLUICE_SLOW_CONSUMER", value_name = "POLICY")]
     pub slow_consumer: Option<String>,
 
+    /// Bytes of recent records held in memory for clients that resume (`?cursor=`,
+    /// `Last-Event-ID`) or ask for the last few (`?last=`). [default: a quarter of
+    /// --max-queued-bytes, at most 64 MiB]
+    #[arg(long, env = "SLUICE_REPLAY_BUFFER_BYTES", value_name = "BYTES")]
+    pub replay_buffer_bytes: Option<usize>,
+
+    /// Records behind the oldest one in memory beyond which a resuming client is not
+    /// served from Kafka (it gets `"resumed":false` and what memory holds). [default: 10000]
+    #[arg(long, env = "SLUICE_MAX_RESUME_RECORDS", value_name = "RECORDS")]
+    pub max_resume_records: Option<u64>,
+
+    /// Largest N of `?last=N`. [default: 100]
+    #[arg(long, env = "SLUICE_MAX_LAST", value_name = "N")]
+    pub max_last: Option<usize>,
+
     /// Most clients (WebSocket sessions) at once; an upgrade beyond it is answered 503 with
     /// Retry-After. [default: 100000]
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
@@ -335,6 +350,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Bytes of records held for clients, all together.
     pub max_queued_bytes: usize,
+    /// Bytes of recent records held for resume and `?last=`.
+    pub replay_buffer_bytes: usize,
+    pub max_resume_records: u64,
+    pub max_last: usize,
     pub allowed_origins: AllowedOrigins,
     pub trusted_proxies: TrustedProxies,
     pub ping_interval: Option<Duration>,
@@ -545,6 +564,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 const DEFAULT_MAX_PENDING_CONNECTIONS: usize = 1024;
 const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_STUCK_PARTITION_SECS: u64 = 60;
+const DEFAULT_MAX_RESUME_RECORDS: u64 = 10_000;
+const DEFAULT_MAX_LAST: usize = 100;
 /// When the memory available cannot be read.
 const FALLBACK_MEMORY: u64 = 4 << 30;
 const DEFAULT_PING_INTERVAL_SECS: u64 = 30;
@@ -733,6 +754,9 @@ impl Config {
         if max_connections == 0 {
             bad("--max-connections / SLUICE_MAX_CONNECTIONS", "must be at least 1".into());
         }
+        let replay_buffer_bytes = o.replay_buffer_bytes.unwrap_or((max_queued_bytes / 4).min(64 << 20));
+        let max_resume_records = o.max_resume_records.unwrap_or(DEFAULT_MAX_RESUME_RECORDS);
+        let max_last = o.max_last.unwrap_or(DEFAULT_MAX_LAST);
         let max_pending_connections = o.max_pending_connections.unwrap_or(DEFAULT_MAX_PENDING_CONNECTIONS);
         if max_pending_connections == 0 {
             bad("--max-pending-connections / SLUICE_MAX_PENDING_CONNECTIONS", "must be at least 1".into());
@@ -814,6 +838,9 @@ impl Config {
             max_pending_connections,
             header_timeout: Duration::from_secs(header_timeout),
             max_queued_bytes,
+            replay_buffer_bytes,
+            max_resume_records,
+            max_last,
             allowed_origins,
             trusted_proxies,
             ping_interval,

@@ -1,7 +1,13 @@
 //! Fan-out: each record goes to the clients subscribed to its key and to those on `/*`.
 //!
-//! A record is encoded once (see [`crate::record::Frames`]) and each subscriber gets a
-//! reference to the same bytes. Delivery never waits on a client: a full queue is a
+//! The hub also knows where the stream is (the position after the last record
+//! dispatched, which each record's cursor is made of) and holds the most recent records
+//! ([`crate::replay::Recent`]), so a client can subscribe with what it missed or the last
+//! few records first: planned and queued under the same lock as the fan-out, so nothing
+//! falls between replay and live.
+//!
+//! A record is encoded once per form (see [`crate::record::Stamped`]) and each subscriber
+//! gets a reference to the same bytes. Delivery never waits on a client: a full queue is a
 //! decision under the slow-consumer policy, taken here and counted, and so is the
 //! gateway-wide bound on bytes held ([`crate::budget`]): past it, the clients holding the
 //! most are shed, never the ones that keep up.
@@ -10,13 +16,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::budget::Budget;
 use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, SLOW_CONSUMER};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::Metrics;
-use crate::record::{Frames, Record};
+use crate::position::{Cursor, Position};
+use crate::record::{Record, Stamped};
+use crate::replay::{self, Limits, Recent, Start};
 use crate::source::Dispatch;
 
 /// A cheap-to-clone handle on the subscription table.
@@ -26,8 +34,12 @@ pub struct Hub {
 }
 
 struct Shared {
-    /// Read on every record, written on connect and disconnect.
-    table: RwLock<Table>,
+    /// Taken for every record and every subscription: one source task dispatches, so it
+    /// is contended only by clients connecting and leaving.
+    table: Mutex<Table>,
+    /// Tags this stream's cursors (see [`crate::position`]).
+    tag: u32,
+    limits: Limits,
     policy: SlowConsumerPolicy,
     metrics: Metrics,
     budget: Budget,
@@ -36,17 +48,47 @@ struct Shared {
     shedding: Mutex<()>,
 }
 
-#[derive(Default)]
 struct Table {
     by_key: HashMap<Bytes, Vec<Arc<Client>>>,
     all: Vec<Arc<Client>>,
+    /// The position after the last record dispatched.
+    live: Position,
+    recent: Recent,
+}
+
+/// The stream a hub serves, for its cursors and replay.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// See [`crate::position::topic_tag`].
+    pub tag: u32,
+    /// Bytes of recent records held for resume and `?last=`.
+    pub recent_bytes: usize,
+    pub limits: Limits,
+}
+
+/// Where a new subscriber's delivery starts, decided at subscription.
+pub struct Begin {
+    /// The position its delivery starts at (the welcome frame's cursor).
+    pub start: Position,
+    /// Everything after its cursor will be delivered (so far: see `fetch`).
+    pub complete: bool,
+    /// Older records its session reads from Kafka first, per partition `[from, to)`.
+    pub fetch: Vec<(i32, i64, i64)>,
 }
 
 impl Hub {
-    pub fn new(policy: SlowConsumerPolicy, metrics: Metrics, budget: Budget) -> Self {
+    pub fn new(policy: SlowConsumerPolicy, metrics: Metrics, budget: Budget, stream: StreamSettings) -> Self {
+        let table = Table {
+            by_key: HashMap::new(),
+            all: Vec::new(),
+            live: Position::default(),
+            recent: Recent::new(stream.recent_bytes, budget.clone()),
+        };
         Hub {
             shared: Arc::new(Shared {
-                table: RwLock::new(Table::default()),
+                table: Mutex::new(table),
+                tag: stream.tag,
+                limits: stream.limits,
                 policy,
                 metrics,
                 budget,
@@ -60,19 +102,49 @@ impl Hub {
         &self.shared.budget
     }
 
+    /// The text form of a position of this stream.
+    pub fn cursor(&self, position: &Position) -> String {
+        Cursor { tag: self.shared.tag, position: position.clone() }.encode()
+    }
+
+    /// Whether a cursor belongs to this stream (a cursor of another topic, or of an
+    /// embedded stream that has since restarted, names offsets of something else).
+    pub fn is_ours(&self, cursor: &Cursor) -> bool {
+        cursor.tag == self.shared.tag
+    }
+
     /// Starts delivering records to `client`, until [`Hub::unsubscribe`] (which the
-    /// session's drop calls, so no path out of a session leaves a stale subscriber).
-    pub fn subscribe(&self, client: Arc<Client>) {
-        let mut table = self.shared.table.write();
+    /// session's drop calls, so no path out of a session leaves a stale subscriber). What
+    /// `start` asks for is queued first, from memory, under the same lock as the fan-out:
+    /// every record dispatched before is in the replay or not wanted, every one after is
+    /// live.
+    pub fn subscribe(&self, client: Arc<Client>, start: &Start) -> Begin {
+        let shared = &self.shared;
+        let mut table = shared.table.lock();
+        let plan = replay::plan(start, &client.subscription, &table.live, &table.recent, shared.limits);
+        if let Some(floor) = plan.floor {
+            client.set_floor(floor);
+        }
+        for r in &plan.replay {
+            let frame = if r.own {
+                r.stamped.frame_with_cursor(client.form, &self.cursor(&r.after), &shared.budget)
+            } else {
+                r.stamped.frame(client.form, &shared.budget, || self.cursor(&r.after)).cloned()
+            };
+            if let Some(frame) = frame {
+                client.offer_replay(frame);
+            }
+        }
         match &client.subscription {
-            Subscription::All => table.all.push(client),
-            Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client),
+            Subscription::All => table.all.push(client.clone()),
+            Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client.clone()),
         }
         self.gauge(&table);
+        Begin { start: plan.start, complete: plan.complete, fetch: plan.fetch }
     }
 
     pub fn unsubscribe(&self, client: &Arc<Client>) {
-        let mut table = self.shared.table.write();
+        let mut table = self.shared.table.lock();
         let remove = |list: &mut Vec<Arc<Client>>| {
             if let Some(i) = list.iter().position(|c| Arc::ptr_eq(c, client)) {
                 list.swap_remove(i);
@@ -100,25 +172,50 @@ impl Hub {
 
     /// Subscribers now: (keys with at least one client, clients on `/*`).
     pub fn sizes(&self) -> (usize, usize) {
-        let table = self.shared.table.read();
+        let table = self.shared.table.lock();
         (table.by_key.len(), table.all.len())
     }
 
-    fn deliver(&self, record: &Record) {
-        let metrics = &self.shared.metrics;
+    /// Consuming `partition` starts at `next` (at start-up, or a partition added later).
+    pub fn watch(&self, partition: i32, next: i64) {
+        let mut table = self.shared.table.lock();
+        table.live.insert(partition, next);
+        table.recent.watch(partition, next);
+    }
+
+    /// Records held for resume and `?last=`, and their bytes.
+    pub fn recent_size(&self) -> (usize, usize) {
+        let table = self.shared.table.lock();
+        (table.recent.len(), table.recent.bytes())
+    }
+
+    fn deliver(&self, record: Record) {
+        let shared = &*self.shared;
+        let metrics = &shared.metrics;
         metrics.records_consumed.inc();
-        if record.value.is_none() {
+        let tombstone = record.value.is_none();
+        if tombstone {
             metrics.record_skipped("tombstone");
-            return;
         }
-        let frames = Frames::new(record, &self.shared.budget);
+        let (partition, offset) = (record.partition, record.offset);
+        let stamped = Arc::new(Stamped::new(record));
         {
-            let table = self.shared.table.read();
-            let keyed = record.key.as_ref().and_then(|k| table.by_key.get(k));
-            for client in keyed.into_iter().flatten().chain(table.all.iter()) {
-                if let Some(frame) = frames.for_subscriber(client.envelope) {
-                    offer(client, frame.clone(), self.shared.policy, metrics);
+            let mut table = shared.table.lock();
+            let Table { by_key, all, live, recent } = &mut *table;
+            // The stream moves past a tombstone too: cursors name positions, not records.
+            live.advance(partition, offset);
+            if !tombstone {
+                let keyed = stamped.record.key.as_ref().and_then(|k| by_key.get(k));
+                let cursor = || Cursor { tag: shared.tag, position: live.clone() }.encode();
+                for client in keyed.into_iter().flatten().chain(all.iter()) {
+                    if client.has_already(partition, offset) {
+                        continue;
+                    }
+                    if let Some(frame) = stamped.frame(client.form, &shared.budget, cursor) {
+                        offer(client, frame.clone(), shared.policy, metrics);
+                    }
                 }
+                recent.push(stamped.clone());
             }
         }
         self.enforce_budget();
@@ -137,7 +234,7 @@ impl Hub {
         }
         let Some(_shedding) = self.shared.shedding.try_lock() else { return };
         let mut holders: Vec<(bool, usize, Arc<Client>)> = {
-            let table = self.shared.table.read();
+            let table = self.shared.table.lock();
             table
                 .by_key
                 .values()
@@ -202,7 +299,11 @@ pub fn offer(client: &Client, frame: tungstenite::Message, policy: SlowConsumerP
 
 impl Dispatch for Hub {
     fn dispatch(&self, record: Record) {
-        self.deliver(&record);
+        self.deliver(record);
+    }
+
+    fn watch(&self, partition: i32, next: i64) {
+        Hub::watch(self, partition, next);
     }
 }
 
@@ -233,6 +334,9 @@ mod tests {
         }
     }
 
+    const STREAM: StreamSettings =
+        StreamSettings { tag: 1, recent_bytes: 0, limits: Limits { kafka: false, max_fetch: 0 } };
+
     fn unbounded() -> Budget {
         Budget::new(usize::MAX, Default::default())
     }
@@ -247,11 +351,11 @@ mod tests {
 
     #[test]
     fn records_reach_their_key_and_the_wildcard_only() {
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
         let (a, mut rx_a) = client(Subscription::Key(Bytes::from_static(b"a")), 8);
         let (all, mut rx_all) = client(Subscription::All, 8);
-        hub.subscribe(a);
-        hub.subscribe(all);
+        hub.subscribe(a, &Start::Live);
+        hub.subscribe(all, &Start::Live);
         hub.dispatch(record(Some("a"), Some("1")));
         hub.dispatch(record(Some("b"), Some("2")));
         hub.dispatch(record(None, Some("3")));
@@ -263,11 +367,11 @@ mod tests {
     #[test]
     fn a_full_queue_closes_only_that_client_under_disconnect() {
         let metrics = Metrics::new();
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded(), STREAM);
         let (slow, _rx_slow) = client(Subscription::All, 1);
         let (fast, mut rx_fast) = client(Subscription::All, 8);
-        hub.subscribe(slow.clone());
-        hub.subscribe(fast.clone());
+        hub.subscribe(slow.clone(), &Start::Live);
+        hub.subscribe(fast.clone(), &Start::Live);
         for v in ["1", "2", "3"] {
             hub.dispatch(record(Some("k"), Some(v)));
         }
@@ -280,9 +384,9 @@ mod tests {
     #[test]
     fn drop_policy_keeps_the_client_and_counts() {
         let metrics = Metrics::new();
-        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), unbounded());
+        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), unbounded(), STREAM);
         let (slow, mut rx) = client(Subscription::All, 1);
-        hub.subscribe(slow.clone());
+        hub.subscribe(slow.clone(), &Start::Live);
         for v in ["1", "2", "3"] {
             hub.dispatch(record(Some("k"), Some(v)));
         }
@@ -304,13 +408,13 @@ mod tests {
     fn past_the_gateway_bound_the_clients_holding_the_most_are_closed_and_fast_ones_kept() {
         let metrics = Metrics::new();
         let budget = Budget::new(10_000, metrics.queued_bytes.clone());
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget.clone());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget.clone(), STREAM);
         let stalled: Vec<_> = ["a", "b", "c"].iter().map(|k| client(keyed(k), 1000)).collect();
         for (c, _) in &stalled {
-            hub.subscribe(c.clone());
+            hub.subscribe(c.clone(), &Start::Live);
         }
         let (fast, mut rx_fast) = client(keyed("f"), 1000);
-        hub.subscribe(fast.clone());
+        hub.subscribe(fast.clone(), &Start::Live);
         // "a" stalls first and holds most; "b" and "c" less; "f" reads everything at once.
         for (key, records) in [("a", 8), ("b", 2), ("c", 1)] {
             for _ in 0..records {
@@ -337,11 +441,11 @@ mod tests {
     fn clients_whose_socket_is_full_are_shed_before_bigger_ones_that_read() {
         let metrics = Metrics::new();
         let budget = Budget::new(3_500, metrics.queued_bytes.clone());
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget.clone());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget.clone(), STREAM);
         let (reading, _rx1) = client(keyed("r"), 1000);
         let (stuck, _rx2) = client(keyed("s"), 1000);
-        hub.subscribe(reading.clone());
-        hub.subscribe(stuck.clone());
+        hub.subscribe(reading.clone(), &Start::Live);
+        hub.subscribe(stuck.clone(), &Start::Live);
         stuck.set_blocked(true);
         hub.dispatch(value("s", 1000));
         hub.dispatch(value("r", 1500));
@@ -354,11 +458,11 @@ mod tests {
     fn past_the_gateway_bound_under_drop_the_biggest_queue_is_dropped_and_the_client_kept() {
         let metrics = Metrics::new();
         let budget = Budget::new(5_000, metrics.queued_bytes.clone());
-        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), budget.clone());
+        let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), budget.clone(), STREAM);
         let (big, _rx_big) = client(keyed("a"), 1000);
         let (small, _rx_small) = client(keyed("b"), 1000);
-        hub.subscribe(big.clone());
-        hub.subscribe(small.clone());
+        hub.subscribe(big.clone(), &Start::Live);
+        hub.subscribe(small.clone(), &Start::Live);
         hub.dispatch(value("b", 1000));
         for _ in 0..5 {
             hub.dispatch(value("a", 1000));
@@ -372,9 +476,9 @@ mod tests {
 
     #[test]
     fn keys_without_subscribers_are_removed() {
-        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded());
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
         let (a, _rx) = client(Subscription::Key(Bytes::from_static(b"a")), 1);
-        hub.subscribe(a.clone());
+        hub.subscribe(a.clone(), &Start::Live);
         assert_eq!(hub.sizes(), (1, 0));
         hub.unsubscribe(&a);
         assert_eq!(hub.sizes(), (0, 0));

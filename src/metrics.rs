@@ -101,6 +101,9 @@ pub struct Metrics {
     pub partition_stalls: Counter,
     /// TLS certificate reloads (SIGHUP), by outcome.
     tls_reloads: Family<Label, Counter>,
+    /// Clients that subscribed with a cursor, by how it was served (`memory`, `kafka`,
+    /// and `incomplete` when part of what followed it was gone).
+    resumes: Family<Label, Counter>,
     /// Records behind the end of each consumed partition (`input`, `replies`), as librdkafka last reported.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     /// Kafka client errors, by kind.
@@ -156,6 +159,7 @@ impl Metrics {
             stuck_partitions: Gauge::default(),
             partition_stalls: Counter::default(),
             tls_reloads: Family::default(),
+            resumes: Family::default(),
             consumer_lag: Family::default(),
             kafka_errors: Family::default(),
             source_up: Gauge::default(),
@@ -204,6 +208,7 @@ impl Metrics {
         r.register("stuck_partitions", "Partitions making no progress while records wait", m.stuck_partitions.clone());
         r.register("partition_stalls", "Times a partition was found stuck", m.partition_stalls.clone());
         r.register("tls_reloads", "TLS certificate reloads, by outcome", m.tls_reloads.clone());
+        r.register("resumes", "Clients that subscribed with a cursor, by how it was served", m.resumes.clone());
         r.register("consumer_lag", "Records behind the end of each consumed partition", m.consumer_lag.clone());
         r.register("kafka_errors", "Kafka client errors, by kind", m.kafka_errors.clone());
         r.register("source_up", "1 while the source is consuming", m.source_up.clone());
@@ -259,6 +264,10 @@ impl Metrics {
     /// [`Metrics::kafka_error`] (it reports each failed reconnect of an outage).
     pub fn admit_kafka_log(&self, facility: &str) -> Option<u64> {
         self.logs.admit(&format!("librdkafka {facility}"), KAFKA_LOG_PERIOD)
+    }
+
+    pub fn resumed(&self, how: &'static str) {
+        self.resumes.get_or_create(&[("outcome", how)]).inc();
     }
 
     pub fn tls_reloaded(&self, ok: bool) {

@@ -1,11 +1,12 @@
-//! The record that flows from a source to the clients, and the WebSocket frames it becomes.
+//! The record that flows from a source to the clients, and the frames it becomes.
 //!
-//! A record is encoded at most once per form (verbatim, envelope) whatever the number of
-//! subscribers: frames hold `Bytes`, so every queue gets a reference, not a copy.
+//! A record is encoded at most once per form (verbatim, envelope, and their Server-Sent
+//! Events twins) whatever the number of subscribers: frames hold `Bytes`, so every queue
+//! gets a reference, not a copy. SSE events travel the same queues as WebSocket frames,
+//! as binary messages holding the event's bytes.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -31,42 +32,164 @@ pub struct Record {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// The frames of one record, each built on first use and then shared. Each payload is
-/// charged to the gateway-wide budget once, however many queues it goes to.
-pub struct Frames<'a> {
-    record: &'a Record,
-    budget: &'a Budget,
-    verbatim: OnceCell<Option<Message>>,
-    envelope: OnceCell<Message>,
+/// How a subscriber wants records: over WebSocket or Server-Sent Events, verbatim or in
+/// the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The value itself, as a text or binary WebSocket frame.
+    Verbatim,
+    /// The envelope JSON (`?envelope=true`), with the record's cursor.
+    Envelope,
+    /// An SSE event: `id:` the cursor, `data:` the value.
+    Sse,
+    /// An SSE event: `id:` the cursor, `data:` the envelope JSON.
+    SseEnvelope,
 }
 
-impl<'a> Frames<'a> {
-    pub fn new(record: &'a Record, budget: &'a Budget) -> Self {
-        Self { record, budget, verbatim: OnceCell::new(), envelope: OnceCell::new() }
+impl Form {
+    pub fn new(sse: bool, envelope: bool) -> Form {
+        match (sse, envelope) {
+            (false, false) => Form::Verbatim,
+            (false, true) => Form::Envelope,
+            (true, false) => Form::Sse,
+            (true, true) => Form::SseEnvelope,
+        }
     }
 
-    /// The value as it is: a text frame when it is valid UTF-8, a binary frame otherwise.
-    /// `None` for a tombstone.
-    pub fn verbatim(&self) -> Option<&Message> {
-        self.verbatim.get_or_init(|| self.record.value.clone().map(|v| frame(self.budget.charge(v)))).as_ref()
+    pub fn is_sse(self) -> bool {
+        matches!(self, Form::Sse | Form::SseEnvelope)
     }
 
-    /// The record wrapped with its metadata (`?envelope=true`), always a text frame.
-    pub fn envelope(&self) -> &Message {
-        self.envelope.get_or_init(|| {
-            let json = self.budget.charge(Bytes::from(envelope_json(self.record)));
-            // Serialized JSON is UTF-8: the check cannot fail.
-            Message::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
+    pub fn is_envelope(self) -> bool {
+        matches!(self, Form::Envelope | Form::SseEnvelope)
+    }
+
+    /// Whether frames in this form carry the record's cursor.
+    pub fn has_cursor(self) -> bool {
+        self != Form::Verbatim
+    }
+}
+
+/// A record and the frames it becomes, each built on first use and then shared by every
+/// subscriber, live or replaying (the replay buffer holds these). Each payload is charged
+/// to the gateway-wide budget once, however many queues it goes to.
+pub struct Stamped {
+    pub record: Record,
+    /// The position just after this record, encoded: the same for every subscriber that
+    /// received the stream in dispatch order.
+    cursor: OnceLock<String>,
+    verbatim: OnceLock<Option<Message>>,
+    envelope: OnceLock<Message>,
+    sse: OnceLock<Message>,
+    sse_envelope: OnceLock<Message>,
+}
+
+impl Stamped {
+    pub fn new(record: Record) -> Stamped {
+        Stamped {
+            record,
+            cursor: OnceLock::new(),
+            verbatim: OnceLock::new(),
+            envelope: OnceLock::new(),
+            sse: OnceLock::new(),
+            sse_envelope: OnceLock::new(),
+        }
+    }
+
+    /// Payload bytes of the frames built so far (charged to the budget, and held as long as
+    /// this record is).
+    pub fn built_bytes(&self) -> usize {
+        let len = |m: Option<&Message>| m.map_or(0, |m| crate::client::payload(m).len());
+        len(self.verbatim.get().and_then(Option::as_ref))
+            + len(self.envelope.get())
+            + len(self.sse.get())
+            + len(self.sse_envelope.get())
+    }
+
+    /// The cursor, computed by `cursor` the first time it is needed.
+    pub fn cursor(&self, cursor: impl FnOnce() -> String) -> &str {
+        self.cursor.get_or_init(cursor)
+    }
+
+    /// The frame for a subscriber in `form`; `None` for a tombstone. `cursor` gives the
+    /// position just after this record, when the form needs it and it is not known yet.
+    pub fn frame(&self, form: Form, budget: &Budget, cursor: impl FnOnce() -> String) -> Option<&Message> {
+        let value = self.record.value.as_ref()?;
+        Some(match form {
+            Form::Verbatim => {
+                return self.verbatim.get_or_init(|| Some(frame(budget.charge(value.clone())))).as_ref();
+            }
+            Form::Envelope => self.envelope.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
+            Form::Sse => self.sse.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
+            Form::SseEnvelope => self.sse_envelope.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
         })
     }
 
-    /// The frame for a subscriber, by its choice of form.
-    pub fn for_subscriber(&self, envelope: bool) -> Option<&Message> {
+    /// The frame in `form` with a cursor of the caller's (a client resuming where the
+    /// stream's own cursor would move it backwards), built for that one client.
+    pub fn frame_with_cursor(&self, form: Form, cursor: &str, budget: &Budget) -> Option<Message> {
         self.record.value.as_ref()?;
-        if envelope {
-            Some(self.envelope())
-        } else {
-            self.verbatim()
+        Some(match form {
+            Form::Verbatim => frame(budget.charge(self.record.value.clone().unwrap_or_default())),
+            _ => self.build(form, cursor, budget),
+        })
+    }
+
+    fn build(&self, form: Form, cursor: &str, budget: &Budget) -> Message {
+        match form {
+            Form::Verbatim => frame(budget.charge(self.record.value.clone().unwrap_or_default())),
+            Form::Envelope => {
+                let json = budget.charge(Bytes::from(envelope_json(&self.record, Some(cursor))));
+                // Serialized JSON is UTF-8: the check cannot fail.
+                Message::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
+            }
+            Form::Sse => Message::Binary(budget.charge(sse_record(cursor, self.record.value.as_deref()))),
+            Form::SseEnvelope => {
+                let json = envelope_json(&self.record, Some(cursor));
+                Message::Binary(budget.charge(sse_event(None, Some(cursor), json.as_bytes())))
+            }
+        }
+    }
+}
+
+/// An SSE event: `event:` (when not the default `message`), `id:`, then the data, one
+/// `data:` line per line of it (EventSource joins them with `\n`; `\r\n` and `\r` line
+/// breaks arrive as `\n`), and the blank line that ends it.
+pub fn sse_event(event: Option<&str>, id: Option<&str>, data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + id.map_or(0, str::len) + 32);
+    if let Some(event) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.push(b'\n');
+    }
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.push(b'\n');
+    }
+    // EventSource joins the data lines with `\n`: a value ending in a line break ends with
+    // an empty `data:` line, and arrives with it.
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        for part in line.split(|&b| b == b'\r') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(part);
+            out.push(b'\n');
+        }
+    }
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// A record's value as an SSE event: the text as `data:`, or for a binary value its
+/// base64 under `event: binary` (SSE carries text only).
+fn sse_record(cursor: &str, value: Option<&[u8]>) -> Bytes {
+    let value = value.unwrap_or_default();
+    match std::str::from_utf8(value) {
+        Ok(_) => sse_event(None, Some(cursor), value),
+        Err(_) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+            sse_event(Some("binary"), Some(cursor), encoded.as_bytes())
         }
     }
 }
@@ -79,10 +202,10 @@ pub fn frame(value: Bytes) -> Message {
     }
 }
 
-/// `{"key","topic","partition","offset","timestamp","headers","value"}`; `value` is the
-/// JSON value itself when the payload is JSON, a string when it is other UTF-8 text, and a
-/// base64 string (with `"valueEncoding":"base64"`) when it is binary.
-pub fn envelope_json(r: &Record) -> String {
+/// `{"key","topic","partition","offset","timestamp","headers","value","cursor"}`; `value`
+/// is the JSON value itself when the payload is JSON, a string when it is other UTF-8 text,
+/// and a base64 string (with `"valueEncoding":"base64"`) when it is binary.
+pub fn envelope_json(r: &Record, cursor: Option<&str>) -> String {
     let value = match r.value.as_deref() {
         None => EnvelopeValue::Null,
         Some(bytes) => match std::str::from_utf8(bytes) {
@@ -102,6 +225,7 @@ pub fn envelope_json(r: &Record) -> String {
         headers: Headers(&r.headers),
         value_encoding: matches!(value, EnvelopeValue::Base64(_)).then_some("base64"),
         value,
+        cursor,
     };
     // Serializing borrowed strings, integers and already-valid raw JSON cannot fail.
     serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{}"))
@@ -118,6 +242,8 @@ struct Envelope<'a> {
     value: EnvelopeValue<'a>,
     #[serde(rename = "valueEncoding", skip_serializing_if = "Option::is_none")]
     value_encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -162,35 +288,73 @@ mod tests {
         Budget::new(usize::MAX, Default::default())
     }
 
+    fn cursor() -> String {
+        "CURSOR".to_owned()
+    }
+
     #[test]
     fn frames_are_charged_to_the_budget_until_dropped() {
         let budget = unbounded();
-        let r = record(Some("k"), Some(b"0123456789"));
-        let frames = Frames::new(&r, &budget);
-        let verbatim = frames.verbatim().cloned();
-        let envelope = frames.envelope().clone();
+        let stamped = Stamped::new(record(Some("k"), Some(b"0123456789")));
+        let verbatim = stamped.frame(Form::Verbatim, &budget, cursor).cloned().unwrap();
+        let envelope = stamped.frame(Form::Envelope, &budget, cursor).cloned().unwrap();
         assert_eq!(budget.held(), 10 + crate::client::payload(&envelope).len());
-        drop((frames, verbatim, envelope));
+        drop((stamped, verbatim, envelope));
         assert_eq!(budget.held(), 0);
     }
 
     #[test]
     fn utf8_values_become_text_frames_and_others_binary() {
-        let r = record(Some("k"), Some(b"not json"));
-        assert!(matches!(Frames::new(&r, &unbounded()).verbatim(), Some(Message::Text(t)) if t.as_str() == "not json"));
-        let r = record(Some("k"), Some(&[0xff, 0x00]));
-        assert!(
-            matches!(Frames::new(&r, &unbounded()).verbatim(), Some(Message::Binary(b)) if b.as_ref() == [0xff, 0x00])
-        );
-        let r = record(Some("k"), None);
-        assert!(Frames::new(&r, &unbounded()).for_subscriber(false).is_none());
-        assert!(Frames::new(&r, &unbounded()).for_subscriber(true).is_none());
+        let b = unbounded();
+        let s = Stamped::new(record(Some("k"), Some(b"not json")));
+        assert!(matches!(s.frame(Form::Verbatim, &b, cursor), Some(Message::Text(t)) if t.as_str() == "not json"));
+        let s = Stamped::new(record(Some("k"), Some(&[0xff, 0x00])));
+        assert!(matches!(s.frame(Form::Verbatim, &b, cursor), Some(Message::Binary(v)) if v.as_ref() == [0xff, 0x00]));
+        let s = Stamped::new(record(Some("k"), None));
+        for form in [Form::Verbatim, Form::Envelope, Form::Sse, Form::SseEnvelope] {
+            assert!(s.frame(form, &b, cursor).is_none());
+        }
+    }
+
+    #[test]
+    fn sse_events_carry_the_cursor_as_id_and_each_line_as_data() {
+        let b = unbounded();
+        let s = Stamped::new(record(Some("k"), Some(b"one\ntwo\r\nthree")));
+        let Some(Message::Binary(event)) = s.frame(Form::Sse, &b, cursor) else { panic!() };
+        assert_eq!(&event[..], b"id: CURSOR\ndata: one\ndata: two\ndata: three\n\n");
+        let s = Stamped::new(record(Some("k"), Some(&[0xff])));
+        let Some(Message::Binary(event)) = s.frame(Form::Sse, &b, cursor) else { panic!() };
+        assert_eq!(&event[..], b"event: binary\nid: CURSOR\ndata: /w==\n\n");
+        let s = Stamped::new(record(Some("k"), Some(b"{\"a\":1}")));
+        let Some(Message::Binary(event)) = s.frame(Form::SseEnvelope, &b, cursor) else { panic!() };
+        let text = std::str::from_utf8(event).unwrap();
+        assert!(text.starts_with("id: CURSOR\ndata: {") && text.ends_with("\"cursor\":\"CURSOR\"}\n\n"), "{text}");
+        assert_eq!(&sse_event(Some("message"), None, b"hi")[..], b"event: message\ndata: hi\n\n");
+        assert_eq!(&sse_event(None, None, b"hi\n")[..], b"data: hi\ndata: \n\n");
+    }
+
+    #[test]
+    fn the_cursor_is_computed_once_and_shared_by_every_form() {
+        let b = unbounded();
+        let s = Stamped::new(record(Some("k"), Some(b"v")));
+        let mut calls = 0;
+        s.frame(Form::Envelope, &b, || {
+            calls += 1;
+            cursor()
+        });
+        s.frame(Form::Sse, &b, || {
+            calls += 1;
+            cursor()
+        });
+        assert_eq!(calls, 1);
+        let own = s.frame_with_cursor(Form::Envelope, "MINE", &b).unwrap();
+        assert!(own.to_text().unwrap().contains("\"cursor\":\"MINE\""));
     }
 
     #[test]
     fn envelope_embeds_json_values_and_quotes_text() {
         let r = record(Some("k"), Some(br#"{"a":[1,2]}"#));
-        let v: serde_json::Value = serde_json::from_str(&envelope_json(&r)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&envelope_json(&r, None)).unwrap();
         assert_eq!(v["value"]["a"][1], 2);
         assert_eq!(v["key"], "k");
         assert_eq!(v["topic"], "t");
@@ -202,12 +366,12 @@ mod tests {
         assert!(v.get("valueEncoding").is_none());
 
         let r = record(None, Some(b"plain"));
-        let v: serde_json::Value = serde_json::from_str(&envelope_json(&r)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&envelope_json(&r, None)).unwrap();
         assert_eq!(v["value"], "plain");
         assert!(v["key"].is_null());
 
         let r = record(Some("k"), Some(&[0xff]));
-        let v: serde_json::Value = serde_json::from_str(&envelope_json(&r)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&envelope_json(&r, None)).unwrap();
         assert_eq!(v["value"], "/w==");
         assert_eq!(v["valueEncoding"], "base64");
     }

@@ -6,7 +6,7 @@ use crate::client::Offer;
 use crate::config::SlowConsumerPolicy;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::record::{Frames, Record};
+use crate::record::Record;
 use crate::registry::Registry;
 use crate::source::Dispatch;
 
@@ -22,12 +22,13 @@ impl Dispatch for ReplyRouter {
     fn dispatch(&self, record: Record) {
         let client =
             record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(|id| self.registry.get(id));
-        let frames = Frames::new(&record, self.hub.budget());
-        let (Some(client), Some(frame)) = (client, frames.verbatim()) else {
+        let (Some(client), Some(value)) = (client, record.value) else {
             self.metrics.replies_unknown.inc();
             return;
         };
-        match crate::hub::offer(&client, frame.clone(), self.policy, &self.metrics) {
+        // In the client's transport: a frame, or an SSE `message` event.
+        let frame = client.message(self.hub.budget().charge(value));
+        match crate::hub::offer(&client, frame, self.policy, &self.metrics) {
             Offer::Queued => self.metrics.replies_delivered.inc(),
             Offer::Closed => self.metrics.replies_unknown.inc(),
             Offer::Full => 0,

@@ -7,8 +7,7 @@
 //! always be closed and never holds anything but itself.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,10 +27,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::admission::{self, Admitted, Refused};
+use crate::admission::{self, Refused};
 use crate::app::App;
-use crate::client::{payload, Client, ClientInfo, Signal, CLOSE_GOING_AWAY};
-use crate::sink::Event;
+use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
+use crate::record::Form;
+use crate::session::{End, Liveness, Opening, Session, PING_TIMEOUT};
 
 /// The response header that carries the connection id.
 pub const CONNECTION_ID_HEADER: &str = "sluice-connection-id";
@@ -73,23 +73,14 @@ pub async fn upgrade(app: App, request: Request) -> Response {
         Ok(h) => h,
         Err(refused) => return admission::refuse(&app, &parts, refused),
     };
-    let Admitted { subscription, identity, remote, params } = admitted;
-
-    let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let info =
-        ClientInfo { id: id.clone(), subscription, envelope: params.envelope, user: identity.user, remote, user_agent };
-    let (client, queue) = Client::new(info, app.settings.queue, app.settings.stored_message_bytes);
-    let client = Arc::new(client);
-    let tracked = app.tracker.token();
-    let span = tracing::info_span!("session", client = %id, key = %client.subscription.display());
+    let form = Form::new(false, admitted.params.envelope);
     // Subscribed before the 101 goes out: a client that has its answer receives every
     // record dispatched from then on. If the upgrade fails, the task below ends and the
     // session's drop takes the client out again.
-    app.registry.insert(client.clone());
-    app.hub.subscribe(client.clone());
-    let session = Session { app, client, queue, _tracked: tracked, _slot: slot };
-    tokio::spawn(session.run(on_upgrade).instrument(span));
+    let (session, opening) = Session::open(app, admitted, form, slot);
+    let id = session.client.id.clone();
+    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display());
+    tokio::spawn(session.run_websocket(on_upgrade, Box::new(opening)).instrument(span));
 
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -153,24 +144,6 @@ fn handshake(parts: &mut request::Parts) -> Result<(OnUpgrade, HeaderValue), Ref
 /// A client's WebSocket: over the TCP stream itself, or hyper's wrapper of a TLS one.
 /// (Boxed: the TLS state is large, and every plain connection would reserve room for it.)
 type Socket = WebSocketStream<Either<TcpStream, Box<TokioIo<Upgraded>>>>;
-
-/// How a session ended, for the log line and the metrics.
-#[derive(Debug)]
-enum End {
-    /// A close handshake, started by either side, with this code and reason.
-    Closed { code: u16, reason: String, by_client: bool },
-    /// The connection broke without a close.
-    Lost(String),
-}
-
-struct Session {
-    app: App,
-    client: Arc<Client>,
-    queue: crate::client::QueueReceiver,
-    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
-    /// This session's place under `--max-connections`.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
 
 /// Takes the socket back from hyper. A plain TCP connection comes out of hyper's
 /// `Upgraded` wrapper, which drops hyper's read buffer and a boxed indirection that an idle
@@ -236,50 +209,12 @@ impl Batch {
     }
 }
 
-impl Drop for Session {
-    /// Every way out of a session passes here: the client leaves the registry and the hub.
-    fn drop(&mut self) {
-        self.app.registry.remove(&self.client.id);
-        self.app.hub.unsubscribe(&self.client);
-    }
-}
-
 /// What interrupted a batch write.
 enum Interrupt {
     Signal(Signal),
     /// The socket took nothing, and nothing was heard, for two ping intervals.
     Idle,
     Error(tungstenite::Error),
-}
-
-/// The close reason of a client that neither read nor answered for two ping intervals.
-const PING_TIMEOUT: &str = "ping timeout";
-
-/// Tracks whether a client is still there: something read from it, or something its
-/// socket took, within the last two ping intervals. Counted in ticks of the ping timer, so
-/// that a sign of life is a flag set, not a clock read, on the path of every batch.
-struct Liveness {
-    ping: Option<tokio::time::Interval>,
-    every: Duration,
-    /// A sign of life since the last tick.
-    alive: bool,
-    /// Ticks in a row without one.
-    quiet: u8,
-}
-
-impl Liveness {
-    /// `Ready(true)` at a tick that ends the second interval in a row without a sign of
-    /// life, `Ready(false)` at other ticks; never with pings off.
-    fn poll_expired(&mut self, cx: &mut Context<'_>, progressed: &mut bool) -> Poll<bool> {
-        let Some(ping) = &mut self.ping else { return Poll::Pending };
-        ready!(ping.poll_tick(cx));
-        if std::mem::take(&mut self.alive) | std::mem::take(progressed) {
-            self.quiet = 0;
-        } else {
-            self.quiet = self.quiet.saturating_add(1);
-        }
-        Poll::Ready(self.quiet >= 2)
-    }
 }
 
 impl Session {
@@ -290,36 +225,39 @@ impl Session {
     /// `mut self` would hold a second copy), and holding nothing it does not need while
     /// waiting.
     #[allow(clippy::manual_async_fn, reason = "an async fn taking `mut self` would hold a second copy of it")]
-    fn run(mut self, on_upgrade: OnUpgrade) -> impl std::future::Future<Output = ()> + Send {
+    fn run_websocket(
+        mut self,
+        on_upgrade: OnUpgrade,
+        opening: Box<Opening>,
+    ) -> impl std::future::Future<Output = ()> + Send {
         async move {
             let mut socket = match on_upgrade.await {
                 Ok(upgraded) => websocket(upgraded, self.app.settings.max_message_size).await,
                 Err(e) => return tracing::debug!(error = %e, "upgrade failed after the 101"),
             };
-            self.app.metrics.connections.inc();
-            self.app.metrics.connections_opened.inc();
-            tracing::info!(remote = %self.client.remote, user = self.client.user.as_deref().unwrap_or("-"), "connected");
-            self.app.outbox.emit(&self.client, Event::Connect);
-            let end = self.pump(&mut socket).await;
+            self.started();
+            let end = match Box::pin(self.send_opening(&mut socket, opening)).await {
+                Ok(()) => self.pump(&mut socket).await,
+                Err(e) => End::Lost(e.to_string()),
+            };
             self.finish(end);
         }
     }
 
-    fn finish(&self, end: End) {
-        let metrics = &self.app.metrics;
-        metrics.connections.dec();
-        let (code, reason) = match &end {
-            End::Closed { code, reason, by_client } => {
-                tracing::info!(code, reason, by_client, "disconnected");
-                (*code, reason.as_str())
-            }
-            End::Lost(error) => {
-                metrics.session_errors.inc();
-                tracing::info!(error, "connection lost");
-                (1006, error.as_str())
-            }
-        };
-        self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
+    /// The welcome frame and any records read back from Kafka, before the queue.
+    async fn send_opening(&mut self, socket: &mut Socket, opening: Box<Opening>) -> Result<(), tungstenite::Error> {
+        let frames = self.opening(opening).await;
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for frame in &frames {
+            count += 1;
+            bytes += payload(frame).len() as u64;
+            socket.feed(frame.clone()).await?;
+        }
+        socket.flush().await?;
+        if let Some(last) = frames.last() {
+            self.client.sent(count, bytes, payload(last));
+        }
+        Ok(())
     }
 
     /// The loop every idle client waits in. The cold paths (closing, read errors) are
@@ -327,26 +265,7 @@ impl Session {
     /// the write path stays inline, as boxing it costs an allocation per batch (measured in
     /// BENCHMARKS.md).
     async fn pump(&mut self, socket: &mut Socket) -> End {
-        if self.app.settings.welcome {
-            let welcome =
-                Utf8Bytes::from(serde_json::json!({ "type": "connected", "replyId": &*self.client.id }).to_string());
-            if let Err(e) = socket.send(Message::Text(welcome.clone())).await {
-                return End::Lost(e.to_string());
-            }
-            self.client.sent(1, welcome.len() as u64, welcome.as_bytes());
-        }
-
-        // No timer at all when pings are off: each one is an allocation per connection.
-        let mut live = Liveness {
-            ping: self.app.settings.ping_interval.map(|every| {
-                let mut ping = tokio::time::interval_at(Instant::now() + every, every);
-                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ping
-            }),
-            every: self.app.settings.ping_interval.unwrap_or_default(),
-            alive: false,
-            quiet: 0,
-        };
+        let mut live = Liveness::new(self.app.settings.ping_interval);
 
         // Shutdown reaches sessions through their queues (Gateway::serve signals every
         // registered client); one registered after that signal finds the token cancelled.
@@ -427,13 +346,6 @@ impl Session {
             Some(f) => End::Closed { code: u16::from(f.code), reason: f.reason.to_string(), by_client: true },
             None => End::Closed { code: 1005, reason: String::new(), by_client: true },
         }
-    }
-
-    /// A message from the client: counted, recorded, and passed on (never waited on).
-    fn client_message(&self, data: &[u8], text: bool) {
-        self.client.received(data);
-        self.app.metrics.client_messages.inc();
-        self.app.outbox.emit(&self.client, Event::Message { data, text });
     }
 
     /// A read failed: a protocol violation closes with 1002, a message over the size limit

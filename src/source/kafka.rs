@@ -215,8 +215,12 @@ impl KafkaSource {
     /// Dispatches records until shutdown. Receive errors are counted and logged; they never
     /// end the loop, since librdkafka recovers from broker outages by itself.
     pub async fn run(self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken) {
+        for view in self.progress.view() {
+            dispatch.watch(view.partition, view.position);
+        }
         let checker = tokio::spawn(
             Checks {
+                dispatch: dispatch.clone(),
                 consumer: self.consumer.clone(),
                 watcher: self.watcher.clone(),
                 assigned: self.assigned.clone(),
@@ -322,6 +326,7 @@ async fn offsets(
 
 /// The broker checks, every check interval.
 struct Checks {
+    dispatch: Arc<dyn Dispatch>,
     consumer: Arc<KafkaConsumer>,
     watcher: Arc<Watcher>,
     assigned: BTreeSet<i32>,
@@ -336,7 +341,7 @@ impl Checks {
     /// watermarks. An answer makes the source ready, assigns any new partition and
     /// updates the lag (and stuck partitions); no answer makes it not ready.
     async fn run(self, shutdown: CancellationToken) {
-        let Checks { consumer, watcher, mut assigned, interval, metrics, readiness, progress } = self;
+        let Checks { dispatch, consumer, watcher, mut assigned, interval, metrics, readiness, progress } = self;
         let topic = progress.topic().to_owned();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -361,6 +366,7 @@ impl Checks {
                                 for &p in &new {
                                     // Everything in a new partition is new: from its first offset.
                                     progress.start(p, 0);
+                                    dispatch.watch(p, 0);
                                 }
                                 assigned.extend(new);
                             }

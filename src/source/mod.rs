@@ -17,4 +17,8 @@ use crate::record::Record;
 pub trait Dispatch: Send + Sync + 'static {
     /// Delivers without waiting on any client.
     fn dispatch(&self, record: Record);
+
+    /// Consuming `partition` starts (or starts again) at `next`: said before its first
+    /// record, so positions and cursors cover it from there.
+    fn watch(&self, _partition: i32, _next: i64) {}
 }

@@ -1,0 +1,351 @@
+//! What a subscriber gets before the live stream: the records after its cursor (resume),
+//! or the last N records of its subscription (`?last=N`).
+//!
+//! The hub keeps the most recent records in [`Recent`], bounded in bytes, in dispatch
+//! order, with the frames already built for them; [`plan`] decides, under the hub's lock
+//! (so no record slips between replay and live), which of them a subscriber gets, which
+//! older ranges must come from Kafka first, and where its delivery starts. That function is
+//! the seam between replay and live.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::budget::Budget;
+use crate::client::Subscription;
+use crate::position::Position;
+use crate::record::Stamped;
+
+/// Recent records, oldest first, bounded in bytes.
+pub struct Recent {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    limit: usize,
+    /// The frames held here are charged to it; what they hold is pinned there.
+    budget: Budget,
+    /// Per partition: every record of it at or after this offset (up to the live position)
+    /// is held here.
+    covered_from: Position,
+}
+
+struct Entry {
+    stamped: Arc<Stamped>,
+    /// What this entry counts against the bound: the record's value, key and headers.
+    size: usize,
+    /// Bytes of its frames pinned in the budget when it was taken.
+    pinned: usize,
+}
+
+impl Recent {
+    pub fn new(limit: usize, budget: Budget) -> Recent {
+        Recent { entries: VecDeque::new(), bytes: 0, limit, budget, covered_from: Position::default() }
+    }
+
+    /// Consuming `partition` starts at `next`: everything from there on will be held.
+    pub fn watch(&mut self, partition: i32, next: i64) {
+        self.covered_from.insert(partition, next);
+    }
+
+    /// Holds a record just dispatched, letting the oldest go past the bound.
+    pub fn push(&mut self, stamped: Arc<Stamped>) {
+        let r = &stamped.record;
+        let size = r.value.as_ref().map_or(0, |v| v.len())
+            + r.key.as_ref().map_or(0, |k| k.len())
+            + r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+            // The entry itself, its frames' bookkeeping and the record's fields.
+            + 256;
+        if r.value.is_none() {
+            // Tombstones go to nobody: nothing to replay, but the coverage moves on.
+            return;
+        }
+        self.bytes += size;
+        // The frames built for the live fan-out are held as long as the entry is.
+        let pinned = stamped.built_bytes();
+        self.budget.pin(pinned as i64);
+        self.entries.push_back(Entry { stamped, size, pinned });
+        while self.bytes > self.limit {
+            let Some(old) = self.entries.pop_front() else { break };
+            self.bytes -= old.size;
+            self.budget.pin(-(old.pinned as i64));
+            let r = &old.stamped.record;
+            // Records of that partition before and at this one are no longer all here.
+            self.covered_from.advance(r.partition, r.offset);
+        }
+    }
+
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// What a subscriber asked to get before the live stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Live only.
+    Live,
+    /// Every record after this position (a client's cursor), then live.
+    After(Position),
+    /// The last N records of the subscription, then live.
+    Last(usize),
+    /// A cursor of another stream: everything held, then live (not a resume: it cannot
+    /// say what was missed).
+    Oldest,
+}
+
+/// A record to replay, with the position after it: the stream's own (the same for every
+/// subscriber, and cached with the record's frames), or one of this subscriber's (see
+/// [`plan`]).
+pub struct Replayed {
+    pub stamped: Arc<Stamped>,
+    pub after: Position,
+    /// `after` is this subscriber's, not the stream's.
+    pub own: bool,
+}
+
+/// The seam between replay and live, decided at subscription.
+pub struct Plan {
+    /// From memory, in order, before any live record.
+    pub replay: Vec<Replayed>,
+    /// Older records to read from Kafka first, per partition `[from, to)`.
+    pub fetch: Vec<(i32, i64, i64)>,
+    /// Where delivery starts, as far as memory goes (the welcome frame's cursor; fetching
+    /// may move it when Kafka no longer has the start).
+    pub start: Position,
+    /// Everything after the cursor will be delivered (before the fetch says otherwise).
+    pub complete: bool,
+    /// The cursor is ahead of this gateway in some partitions (it came from a replica
+    /// further along): live records below it are not sent again.
+    pub floor: Option<Position>,
+}
+
+/// Limits on what a subscriber may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Whether older records can be read from Kafka (not with the embedded stream).
+    pub kafka: bool,
+    /// Records behind the oldest one in memory beyond which Kafka is not asked.
+    pub max_fetch: u64,
+}
+
+/// Decides what a subscriber gets before live records, given where the stream is (`live`,
+/// the position after the last record dispatched) and what memory holds.
+///
+/// For a cursor, per partition: records from memory at or after the cursor; older ones
+/// from Kafka when memory does not reach back (within `limits.max_fetch`), else delivery
+/// starts at the oldest record held and the plan is not complete. Each replayed frame
+/// carries the stream's cursor, unless that would move this subscriber's cursor backwards
+/// in some partition (it resumed a cursor of another replica, whose order of partitions
+/// differed): then the greater of the two.
+pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent: &Recent, limits: Limits) -> Plan {
+    match start {
+        Start::Live => Plan { replay: vec![], fetch: vec![], start: live.clone(), complete: true, floor: None },
+        Start::Oldest => {
+            let from = recent.covered_from.clone();
+            let replay = replay_after(&from, live, subscription, recent, usize::MAX);
+            Plan { replay, fetch: vec![], start: from, complete: false, floor: None }
+        }
+        Start::Last(n) => {
+            let replay = replay_after(&Position::default(), live, subscription, recent, *n);
+            Plan { replay, fetch: vec![], start: live.clone(), complete: true, floor: None }
+        }
+        Start::After(cursor) => {
+            let mut complete = true;
+            let mut fetch = Vec::new();
+            let mut from = Position::default();
+            let mut floor = None::<Position>;
+            for (partition, next) in live.iter() {
+                // A partition the cursor does not name was added after it: all of it is new.
+                let wanted = cursor.get(partition).unwrap_or(0);
+                let held_from = recent.covered_from.get(partition).unwrap_or(next);
+                if wanted > next {
+                    floor.get_or_insert_with(Position::default).insert(partition, wanted);
+                    from.insert(partition, wanted);
+                } else if wanted >= held_from {
+                    from.insert(partition, wanted);
+                } else {
+                    fetch.push((partition, wanted, held_from));
+                    from.insert(partition, wanted);
+                }
+            }
+            let behind: u64 = fetch.iter().map(|(_, a, b)| (b - a) as u64).sum();
+            if !fetch.is_empty() && (!limits.kafka || behind > limits.max_fetch) {
+                // Memory is all there is: start at the oldest record it holds.
+                for &(partition, _, held_from) in &fetch {
+                    from.set(partition, held_from);
+                }
+                fetch.clear();
+                complete = false;
+            }
+            let replay = replay_after(&from, live, subscription, recent, usize::MAX);
+            Plan { replay, fetch, start: from, complete, floor }
+        }
+    }
+}
+
+fn matches(subscription: &Subscription, stamped: &Stamped) -> bool {
+    subscription.matches(stamped.record.key.as_deref())
+}
+
+/// The newest `most` records held after `from` that match, oldest first, each with the
+/// position after it.
+fn replay_after(
+    from: &Position,
+    live: &Position,
+    subscription: &Subscription,
+    recent: &Recent,
+    most: usize,
+) -> Vec<Replayed> {
+    // The position after each held record, walking back from the newest: after the newest
+    // it is the live position; before a record of partition p, p's part is that record's
+    // offset.
+    let mut after = live.clone();
+    let mut out = Vec::new();
+    for e in recent.entries.iter().rev() {
+        if out.len() == most {
+            break;
+        }
+        let r = &e.stamped.record;
+        if r.offset >= from.get(r.partition).unwrap_or(0) && matches(subscription, &e.stamped) {
+            let behind = after.iter().any(|(p, next)| next < from.get(p).unwrap_or(0));
+            let (position, own) = if behind {
+                (Position::new(after.iter().map(|(p, next)| (p, next.max(from.get(p).unwrap_or(0)))).collect()), true)
+            } else {
+                (after.clone(), false)
+            };
+            out.push(Replayed { stamped: e.stamped.clone(), after: position, own });
+        }
+        after.set(r.partition, r.offset);
+    }
+    out.reverse();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+    use bytes::Bytes;
+
+    fn stamped(partition: i32, offset: i64, key: &str) -> Arc<Stamped> {
+        Arc::new(Stamped::new(Record {
+            topic: Arc::from("t"),
+            partition,
+            offset,
+            timestamp: None,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::from(format!("{partition}:{offset}"))),
+            headers: vec![],
+        }))
+    }
+
+    /// Three partitions starting at 0; records dispatched interleaved: p0 0..4, p1 0..4,
+    /// p2 0..4 as (0,0) (1,0) (2,0) (0,1) (1,1) ...; keys "a" on p0, "b" on p1, "c" on p2.
+    fn stream(limit: usize) -> (Recent, Position) {
+        let mut recent = Recent::new(limit, Budget::new(usize::MAX, Default::default()));
+        let mut live = Position::default();
+        for p in 0..3 {
+            recent.watch(p, 0);
+            live.insert(p, 0);
+        }
+        for o in 0..4 {
+            for (p, k) in [(0, "a"), (1, "b"), (2, "c")] {
+                recent.push(stamped(p, o, k));
+                live.advance(p, o);
+            }
+        }
+        (recent, live)
+    }
+
+    const KAFKA: Limits = Limits { kafka: true, max_fetch: 1000 };
+
+    fn values(plan: &Plan) -> Vec<String> {
+        plan.replay
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.stamped.record.value.as_ref().unwrap()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_cursor_held_in_memory_replays_exactly_what_follows_it() {
+        let (recent, live) = stream(1 << 20);
+        let cursor = Position::new(vec![(0, 2), (1, 2), (2, 1)]);
+        let plan = plan(&Start::After(cursor.clone()), &Subscription::All, &live, &recent, KAFKA);
+        assert_eq!(values(&plan), ["2:1", "0:2", "1:2", "2:2", "0:3", "1:3", "2:3"]);
+        assert!(plan.complete && plan.fetch.is_empty() && plan.floor.is_none());
+        assert_eq!(plan.start, cursor);
+        // The stream's own cursors are used: none moves this subscriber backwards.
+        assert!(plan.replay.iter().all(|r| !r.own));
+        assert_eq!(plan.replay[0].after.iter().collect::<Vec<_>>(), [(0, 2), (1, 2), (2, 2)]);
+        assert_eq!(plan.replay[6].after, live);
+    }
+
+    #[test]
+    fn a_keyed_subscriber_gets_its_key_only() {
+        let (recent, live) = stream(1 << 20);
+        let plan = plan(
+            &Start::After(Position::new(vec![(0, 1), (1, 0), (2, 0)])),
+            &Subscription::Key(Bytes::from_static(b"a")),
+            &live,
+            &recent,
+            KAFKA,
+        );
+        assert_eq!(values(&plan), ["0:1", "0:2", "0:3"]);
+    }
+
+    #[test]
+    fn what_memory_no_longer_holds_is_fetched_from_kafka_or_reported_missing() {
+        // Room for about six records: the oldest six are gone from memory.
+        let (recent, live) = stream(6 * 262);
+        let cursor = Position::new(vec![(0, 0), (1, 0), (2, 0)]);
+        let plan_k = plan(&Start::After(cursor.clone()), &Subscription::All, &live, &recent, KAFKA);
+        assert_eq!(plan_k.fetch, [(0, 0, 2), (1, 0, 2), (2, 0, 2)]);
+        assert_eq!(values(&plan_k), ["0:2", "1:2", "2:2", "0:3", "1:3", "2:3"]);
+        assert!(plan_k.complete);
+
+        let memory_only = Limits { kafka: false, max_fetch: 1000 };
+        let plan_m = plan(&Start::After(cursor.clone()), &Subscription::All, &live, &recent, memory_only);
+        assert!(plan_m.fetch.is_empty() && !plan_m.complete);
+        assert_eq!(plan_m.start, Position::new(vec![(0, 2), (1, 2), (2, 2)]));
+        assert_eq!(values(&plan_m), values(&plan_k));
+
+        let too_far = Limits { kafka: true, max_fetch: 5 };
+        let plan_f = plan(&Start::After(cursor), &Subscription::All, &live, &recent, too_far);
+        assert!(plan_f.fetch.is_empty() && !plan_f.complete);
+    }
+
+    #[test]
+    fn a_cursor_ahead_of_this_gateway_sets_a_floor_and_replays_nothing_below_it() {
+        let (recent, live) = stream(1 << 20);
+        let cursor = Position::new(vec![(0, 6), (1, 4), (2, 4)]);
+        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        assert!(plan.replay.is_empty());
+        assert_eq!(plan.floor, Some(Position::new(vec![(0, 6)])));
+    }
+
+    #[test]
+    fn a_cursor_from_another_order_of_partitions_never_moves_backwards() {
+        let (recent, live) = stream(1 << 20);
+        // Another replica had dispatched partition 2 further before partition 0's record 2.
+        let cursor = Position::new(vec![(0, 2), (1, 4), (2, 4)]);
+        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        assert_eq!(values(&plan), ["0:2", "0:3"]);
+        assert!(plan.replay[0].own);
+        assert_eq!(plan.replay[0].after.iter().collect::<Vec<_>>(), [(0, 3), (1, 4), (2, 4)]);
+    }
+
+    #[test]
+    fn last_n_is_the_newest_matching_records_oldest_first() {
+        let (recent, live) = stream(1 << 20);
+        let plan = plan(&Start::Last(2), &Subscription::Key(Bytes::from_static(b"b")), &live, &recent, KAFKA);
+        assert_eq!(values(&plan), ["1:2", "1:3"]);
+        assert_eq!(plan.start, live);
+    }
+}

@@ -1,0 +1,216 @@
+//! One client's session, whatever its transport: its place in the registry and the hub,
+//! its queue, its slot under `--max-connections`, what it gets before the live stream
+//! (the welcome, and records read back from Kafka when it resumed further back than memory
+//! holds), how its liveness is judged, and how its end is recorded. [`crate::ws`] and
+//! [`crate::sse`] each only move frames between this and their wire.
+
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tungstenite::Message;
+
+use crate::admission::Admitted;
+use crate::app::App;
+use crate::client::{Client, ClientInfo, QueueReceiver};
+use crate::position::Position;
+use crate::record::{Form, Stamped};
+use crate::replay::Start;
+use crate::sink::Event;
+
+/// How a session ended, for the log line, the metrics and the disconnect event.
+#[derive(Debug)]
+pub enum End {
+    /// A close, started by either side, with this code and reason.
+    Closed { code: u16, reason: String, by_client: bool },
+    /// The connection broke without a close (recorded as 1006).
+    Lost(String),
+}
+
+pub struct Session {
+    pub app: App,
+    pub client: Arc<Client>,
+    pub queue: QueueReceiver,
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+    /// This session's place under `--max-connections`.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What a session sends before the records of its queue, decided at subscription. Boxed
+/// by its holder: it is used once, at the start, and every idle session would otherwise
+/// reserve room for it.
+pub struct Opening {
+    /// Where delivery starts (the welcome frame's cursor).
+    start: Position,
+    /// Whether the client asked to resume, and whether everything after its cursor will
+    /// be delivered.
+    resumed: Option<bool>,
+    /// Older records to read from Kafka first, per partition `[from, to)`.
+    fetch: Vec<(i32, i64, i64)>,
+}
+
+impl Session {
+    /// Registers a new client and subscribes it (with what it asked to replay queued
+    /// first). If the transport never starts, the session's drop takes it out again.
+    pub fn open(
+        app: App,
+        admitted: Admitted,
+        form: Form,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> (Session, Opening) {
+        let Admitted { subscription, identity, remote, user_agent, start, .. } = admitted;
+        let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+        let info = ClientInfo { id, subscription, form, user: identity.user, remote, user_agent };
+        let (client, queue) = Client::new(info, app.settings.queue, app.settings.stored_message_bytes);
+        let client = Arc::new(client);
+        app.registry.insert(client.clone());
+        let begin = app.hub.subscribe(client.clone(), &start);
+        let resumed = matches!(start, Start::After(_) | Start::Oldest).then_some(begin.complete);
+        if resumed.is_some() {
+            app.metrics.resumed(if begin.fetch.is_empty() { "memory" } else { "kafka" });
+        }
+        let opening = Opening { start: begin.start, resumed, fetch: begin.fetch };
+        let tracked = app.tracker.token();
+        (Session { app, client, queue, _tracked: tracked, _slot: slot }, opening)
+    }
+
+    /// The client is connected: counted, logged, and reported as an event.
+    pub fn started(&self) {
+        self.app.metrics.connections.inc();
+        self.app.metrics.connections_opened.inc();
+        tracing::info!(remote = %self.client.remote, user = self.client.user.as_deref().unwrap_or("-"), "connected");
+        self.app.outbox.emit(&self.client, Event::Connect);
+    }
+
+    /// What goes out before the queue: the welcome frame (unless `--no-welcome`), then the
+    /// records read back from Kafka, each with this client's own cursor (they come in
+    /// partition order, not in the order the stream dispatched them).
+    pub async fn opening(&self, opening: Box<Opening>) -> Vec<Message> {
+        let Opening { mut start, mut resumed, fetch } = *opening;
+        let mut frames = Vec::new();
+        if !fetch.is_empty() {
+            let fetched = match &self.app.history {
+                Some(history) => history.fetch(fetch.clone()).await,
+                None => Default::default(),
+            };
+            if !fetched.complete {
+                resumed = Some(false);
+                self.app.metrics.resumed("incomplete");
+            }
+            for &(partition, from) in &fetched.starts {
+                start.set(partition, from);
+            }
+            // Where this client is, record by record: from its cursor, moved past each
+            // record as it is sent.
+            let mut at = start.clone();
+            for record in fetched.records {
+                at.set(record.partition, record.offset + 1);
+                let stamped = Stamped::new(Arc::unwrap_or_clone(record));
+                if !self.client.subscription.matches(stamped.record.key.as_deref()) {
+                    continue;
+                }
+                let cursor = self.app.hub.cursor(&at);
+                if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.app.hub.budget()) {
+                    frames.push(frame);
+                }
+            }
+            if resumed == Some(false) {
+                // What was missed is gone: delivery starts at the oldest record still held
+                // in memory or read back.
+                tracing::info!(from = %self.app.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
+            }
+        }
+        if self.app.settings.welcome {
+            let mut welcome = serde_json::json!({ "type": "connected", "replyId": &*self.client.id, "cursor": self.app.hub.cursor(&start) });
+            if let Some(resumed) = resumed {
+                welcome["resumed"] = resumed.into();
+            }
+            let welcome = welcome.to_string();
+            let frame = if self.client.form.is_sse() {
+                Message::Binary(crate::record::sse_event(Some("connected"), None, welcome.as_bytes()))
+            } else {
+                Message::Text(welcome.into())
+            };
+            frames.insert(0, frame);
+        }
+        frames
+    }
+
+    /// Records how the session ended: metrics, a log line, the disconnect event.
+    pub fn finish(&self, end: End) {
+        let metrics = &self.app.metrics;
+        metrics.connections.dec();
+        let (code, reason) = match &end {
+            End::Closed { code, reason, by_client } => {
+                tracing::info!(code, reason, by_client, "disconnected");
+                (*code, reason.as_str())
+            }
+            End::Lost(error) => {
+                metrics.session_errors.inc();
+                tracing::info!(error, "connection lost");
+                (1006, error.as_str())
+            }
+        };
+        self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
+    }
+
+    /// A message from the client: counted, recorded, and passed on (never waited on).
+    pub fn client_message(&self, data: &[u8], text: bool) {
+        self.client.received(data);
+        self.app.metrics.client_messages.inc();
+        self.app.outbox.emit(&self.client, Event::Message { data, text });
+    }
+}
+
+impl Drop for Session {
+    /// Every way out of a session passes here: the client leaves the registry and the hub.
+    fn drop(&mut self) {
+        self.app.registry.remove(&self.client.id);
+        self.app.hub.unsubscribe(&self.client);
+    }
+}
+
+/// The close reason of a client that neither read nor answered for two ping intervals.
+pub const PING_TIMEOUT: &str = "ping timeout";
+
+/// Tracks whether a client is still there: something read from it, or something its
+/// socket took, within the last two ping intervals. Counted in ticks of the ping timer, so
+/// that a sign of life is a flag set, not a clock read, on the path of every batch.
+pub struct Liveness {
+    ping: Option<tokio::time::Interval>,
+    pub every: Duration,
+    /// A sign of life since the last tick.
+    pub alive: bool,
+    /// Ticks in a row without one.
+    quiet: u8,
+}
+
+impl Liveness {
+    /// Ticks every `every` (no timer at all when `None`: each one is an allocation per
+    /// connection).
+    pub fn new(every: Option<Duration>) -> Liveness {
+        Liveness {
+            ping: every.map(|every| {
+                let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ping
+            }),
+            every: every.unwrap_or_default(),
+            alive: false,
+            quiet: 0,
+        }
+    }
+
+    /// `Ready(true)` at a tick that ends the second interval in a row without a sign of
+    /// life, `Ready(false)` at other ticks; never with pings off.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, progressed: &mut bool) -> Poll<bool> {
+        let Some(ping) = &mut self.ping else { return Poll::Pending };
+        ready!(ping.poll_tick(cx));
+        if std::mem::take(&mut self.alive) | std::mem::take(progressed) {
+            self.quiet = 0;
+        } else {
+            self.quiet = self.quiet.saturating_add(1);
+        }
+        Poll::Ready(self.quiet >= 2)
+    }
+}
