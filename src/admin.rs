@@ -48,9 +48,14 @@ pub fn router(app: App, surface: Surface, subscriptions: SocketAddr, tls: bool) 
     router.with_state(app)
 }
 
+/// Subscriptions first: a WebSocket upgrade on any path, and a GET asking for an event
+/// stream on any path but the admin feed's, whatever else a path means to plain HTTP.
 async fn divert_upgrades(State(app): State<App>, request: Request, next: Next) -> Response {
     if crate::ws::is_upgrade(request.headers()) {
         crate::ws::upgrade(app, request).await
+    } else if crate::sse::is_event_stream(request.method(), request.headers()) && request.uri().path() != "/api/events"
+    {
+        crate::sse::subscribe(app, request).await
     } else {
         next.run(request).await
     }

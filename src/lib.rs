@@ -17,6 +17,11 @@
 //! - [`registry`]: every connected client by id.
 //! - [`replies`]: records of the `replies` topic, each to the client its key names.
 //! - [`admission`]: who may subscribe: key, origin, credentials, a free session slot.
+//! - [`session`]: one client's session whatever its transport: registry, hub, queue,
+//!   what comes before the live stream, liveness, how it ended.
+//! - [`sse`]: Server-Sent Events, the same subscriptions over `text/event-stream`.
+//! - [`position`], [`replay`], [`history`]: cursors made of Kafka positions; recent
+//!   records held for resume and `?last=`; older ones read back from Kafka.
 //! - [`ws`]: the WebSocket upgrade (authentication first) and the session that pumps a
 //!   client's queue into its socket.
 //! - [`auth`]: Basic and JWT authentication of upgrade requests.
@@ -60,4 +65,5 @@ pub mod server;
 pub mod session;
 pub mod sink;
 pub mod source;
+pub mod sse;
 pub mod ws;

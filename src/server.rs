@@ -179,8 +179,13 @@ async fn serve_connection<S>(stream: S, remote: SocketAddr, router: Router, how:
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // An event stream whose client stopped reading ends its connection with this: hyper
+    // has no write timeout of its own.
+    let abort = crate::sse::Abort::default();
+    let aborted = abort.0.clone();
     let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(abort.clone());
         request
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -202,9 +207,14 @@ where
                 }
             }
         }
+        _ = aborted.cancelled() => tracing::debug!(%remote, "connection dropped: its event stream stopped reading"),
         _ = how.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            // An event stream ends when its session has sent its close; then the connection.
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = aborted.cancelled() => {}
+            }
         }
     }
 }
