@@ -19,11 +19,11 @@ pub struct Budget {
 }
 
 struct Shared {
-    /// Bytes held now: the `sluice_queued_bytes` gauge itself, so the metric is exact.
+    /// Bytes held for clients now, beyond what the replay buffer holds anyway (frames of
+    /// recent records, built for the live fan-out: memory it bounds itself, which no
+    /// shedding of clients would free). The `sluice_queued_bytes` gauge itself, so the
+    /// metric is exact.
     held: Gauge,
-    /// Of those, bytes the replay buffer holds anyway (frames of recent records, built for
-    /// the live fan-out): memory it bounds itself, which no shedding of clients would free.
-    pinned: Gauge,
     limit: i64,
 }
 
@@ -47,18 +47,12 @@ impl Drop for Charged {
 
 impl Budget {
     pub fn new(limit: usize, held: Gauge) -> Budget {
-        Budget {
-            shared: Arc::new(Shared {
-                held,
-                pinned: Gauge::default(),
-                limit: i64::try_from(limit).unwrap_or(i64::MAX),
-            }),
-        }
+        Budget { shared: Arc::new(Shared { held, limit: i64::try_from(limit).unwrap_or(i64::MAX) }) }
     }
 
     /// The replay buffer took (positive) or let go of (negative) frames of these bytes.
     pub fn pin(&self, bytes: i64) {
-        self.shared.pinned.inc_by(bytes);
+        self.shared.held.dec_by(bytes);
     }
 
     /// The same bytes, now counted until the last clone of the result is dropped.
@@ -77,7 +71,7 @@ impl Budget {
     /// Bytes to free to get back to nine tenths of the bound (some headroom, so one shed
     /// is not followed by another at the very next record); zero while under the bound.
     pub fn excess(&self) -> usize {
-        let held = self.shared.held.get() - self.shared.pinned.get();
+        let held = self.shared.held.get();
         if held <= self.shared.limit {
             return 0;
         }

@@ -216,6 +216,8 @@ impl Hub {
                     }
                 }
                 recent.push(stamped.clone());
+                metrics.replay_buffer_records.set(recent.len() as i64);
+                metrics.replay_buffer_bytes.set(recent.bytes() as i64);
             }
         }
         self.enforce_budget();

@@ -92,8 +92,11 @@ pub struct Metrics {
     /// Connections closed for not sending a complete request head (or TLS handshake) in time.
     pub request_timeouts: Counter,
     /// Bytes of records held for clients, all clients together (each record once, however
-    /// many queues hold it).
+    /// many queues hold it), beyond what the replay buffer holds.
     pub queued_bytes: Gauge,
+    /// Records and bytes held for resume and `?last=`.
+    pub replay_buffer_records: Gauge,
+    pub replay_buffer_bytes: Gauge,
     /// Clients shed because the gateway-wide bound on queued bytes was reached.
     pub queue_bound_sheds: Counter,
     /// Partitions of `input` that make no progress while records wait in them.
@@ -155,6 +158,8 @@ impl Metrics {
             upgrades_refused: Family::default(),
             request_timeouts: Counter::default(),
             queued_bytes: Gauge::default(),
+            replay_buffer_records: Gauge::default(),
+            replay_buffer_bytes: Gauge::default(),
             queue_bound_sheds: Counter::default(),
             stuck_partitions: Gauge::default(),
             partition_stalls: Counter::default(),
@@ -197,8 +202,18 @@ impl Metrics {
         );
         r.register(
             "queued_bytes",
-            "Bytes of records held for clients, each record counted once",
+            "Bytes of records held for clients beyond the replay buffer, each record counted once",
             m.queued_bytes.clone(),
+        );
+        r.register(
+            "replay_buffer_records",
+            "Recent records held for resume and last=",
+            m.replay_buffer_records.clone(),
+        );
+        r.register(
+            "replay_buffer_bytes",
+            "Bytes of recent records held for resume and last=",
+            m.replay_buffer_bytes.clone(),
         );
         r.register(
             "queue_bound_sheds",
