@@ -114,8 +114,8 @@ client.on('connect', (opened) => {
       message.type === 'utf8' ? `record ${message.utf8Data}` : `record (binary) ${message.binaryData.toString('base64')}`,
     );
 
-    // A message back to the gateway: it goes to the `output` topic keyed by this
-    // connection's replyId, and shows as this client's lastMessageIn.
+    // A message back to the gateway: it shows as this client's lastMessageIn and on the
+    // event feed, and goes to the `output` topic (keyed by the replyId) when there is one.
     const ack = JSON.stringify({ ack: received });
     connection.sendUTF(ack);
     console.log(`sent ${ack}`);

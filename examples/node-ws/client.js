@@ -107,8 +107,8 @@ function connect() {
     received += 1;
     console.log(isBinary ? `record (binary) ${data.toString('base64')}` : `record ${data.toString()}`);
 
-    // A message back to the gateway: it goes to the `output` topic keyed by this
-    // connection's replyId, and shows as this client's lastMessageIn.
+    // A message back to the gateway: it shows as this client's lastMessageIn and on the
+    // event feed, and goes to the `output` topic (keyed by the replyId) when there is one.
     const ack = JSON.stringify({ ack: received });
     socket.send(ack);
     console.log(`sent ${ack}`);

@@ -156,8 +156,9 @@ class Client:
         else:
             say(f"record (binary) {base64.b64encode(message).decode()}")
 
-        # A message back to the gateway: it goes to the `output` topic keyed by this
-        # connection's replyId, and shows as this client's lastMessageIn.
+        # A message back to the gateway: it shows as this client's lastMessageIn and
+        # on the event feed, and goes to the `output` topic (keyed by the replyId) when
+        # there is one.
         ack = json.dumps({"ack": self.received}, separators=(",", ":"))
         await ws.send(ack)
         say(f"sent {ack}")
