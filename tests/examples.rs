@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -126,6 +127,8 @@ struct Running {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr: done once the process and its pipes are.
+    readers: [JoinHandle<()>; 2],
 }
 
 impl Running {
@@ -136,9 +139,9 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Running { child, stdout, stderr }
+        let (stdout, out_reader) = collect(child.stdout.take().unwrap());
+        let (stderr, err_reader) = collect(child.stderr.take().unwrap());
+        Running { child, stdout, stderr, readers: [out_reader, err_reader] }
     }
 
     fn lines(&self) -> Vec<String> {
@@ -177,15 +180,16 @@ impl Running {
         line["connected replyId=".len()..].to_owned()
     }
 
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + STEP;
+    /// Waits for the process to exit and for all it printed to be read.
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // The readers may be a line behind the exit.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return status;
+                if self.readers.iter().all(JoinHandle::is_finished) {
+                    return status;
+                }
             }
-            assert!(Instant::now() < deadline, "the example still runs after {STEP:?}\n{}", self.output());
+            assert!(Instant::now() < deadline, "still running after {within:?}\n{}", self.output());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -198,15 +202,16 @@ impl Drop for Running {
     }
 }
 
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+/// Reads `pipe` line by line into a shared list, on a thread of its own.
+fn collect(pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let into = lines.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             into.lock().unwrap().push(line);
         }
     });
-    lines
+    (lines, reader)
 }
 
 // ---------------------------------------------------------------- the gateway
@@ -253,53 +258,34 @@ fn reconnect_delays(lines: &[String]) -> Vec<u64> {
 
 /// A gateway on a port chosen here, so that it can be stopped and started again on the
 /// same address, as a restart looks to a client (the harness's gateway takes port 0).
-struct FixedPortGateway {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
+struct FixedPortGateway(Running);
 
 impl FixedPortGateway {
     fn start(port: u16, env: &[(&str, &str)]) -> FixedPortGateway {
         let port = port.to_string();
         let mut cmd = sluice_command(&["--host", "127.0.0.1", "--port", &port, "--demo"]);
-        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start sluice");
-        let stderr = collect(child.stderr.take().unwrap());
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        // The listening line comes once the port is bound: nothing to poll for.
-        let mut line = String::new();
-        while !line.starts_with("sluice listening on ") {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                panic!("sluice did not start:\n{}", stderr.lock().unwrap().join("\n"));
-            }
+        cmd.envs(env.iter().copied());
+        let mut gateway = Running::spawn(cmd);
+        // The listening line comes once the port is bound.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !gateway.lines().iter().any(|l| l.starts_with("sluice listening on ")) {
+            let exited = gateway.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "sluice did not start ({exited:?})\n{}",
+                gateway.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // Keep draining stdout so that the process never blocks on it.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        FixedPortGateway { child, stderr }
+        FixedPortGateway(gateway)
     }
 
     /// SIGTERM, and waits for a clean exit: clients get 1001 first.
-    fn terminate(&mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+    async fn terminate(&mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.0.child.id().to_string()]).status().unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + STEP;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "sluice did not stop:\n{}", self.stderr.lock().unwrap().join("\n"));
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "sluice exited with {status}");
-    }
-}
-
-impl Drop for FixedPortGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.0.wait_exit(STEP).await;
+        assert!(status.success(), "sluice exited with {status}\n{}", self.0.output());
     }
 }
 
@@ -363,7 +349,7 @@ async fn prints_acknowledges_and_reconnects(example: Example) {
     for value in &values[2..] {
         publish(&http, key, value).await;
     }
-    let status = run.wait_exit().await;
+    let status = run.wait_exit(STEP).await;
     assert!(status.success(), "the example failed ({status})\n{}", run.output());
     let lines = run.lines();
     assert_eq!(records(&lines), values, "the example printed other records than its key's\n{}", run.output());
@@ -400,7 +386,7 @@ async fn rides_out_a_gateway_restart(example: Example) {
     publish(&http, "restart", &values[0]).await;
     run.wait_for_line(&format!("record {}", values[0])).await;
 
-    gateway.terminate();
+    gateway.terminate().await;
     run.wait_for_line("closed code=1001 reason=shutting down").await;
     // Two attempts refused while nothing listens, before the gateway comes back.
     run.wait_for_nth(2, "two refused attempts", |l| l.starts_with("cannot connect")).await;
@@ -409,7 +395,7 @@ async fn rides_out_a_gateway_restart(example: Example) {
     assert_ne!(before, after);
     publish(&http, "restart", &values[1]).await;
 
-    let status = run.wait_exit().await;
+    let status = run.wait_exit(STEP).await;
     assert!(status.success(), "the example failed ({status})\n{}", run.output());
     let lines = run.lines();
     assert_eq!(records(&lines), values, "{}", run.output());
@@ -429,7 +415,7 @@ async fn stops_on_refusals_and_takes_a_token(example: Example) {
     let http = sluice.http("");
 
     let mut wrong = example.spawn(&[("SLUICE_URL", &url), ("SLUICE_USER", USER), ("SLUICE_PASSWORD", "wrong")]);
-    let status = wrong.wait_exit().await;
+    let status = wrong.wait_exit(STEP).await;
     assert_eq!(status.code(), Some(1), "{}", wrong.output());
     assert!(wrong.output().contains("HTTP 401"), "{}", wrong.output());
     assert!(
@@ -443,7 +429,7 @@ async fn stops_on_refusals_and_takes_a_token(example: Example) {
     assert_eq!(status, 201, "{minted}");
     let token = minted["token"].as_str().unwrap();
     let mut forbidden = example.spawn(&[("SLUICE_URL", &url), ("SLUICE_TOKEN", token), ("SLUICE_KEY", "theirs")]);
-    let status = forbidden.wait_exit().await;
+    let status = forbidden.wait_exit(STEP).await;
     assert_eq!(status.code(), Some(1), "{}", forbidden.output());
     assert!(forbidden.output().contains("HTTP 403"), "{}", forbidden.output());
 
@@ -460,7 +446,7 @@ async fn stops_on_refusals_and_takes_a_token(example: Example) {
         let (_, client) = sluice.api("GET", &format!("/api/clients/{id}"), None).await;
         assert_eq!(client["user"], user, "{client}");
         publish(&http, "mine", value).await;
-        let status = run.wait_exit().await;
+        let status = run.wait_exit(STEP).await;
         assert!(status.success(), "the example failed ({status})\n{}", run.output());
         assert_eq!(records(&run.lines()), std::slice::from_ref(value), "{}", run.output());
     }
@@ -624,15 +610,7 @@ async fn run_page_script(env: &[(&str, String)], sluice: &Sluice) -> Vec<serde_j
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("CHROMIUM", chromium());
     let mut script = Running::spawn(cmd);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = script.child.try_wait().unwrap() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the page script ran over 120 s\n{}", script.output());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = script.wait_exit(Duration::from_secs(120)).await;
     let parsed: Vec<serde_json::Value> = script.lines().iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let ok = parsed.last().is_some_and(|last| last["ok"] == true);
     let log = sluice.stderr();
