@@ -106,6 +106,11 @@ impl Example {
         {
             cmd.env_remove(name);
         }
+        // The gateway is on loopback: no proxy from the environment (the Python library
+        // honours them) may stand in between.
+        for name in ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            cmd.env_remove(name);
+        }
         cmd.current_dir(self.dir()).envs(env.iter().copied());
         Running::spawn(cmd)
     }
