@@ -56,6 +56,10 @@ async fn divert_upgrades(State(app): State<App>, request: Request, next: Next) -
     } else if crate::sse::is_event_stream(request.method(), request.headers()) && request.uri().path() != "/api/events"
     {
         crate::sse::subscribe(app, request).await
+    } else if crate::sse::is_preflight(request.method(), request.headers())
+        && !request.uri().path().starts_with("/api/")
+    {
+        crate::sse::preflight(&app, request.headers())
     } else {
         next.run(request).await
     }

@@ -59,6 +59,9 @@ pub async fn subscribe(app: App, request: Request) -> Response {
         Err(refused) => return admission::refuse(&app, &parts, refused),
     };
     let abort = parts.extensions.get::<Abort>().cloned().unwrap_or_default();
+    // Admitted, so its origin (if any) is allowed: say so to the browser, whose
+    // EventSource reads a response from another origin only with this.
+    let origin = parts.headers.get(header::ORIGIN).cloned();
     let ((admitted, slot), form) = {
         let envelope = admitted.0.params.envelope;
         (admitted, Form::new(true, envelope))
@@ -83,6 +86,41 @@ pub async fn subscribe(app: App, request: Request) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(CONNECTION_ID_HEADER, value);
     }
+    if let Some(origin) = origin {
+        cors(headers, origin);
+    }
+    response
+}
+
+fn cors(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(CONNECTION_ID_HEADER));
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
+}
+
+/// Whether a request is a CORS preflight (an `OPTIONS` asking about another method).
+pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// Answers a browser asking whether a page of another origin may open an event stream
+/// here with credentials or `Last-Event-ID`: yes, for the origins subscriptions accept.
+pub fn preflight(app: &App, headers: &HeaderMap) -> Response {
+    let allowed =
+        headers.contains_key(header::ORIGIN) && app.allowed_origins.permits(headers, app.console_port.get().copied());
+    let mut response = Response::new(Body::empty());
+    if !allowed {
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        return response;
+    }
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let h = response.headers_mut();
+    if let Some(origin) = headers.get(header::ORIGIN).cloned() {
+        cors(h, origin);
+    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, last-event-id, accept"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     response
 }
 
@@ -100,7 +138,9 @@ impl Session {
         self.started();
         let mut live = Liveness::new(self.app.settings.ping_interval);
         let frames = self.opening(opening).await;
-        let mut chunk = BytesMut::new();
+        // EventSource waits about three seconds before reconnecting: one is enough, and a
+        // resumed stream loses nothing by coming back sooner.
+        let mut chunk = BytesMut::from(&b"retry: 1000\n\n"[..]);
         for frame in &frames {
             chunk.extend_from_slice(payload(frame));
         }

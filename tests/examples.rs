@@ -628,3 +628,51 @@ async fn run_page_script(env: &[(&str, String)], sluice: &Sluice) -> Vec<serde_j
     );
     parsed
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eventsource_page_resumes_after_the_gateway_ends_its_stream() {
+    require_browser_tools();
+    let page_port = free_port();
+    let origin = format!("http://127.0.0.1:{page_port}");
+    let sluice = Sluice::start(
+        &["--allowed-origins", &origin],
+        &[("SLUICE_JWT_SECRET", JWT_SECRET), ("ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &page_port.to_string()])
+        .current_dir(examples_dir().join("eventsource"));
+    let server = Running::spawn(cmd);
+    let deadline = Instant::now() + STEP;
+    while std::net::TcpStream::connect(("127.0.0.1", page_port)).is_err() {
+        assert!(Instant::now() < deadline, "the page server did not listen\n{}", server.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let key = "es-key";
+    let out = sluice_command(&["token", "--sub", "eventsource-page", "--keys", key, "--ttl", "10m"])
+        .env("SLUICE_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let env = [
+        ("PAGE_URL", page_url(&origin, &sluice.http(""), key, &token)),
+        ("GATEWAY_HTTP", sluice.http("")),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("KEY", key.to_owned()),
+    ];
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("eventsource-page.mjs"))
+        .current_dir(browser_dir())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("CHROMIUM", chromium());
+    let mut script = Running::spawn(cmd);
+    let status = script.wait_exit(Duration::from_secs(120)).await;
+    let steps: Vec<serde_json::Value> = script.lines().iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        status.success() && steps.last().is_some_and(|s| s["ok"] == true),
+        "the EventSource page failed ({status})\n{}\ngateway log:\n{}",
+        script.output(),
+        sluice.stderr()
+    );
+    sluice.wait_metric("sluice_resumes_total{outcome=\"memory\"}", 1.0, Duration::from_secs(5)).await;
+}
