@@ -179,7 +179,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
 
     // Let the clients the gateway closed while their socket was full go: it holds each
     // until its close frame times out. Then the rest of the connections are the fast
-    // clients still reading and the stalled clients never shed.
+    // clients still reading and the stalled clients never closed.
     let settle = Duration::from_secs_f64(opts.settle);
     let deadline = Instant::now() + settle * 4;
     let mut last = rig.gateway.metrics().await?.get("sluice_connections");
