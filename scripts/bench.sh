@@ -3,14 +3,15 @@
 # prints the median, minimum and maximum of each figure over the runs.
 #
 #   scripts/bench.sh                 every scenario, 3 runs each (under 10 minutes on 2 cores)
-#   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept or slow
+#   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept, slow or stalled
 #   scripts/bench.sh smoke           every scenario at a tiny scale, once; fails when the
 #                                    harness misbehaves (for CI; no figure is checked)
 #   RUNS=1 scripts/bench.sh latency  fewer runs
 #   SLUICE_BIN=path scripts/bench.sh another build of the gateway
 #
 # Results are appended as JSON lines to $RESULTS (default target/bench/<time>.jsonl).
-# Extra arguments after the scenario name go to every sluice-bench command.
+# Extra arguments after the scenario name go to every sluice-bench command, e.g.
+#   scripts/bench.sh stalled --gateway-arg=--max-queued-bytes=268435456
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +59,12 @@ memory() { run memory --connections 10000,19000; }
 accept() { run accept --connections 10000 --connect-concurrency 100; }
 # A queue small enough that the slow clients overflow it within the run.
 slow() { run slow --clients 1000 --keys 10 --slow-fraction 0.1 --rate 50000 --duration 6 --records 100000 --queue-capacity 1024; }
+# The review's 20 stalled clients on 20 keys, then 50; 24 MiB per key, past a client's
+# 16 MiB byte bound and the little its socket takes.
+stalled() {
+  run stalled --stalled 20 --fast 4 --size 4096 --mib-per-key 24
+  run stalled --stalled 50 --fast 4 --size 4096 --mib-per-key 24
+}
 
 smoke() {
   local s=(--strict)
@@ -67,6 +74,7 @@ smoke() {
   run memory --connections 100,200 --settle 0.2 "${s[@]}"
   run accept --connections 300 "${s[@]}"
   run slow --clients 20 --keys 2 --rate 1000 --duration 1 --records 2000 --drain 5 "${s[@]}"
+  run stalled --stalled 3 --fast 2 --mib-per-key 2 --drain 5 --settle 1 "${s[@]}"
 }
 
 started=$(date +%s)
@@ -83,16 +91,17 @@ case "$what" in
       memory
       accept
       slow
+      stalled
     done
     ;;
-  fanout | latency | memory | accept | slow)
+  fanout | latency | memory | accept | slow | stalled)
     for i in $(seq "$runs"); do
       echo "== run $i of $runs" >&2
       "$what"
     done
     ;;
   *)
-    echo "usage: $0 [all|smoke|fanout|latency|memory|accept|slow] [sluice-bench arguments...]" >&2
+    echo "usage: $0 [all|smoke|fanout|latency|memory|accept|slow|stalled] [sluice-bench arguments...]" >&2
     exit 2
     ;;
 esac

@@ -120,14 +120,13 @@ impl Gateway {
     }
 
     async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let mut s = tokio::net::TcpStream::connect(self.addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
-            .await?;
-        let mut body = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut body)).await??;
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Ok((status, text))
+        get(self.addr, path).await
+    }
+
+    /// A handle for reading the gateway's memory and metrics from another task while a
+    /// phase holds the rig.
+    pub fn probe(&self) -> Probe {
+        Probe { addr: self.addr, pid: self.pid() }
     }
 
     /// Waits until `/readyz` answers 200: the consumer has its partitions.
@@ -146,22 +145,7 @@ impl Gateway {
 
     /// Every unlabelled sample of `/metrics`, by name.
     pub async fn metrics(&self) -> Result<Metrics> {
-        let (status, text) = self.get("/metrics").await?;
-        if status != 200 {
-            bail!("/metrics answered {status}");
-        }
-        let mut values = HashMap::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.contains('{') {
-                continue;
-            }
-            if let Some((name, value)) = line.rsplit_once(' ') {
-                if let Ok(v) = value.parse::<f64>() {
-                    values.insert(name.to_owned(), v);
-                }
-            }
-        }
-        Ok(Metrics(values))
+        metrics(self.addr).await
     }
 
     /// Waits until the gateway counts at least `n` open connections.
@@ -195,11 +179,63 @@ impl Drop for Gateway {
     }
 }
 
+/// The gateway's address and process, cheap to copy into a sampling task.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub addr: SocketAddr,
+    pub pid: u32,
+}
+
+impl Probe {
+    pub async fn metrics(&self) -> Result<Metrics> {
+        metrics(self.addr).await
+    }
+
+    pub fn rss_kib(&self) -> Result<u64> {
+        crate::usage::rss_kib(self.pid)
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut body)).await??;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, text))
+}
+
+async fn metrics(addr: SocketAddr) -> Result<Metrics> {
+    let (status, text) = get(addr, "/metrics").await?;
+    if status != 200 {
+        bail!("/metrics answered {status}");
+    }
+    let mut values = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.contains('{') {
+            continue;
+        }
+        if let Some((name, value)) = line.rsplit_once(' ') {
+            if let Ok(v) = value.parse::<f64>() {
+                values.insert(name.to_owned(), v);
+            }
+        }
+    }
+    Ok(Metrics(values))
+}
+
 pub struct Metrics(HashMap<String, f64>);
 
 impl Metrics {
     /// A sample's value, 0 when absent.
     pub fn get(&self, name: &str) -> f64 {
-        self.0.get(name).copied().unwrap_or(0.0)
+        self.find(name).unwrap_or(0.0)
+    }
+
+    /// A sample's value, `None` when this build does not export it (older builds lack
+    /// some metrics, and 0 would read as a measurement).
+    pub fn find(&self, name: &str) -> Option<f64> {
+        self.0.get(name).copied()
     }
 }

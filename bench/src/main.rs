@@ -70,6 +70,13 @@ enum Command {
         #[command(flatten)]
         opts: scenario::slow::Opts,
     },
+    /// Gateway memory while clients on distinct keys stop reading; the fast clients' delivery.
+    Stalled {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        opts: scenario::stalled::Opts,
+    },
     /// Medians, minima and maxima of results appended with --json, as Markdown.
     Summary { file: PathBuf },
 }
@@ -99,6 +106,7 @@ fn main() -> Result<()> {
             Command::Memory { common, opts } => (common, vec![scenario::memory::run(common, opts).await?]),
             Command::Accept { common, opts } => (common, vec![scenario::accept::run(common, opts, threads).await?]),
             Command::Slow { common, opts } => (common, vec![scenario::slow::run(common, opts, threads).await?]),
+            Command::Stalled { common, opts } => (common, vec![scenario::stalled::run(common, opts, threads).await?]),
             Command::Summary { .. } => unreachable!("handled above"),
         })
     })?;

@@ -69,12 +69,22 @@ pub fn process_cpu(pid: u32) -> f64 {
 
 /// Resident memory of a process in KiB (VmRSS).
 pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process has had in KiB (VmHWM, kept by the kernel): the
+/// true peak, which sampling VmRSS can miss between two readings.
+pub fn peak_rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc status")?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS line")
+        .with_context(|| format!("no {field} line"))
 }
 
 /// CPU seconds of this process's threads, by role.

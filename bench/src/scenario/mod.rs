@@ -7,6 +7,7 @@ pub mod fanout;
 pub mod latency;
 pub mod memory;
 pub mod slow;
+pub mod stalled;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
