@@ -604,3 +604,29 @@ async fn stalled_clients_on_many_keys_stay_under_the_gateway_bound_and_fast_clie
     assert!(clients["clients"][0]["closing"].is_null(), "{clients}");
     drop(stalled);
 }
+
+#[tokio::test]
+async fn a_broker_outage_is_a_few_log_lines_with_counts_not_one_per_attempt() {
+    let mut tansu = Tansu::durable();
+    let topic = topic("outage-log");
+    tansu.create_topic(&topic, 1).await;
+    let sluice = Sluice::with_kafka(&tansu, &topic, &[]);
+    sluice.wait_status("/readyz", 200, Duration::from_secs(10)).await;
+    let (_ws, _) = connect(&sluice, "/k").await;
+    let before = sluice.stderr().lines().count();
+    tansu.stop();
+    // Twenty seconds of outage: librdkafka retries its connection many times a second.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let log = sluice.stderr();
+    let during: Vec<&str> = log.lines().skip(before).filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    tansu.restart();
+    sluice.wait_status("/readyz", 200, Duration::from_secs(40)).await;
+    println!("{} warning lines:\n{}", during.len(), during.join("\n"));
+    // Each kind of failure at most once per 15 s: a handful of kinds, two periods.
+    assert!(during.len() <= 12, "{} warning lines during a 20 s outage:\n{}", during.len(), during.join("\n"));
+    assert!(during.iter().any(|l| l.contains("not ready")), "the outage was not reported at all");
+    assert!(
+        sluice.metric("sluice_kafka_errors_total").await >= 1.0,
+        "every failure is still counted"
+    );
+}
