@@ -154,21 +154,6 @@ async fn every_replica_receives_every_partition() {
     }
 }
 
-/// A WebSocket client whose socket has a tiny receive buffer, so that when it stops
-/// reading the server's writes block soon.
-async fn connect_small_window(sluice: &Sluice, path: &str) -> Ws {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(sluice.addr).await.unwrap();
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = sluice.url(path).into_client_request().unwrap();
-    request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
-    next_text(&mut ws).await;
-    ws
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_client_is_disconnected_without_blocking_others() {
     let tansu = Tansu::memory();

@@ -496,21 +496,6 @@ async fn consumer_lag_is_the_high_watermark_minus_the_position_and_a_stalled_par
     assert_eq!(sluice.stderr().matches("partition stuck").count(), 1);
 }
 
-/// A client on `path` whose socket has a tiny receive window, that reads its welcome and
-/// then nothing.
-async fn stalled_client(sluice: &Sluice, path: &str) -> Ws {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(sluice.addr).await.unwrap();
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = sluice.url(path).into_client_request().unwrap();
-    request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
-    next_text(&mut ws).await;
-    ws
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_clients_on_many_keys_stay_under_the_gateway_bound_and_fast_clients_keep_up() {
     const BOUND: usize = 8 << 20;
@@ -541,7 +526,7 @@ async fn stalled_clients_on_many_keys_stay_under_the_gateway_bound_and_fast_clie
     );
     let mut stalled = Vec::new();
     for i in 0..STALLED {
-        stalled.push(stalled_client(&sluice, &format!("/s{i}")).await);
+        stalled.push(connect_small_window(&sluice, &format!("/s{i}")).await);
     }
     let (mut fast, _) = connect(&sluice, "/fast").await;
     let reader = tokio::spawn(async move {
@@ -625,8 +610,5 @@ async fn a_broker_outage_is_a_few_log_lines_with_counts_not_one_per_attempt() {
     // Each kind of failure at most once per 15 s: a handful of kinds, two periods.
     assert!(during.len() <= 12, "{} warning lines during a 20 s outage:\n{}", during.len(), during.join("\n"));
     assert!(during.iter().any(|l| l.contains("not ready")), "the outage was not reported at all");
-    assert!(
-        sluice.metric("sluice_kafka_errors_total").await >= 1.0,
-        "every failure is still counted"
-    );
+    assert!(sluice.metric("sluice_kafka_errors_total").await >= 1.0, "every failure is still counted");
 }

@@ -17,10 +17,7 @@
 // Output: one JSON line per step on stdout, the last {"ok":true} or {"ok":false,"error":…};
 // exit code 0 only when every check passed.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { withBrowser } from './chromium.mjs';
 
 const SENT_TEXT = 'hello from the console';
 const CLOSE_CODE = '4001';
@@ -49,38 +46,21 @@ async function main() {
   const disconnect = env('DISCONNECT');
   const watchKey = env('WATCH_KEY');
   const watchText = env('WATCH_TEXT');
-  const profile = mkdtempSync(join(tmpdir(), 'sluice-console-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    viewport: { width: 1400, height: 900 },
+  await withBrowser('console', { viewport: { width: 1400, height: 900 } }, async (context) => {
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(15_000);
+    const problems = [];
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => m.type() === 'error' && !/Failed to load resource/.test(m.text()) && problems.push(m.text()));
+    try {
+      await run(page, { url, token, ids, sendTo, disconnect, watchKey, watchText });
+      check(problems.length === 0, `the page reported errors: ${problems.join('; ')}`);
+      say('done');
+    } catch (error) {
+      if (process.env.FAILURE_SCREENSHOT) await page.screenshot({ path: process.env.FAILURE_SCREENSHOT }).catch(() => {});
+      throw new Error(`${error.message}${problems.length ? ` (page errors: ${problems.join('; ')})` : ''}`);
+    }
   });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(15_000);
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => m.type() === 'error' && !/Failed to load resource/.test(m.text()) && problems.push(m.text()));
-  try {
-    await run(page, { url, token, ids, sendTo, disconnect, watchKey, watchText });
-    check(problems.length === 0, `the page reported errors: ${problems.join('; ')}`);
-    say('done');
-  } catch (error) {
-    if (process.env.FAILURE_SCREENSHOT) await page.screenshot({ path: process.env.FAILURE_SCREENSHOT }).catch(() => {});
-    throw new Error(`${error.message}${problems.length ? ` (page errors: ${problems.join('; ')})` : ''}`);
-  } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
-  }
 }
 
 async function run(page, { url, token, ids, sendTo, disconnect, watchKey, watchText }) {

@@ -17,10 +17,7 @@
 // Output: one JSON line per step on stdout, the last {"ok":true} or {"ok":false,"error":…};
 // exit code 0 only when every check passed.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { withBrowser } from './chromium.mjs';
 
 const env = (name) => {
   const value = process.env[name];
@@ -50,38 +47,21 @@ async function main() {
   const records = JSON.parse(env('RECORDS'));
   const markup = env('MARKUP');
   const message = env('MESSAGE');
-  const profile = mkdtempSync(join(tmpdir(), 'sluice-example-page-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    viewport: { width: 1100, height: 800 },
+  await withBrowser('example-page', { viewport: { width: 1100, height: 800 } }, async (context) => {
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(15_000);
+    const problems = [];
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    try {
+      await run(page, { records, markup, message });
+      check(problems.length === 0, `the page reported errors: ${problems.join('; ')}`);
+      await refused(context);
+      say('done');
+    } catch (error) {
+      if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT }).catch(() => {});
+      throw new Error(`${error.message}${problems.length ? ` (page errors: ${problems.join('; ')})` : ''}`);
+    }
   });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.setDefaultTimeout(15_000);
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  try {
-    await run(page, { records, markup, message });
-    check(problems.length === 0, `the page reported errors: ${problems.join('; ')}`);
-    await refused(context);
-    say('done');
-  } catch (error) {
-    if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT }).catch(() => {});
-    throw new Error(`${error.message}${problems.length ? ` (page errors: ${problems.join('; ')})` : ''}`);
-  } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
-  }
 }
 
 const text = (page, selector) => page.locator(selector).textContent();

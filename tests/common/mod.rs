@@ -533,6 +533,21 @@ pub async fn try_connect(
     tokio_tungstenite::connect_async(request).await
 }
 
+/// A WebSocket client whose socket has a tiny receive buffer, so that when it stops
+/// reading the server's writes block soon.
+pub async fn connect_small_window(sluice: &Sluice, path: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(sluice.addr).await.unwrap();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = sluice.url(path).into_client_request().unwrap();
+    request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    next_text(&mut ws).await;
+    ws
+}
+
 /// Connects with USER / PASSWORD and reads the welcome frame; returns the socket and the
 /// replyId it announced.
 pub async fn connect(sluice: &Sluice, path: &str) -> (Ws, String) {
