@@ -5,7 +5,7 @@
 //! end of the queue and is the only writer to the socket.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -129,6 +129,7 @@ impl Client {
             signal_waker: AtomicWaker::new(),
             limits,
             state: AtomicU8::new(0),
+            next_stamp: AtomicI64::new(NO_STAMP),
         });
         let (tx, rx) = (queue.clone(), QueueReceiver(queue));
         let client = Client {
@@ -148,13 +149,19 @@ impl Client {
 
     /// Queues a frame without waiting: the fan-out never blocks on one client.
     pub fn offer(&self, frame: Message) -> Offer {
-        self.queue.push(frame, false)
+        self.queue.push(frame, NO_STAMP, false)
+    }
+
+    /// Queues a record's frame, with the record's timestamp (ms since the epoch) for the
+    /// age-at-delivery histogram.
+    pub fn offer_record(&self, frame: Message, stamp: i64) -> Offer {
+        self.queue.push(frame, stamp, false)
     }
 
     /// Queues a replayed frame ahead of any live one, whatever the queue's bounds: what a
     /// subscriber asked to replay is bounded where it is planned.
     pub fn offer_replay(&self, frame: Message) -> Offer {
-        self.queue.push(frame, true)
+        self.queue.push(frame, NO_STAMP, true)
     }
 
     /// A message for this client from the admin API or `replies`, in its transport's
@@ -285,9 +292,13 @@ pub struct QueueLimits {
 
 #[derive(Default)]
 struct Frames {
-    frames: VecDeque<Message>,
+    /// Each frame with its record's timestamp (ms since the epoch), or [`NO_STAMP`].
+    frames: VecDeque<(Message, i64)>,
     bytes: usize,
 }
+
+/// A frame that is not a record's (welcome, admin message, reply): no age to measure.
+pub const NO_STAMP: i64 = i64::MIN;
 
 /// A client's outgoing frames: bounded, and holding memory only while frames wait (an
 /// idle connection costs an empty `VecDeque`, not a preallocated block of slots). The same
@@ -304,6 +315,8 @@ pub struct Queue {
     limits: QueueLimits,
     /// `CLOSING`, `SHUTDOWN` and `RECEIVER_GONE` bits.
     state: AtomicU8,
+    /// See [`QueueReceiver::stamp`].
+    next_stamp: AtomicI64,
 }
 
 const CLOSING: u8 = 1;
@@ -323,7 +336,7 @@ pub enum Signal {
 }
 
 impl Queue {
-    fn push(&self, frame: Message, unbounded: bool) -> Offer {
+    fn push(&self, frame: Message, stamp: i64, unbounded: bool) -> Offer {
         if self.state.load(Ordering::Acquire) & (CLOSING | RECEIVER_GONE) != 0 {
             return Offer::Closed;
         }
@@ -339,20 +352,20 @@ impl Queue {
                 return Offer::Full;
             }
             q.bytes += size;
-            q.frames.push_back(frame);
+            q.frames.push_back((frame, stamp));
         }
         self.frames_waker.wake();
         Offer::Queued
     }
 
-    fn pop(&self) -> Option<Message> {
+    fn pop(&self) -> Option<(Message, i64)> {
         let mut q = self.frames.lock();
-        let frame = q.frames.pop_front()?;
+        let (frame, stamp) = q.frames.pop_front()?;
         q.bytes -= payload_len(&frame);
         if q.frames.is_empty() && q.frames.capacity() > SHRINK_ABOVE {
             q.frames = VecDeque::new();
         }
-        Some(frame)
+        Some((frame, stamp))
     }
 
     /// Empties the queue; returns how many frames it held.
@@ -402,7 +415,15 @@ impl QueueReceiver {
         if let Some(signal) = self.0.signalled() {
             return Some(Err(signal));
         }
-        self.0.pop().map(Ok)
+        let (frame, stamp) = self.0.pop()?;
+        self.0.next_stamp.store(stamp, Ordering::Relaxed);
+        Some(Ok(frame))
+    }
+
+    /// The timestamp (ms since the epoch) of the record whose frame [`QueueReceiver::next`]
+    /// returned last, when it was a record's.
+    pub fn stamp(&self) -> Option<i64> {
+        Some(self.0.next_stamp.load(Ordering::Relaxed)).filter(|&s| s != NO_STAMP)
     }
 
     /// See [`QueueReceiver::poll_next`].
@@ -426,7 +447,7 @@ impl QueueReceiver {
 
     /// The next frame if one waits.
     pub fn try_recv(&self) -> Option<Message> {
-        self.0.pop()
+        self.0.pop().map(|(frame, _)| frame)
     }
 }
 

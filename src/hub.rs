@@ -14,12 +14,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::budget::Budget;
-use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, SLOW_CONSUMER};
+use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, NO_STAMP, SLOW_CONSUMER};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::Metrics;
 use crate::position::{Cursor, Position};
@@ -198,7 +199,9 @@ impl Hub {
             metrics.record_skipped("tombstone");
         }
         let (partition, offset) = (record.partition, record.offset);
+        let stamp = record.timestamp.unwrap_or(NO_STAMP);
         let stamped = Arc::new(Stamped::new(record));
+        let started = Instant::now();
         {
             let mut table = shared.table.lock();
             let Table { by_key, all, live, recent } = &mut *table;
@@ -212,7 +215,7 @@ impl Hub {
                         continue;
                     }
                     if let Some(frame) = stamped.frame(client.form, &shared.budget, cursor) {
-                        offer(client, frame.clone(), shared.policy, metrics);
+                        offer(client, frame.clone(), stamp, shared.policy, metrics);
                     }
                 }
                 recent.push(stamped.clone());
@@ -220,6 +223,7 @@ impl Hub {
                 metrics.replay_buffer_bytes.set(recent.bytes() as i64);
             }
         }
+        metrics.fanout_seconds.observe(started.elapsed().as_secs_f64());
         self.enforce_budget();
     }
 
@@ -280,8 +284,14 @@ impl Hub {
 
 /// Offers a frame to a client; a full queue is decided here, under the slow-consumer
 /// policy, for every path that delivers to clients (records and replies alike).
-pub fn offer(client: &Client, frame: tungstenite::Message, policy: SlowConsumerPolicy, metrics: &Metrics) -> Offer {
-    let offer = client.offer(frame);
+pub fn offer(
+    client: &Client,
+    frame: tungstenite::Message,
+    stamp: i64,
+    policy: SlowConsumerPolicy,
+    metrics: &Metrics,
+) -> Offer {
+    let offer = client.offer_record(frame, stamp);
     if offer == Offer::Full {
         match policy {
             SlowConsumerPolicy::Disconnect => {

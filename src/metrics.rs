@@ -13,6 +13,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Label = [(&'static str, &'static str); 1];
@@ -94,6 +95,11 @@ pub struct Metrics {
     /// Bytes of records held for clients, all clients together (each record once, however
     /// many queues hold it), beyond what the replay buffer holds.
     pub queued_bytes: Gauge,
+    /// Time from a record's timestamp to its frame reaching a client's socket (the first
+    /// record of each batch written): the end-to-end delay a client sees.
+    pub record_age_seconds: Histogram,
+    /// Time to hand one record to every subscriber's queue.
+    pub fanout_seconds: Histogram,
     /// Records and bytes held for resume and `?last=`.
     pub replay_buffer_records: Gauge,
     pub replay_buffer_bytes: Gauge,
@@ -159,6 +165,10 @@ impl Metrics {
             request_timeouts: Counter::default(),
             queued_bytes: Gauge::default(),
             replay_buffer_records: Gauge::default(),
+            record_age_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            fanout_seconds: Histogram::new(exponential_buckets(0.000_001, 4.0, 10)),
             replay_buffer_bytes: Gauge::default(),
             queue_bound_sheds: Counter::default(),
             stuck_partitions: Gauge::default(),
@@ -205,6 +215,12 @@ impl Metrics {
             "Bytes of records held for clients beyond the replay buffer, each record counted once",
             m.queued_bytes.clone(),
         );
+        r.register(
+            "record_age_seconds",
+            "Time from a record's timestamp to its frame reaching a client's socket",
+            m.record_age_seconds.clone(),
+        );
+        r.register("fanout_seconds", "Time to hand one record to every subscriber's queue", m.fanout_seconds.clone());
         r.register(
             "replay_buffer_records",
             "Recent records held for resume and last=",

@@ -28,7 +28,7 @@ impl Dispatch for ReplyRouter {
         };
         // In the client's transport: a frame, or an SSE `message` event.
         let frame = client.message(self.hub.budget().charge(value));
-        match crate::hub::offer(&client, frame, self.policy, &self.metrics) {
+        match crate::hub::offer(&client, frame, crate::client::NO_STAMP, self.policy, &self.metrics) {
             Offer::Queued => self.metrics.replies_delivered.inc(),
             Offer::Closed => self.metrics.replies_unknown.inc(),
             Offer::Full => 0,

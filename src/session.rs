@@ -154,6 +154,16 @@ impl Session {
         self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
     }
 
+    /// A batch just reached the socket: the age of the record it started with (a batch's
+    /// first frame waited longest), when it was a record's.
+    pub fn delivered(&self) {
+        if let Some(stamp) = self.queue.stamp() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let age_ms = (now.as_millis() as i64).saturating_sub(stamp).max(0);
+            self.app.metrics.record_age_seconds.observe(age_ms as f64 / 1000.0);
+        }
+    }
+
     /// A message from the client: counted, recorded, and passed on (never waited on).
     pub fn client_message(&self, data: &[u8], text: bool) {
         self.client.received(data);

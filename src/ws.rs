@@ -282,7 +282,10 @@ impl Session {
                     };
                     match written {
                         // The socket took the batch: the client is reading.
-                        Ok(()) => live.alive = true,
+                        Ok(()) => {
+                            live.alive = true;
+                            self.delivered();
+                        }
                         Err(Interrupt::Signal(Signal::Close)) => return Box::pin(self.close_requested(socket)).await,
                         Err(Interrupt::Signal(Signal::Shutdown)) => return Box::pin(self.shut_down(socket)).await,
                         Err(Interrupt::Idle) => {
