@@ -299,11 +299,18 @@ fn sendable_close_code(code: u16) -> bool {
 const MAX_REASON_CHARS: usize = 123;
 const MAX_REASON_BYTES: usize = 123;
 
+/// How long DELETE waits for the client to leave: its session bounds the close handshake
+/// at 5 s, then drops the connection.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(6);
+
+/// Closes a client and answers once it has left the registry, so that what the caller does
+/// next (a GET, the list) no longer finds it: the close handshake takes a round trip, or
+/// 5 s at most when the client does not answer it.
 async fn disconnect(
     State(app): State<App>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DisconnectQuery>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let code = q.code.unwrap_or(1000);
     if !sendable_close_code(code) {
         return Err(ApiError::BadRequest(format!(
@@ -314,9 +321,18 @@ async fn disconnect(
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(ApiError::BadRequest(format!("reason must be at most {MAX_REASON_CHARS} characters")));
     }
-    let client = app.registry.get(&id).ok_or(ApiError::UnknownClient(id))?;
+    let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
     client.close(code, fit_close_reason(&reason));
-    Ok(StatusCode::NO_CONTENT)
+    // The session removes the client when it ends; nothing signals that moment to others, so
+    // look every few milliseconds (DELETE is rare, and the wait bounded).
+    let deadline = Instant::now() + DISCONNECT_WAIT;
+    while app.registry.get(&id).is_some() {
+        if Instant::now() >= deadline {
+            return Ok((StatusCode::ACCEPTED, Json(client_json(&client))).into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The longest prefix of `reason` that fits a close frame, ending on a character boundary.
@@ -400,13 +416,28 @@ struct TokenRequest {
     sub: String,
     #[serde(default, deserialize_with = "present")]
     keys: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl: Option<u64>,
 }
 
 /// An optional field that, when present, must hold a value (not `null`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// A whole number of seconds, however it is spelt: JSON Schema counts `3600.0` as the
+/// integer 3600, and so does the document. Values out of range saturate (negative ones to
+/// 0), to fail the bounds check with its own message.
+fn whole_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(n) = n.as_u64() {
+        return Ok(Some(n));
+    }
+    match n.as_f64() {
+        // `as` saturates: what it cuts off is out of bounds either way.
+        Some(f) if f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("ttl must be a whole number of seconds, not {n}"))),
+    }
 }
 
 impl TokenRequest {
@@ -530,5 +561,103 @@ fn last_message(a: &Activity) -> Value {
             let (data, encoding) = crate::sink::encode_data(data, false);
             json!({ "data": data, "encoding": encoding, "at": rfc3339(at) })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(body: &str) -> Result<TokenRequest, String> {
+        TokenRequest::parse(body.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_token_request_is_an_object_with_no_nulls_and_whole_seconds() {
+        let r = token(r#"{"sub":"dash","keys":["a","*"],"ttl":60}"#).unwrap();
+        assert_eq!((r.sub.as_str(), r.keys.unwrap().len(), r.ttl), ("dash", 2, Some(60)));
+        assert_eq!(token(r#"{"sub":"dash","ttl":5294.0}"#).unwrap().ttl, Some(5294));
+        assert!(token(r#"{"sub":"dash"}"#).unwrap().keys.is_none());
+        for bad in [
+            r#"["dash"]"#,
+            r#"{"sub":"dash","keys":null}"#,
+            r#"{"sub":"dash","ttl":null}"#,
+            r#"{"sub":"dash","ttl":1.5}"#,
+            r#"{"sub":"dash","ttl":-1}"#,
+            r#"{"sub":"dash","ttl":1e30}"#,
+            r#"{"sub":"dash","ttl":"60"}"#,
+            r#"{"sub":"dash","kyes":["a"]}"#,
+            r#"{"sub":""}"#,
+            r#"{"sub":"dash","keys":[]}"#,
+            r#"{"sub":"dash","keys":[""]}"#,
+            "",
+        ] {
+            assert!(token(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_as_the_document_counts_them() {
+        // 256 characters of two bytes each: within `maxLength: 256`.
+        assert!(token(&format!(r#"{{"sub":"{}"}}"#, "é".repeat(256))).is_ok());
+        assert!(token(&format!(r#"{{"sub":"{}"}}"#, "é".repeat(257))).is_err());
+    }
+
+    #[test]
+    fn a_close_reason_is_cut_to_the_frame_on_a_character_boundary() {
+        assert_eq!(fit_close_reason("bye"), "bye");
+        let long = "é".repeat(100);
+        let fitted = fit_close_reason(&long);
+        assert_eq!(fitted.len(), 122);
+        assert!(long.starts_with(fitted));
+        assert_eq!(fit_close_reason(&"x".repeat(123)).len(), 123);
+    }
+
+    #[test]
+    fn only_codes_a_server_may_send_are_sendable() {
+        for code in [1000, 1003, 1007, 1011, 3000, 4999] {
+            assert!(sendable_close_code(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000] {
+            assert!(!sendable_close_code(code), "{code}");
+        }
+    }
+
+    /// The document names every route this module serves, and only those.
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let mut documented: Vec<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |m| format!("{} {path}", m.to_uppercase()))
+            })
+            .collect();
+        documented.sort();
+        let mut served = vec![
+            "GET /api/clients",
+            "GET /api/clients/{id}",
+            "DELETE /api/clients/{id}",
+            "POST /api/clients/{id}/messages",
+            "POST /api/broadcast",
+            "POST /api/publish/{key}",
+            "GET /api/events",
+            "POST /api/tokens",
+            "GET /api/info",
+            "GET /api/openapi.json",
+        ];
+        served.sort();
+        assert_eq!(documented, served);
+        assert_eq!(doc["components"]["schemas"]["TokenRequest"]["properties"]["ttl"]["maximum"], MAX_TOKEN_TTL);
+        assert_eq!(doc["components"]["schemas"]["TokenRequest"]["properties"]["sub"]["maxLength"], MAX_SUB_CHARS);
+        assert_eq!(doc["paths"]["/api/clients"]["get"]["parameters"][1]["schema"]["maximum"], MAX_PAGE);
+        let reason = &doc["paths"]["/api/clients/{id}"]["delete"]["parameters"][1]["schema"];
+        assert_eq!(reason["maxLength"], MAX_REASON_CHARS);
     }
 }
