@@ -106,9 +106,12 @@ fn help_shows_the_default_of_every_option_that_has_one() {
     }
 }
 
+/// Arguments, environment, and the setting the error line must name.
+type BadValue = (&'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
+
 #[test]
 fn a_value_the_command_line_cannot_take_is_one_config_error_line_and_exit_64() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 7] = [
+    let cases: [BadValue; 7] = [
         (&["--port", "99999"], &[], "--port / PORT"),
         (&["--port", "abc"], &[], "--port / PORT"),
         (&[], &[("PORT", "x")], "--port / PORT"),
