@@ -4,7 +4,7 @@
 # invalid data refused, wrong methods, missing authentication), a bounded number of cases.
 # Exits non-zero on any failure.
 #
-#   scripts/schemathesis.sh                       the release build, 25 cases per operation and phase
+#   scripts/schemathesis.sh                       the release build, 200 cases per operation and phase
 #   MAX_EXAMPLES=100 scripts/schemathesis.sh      more cases
 #   SEED=123 scripts/schemathesis.sh              other cases (the default seed keeps CI repeatable)
 #   SLUICE_BIN=target/debug/sluice scripts/schemathesis.sh   another build of the gateway
@@ -19,9 +19,11 @@ cd "$(dirname "$0")/.."
 
 version="${SCHEMATHESIS_VERSION:-4.32.5}"
 websockets_version="17.4"
-examples="${MAX_EXAMPLES:-25}"
+examples="${MAX_EXAMPLES:-200}"
 seed="${SEED:-20261123}"
 target="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target"
+target="$(cd "$target" && pwd)"
 venv="$target/schemathesis"
 
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $version" \
@@ -36,6 +38,7 @@ if [ -z "${SLUICE_BIN:-}" ]; then
   cargo build --release --locked --bin sluice
   SLUICE_BIN="$target/release/sluice"
 fi
+SLUICE_BIN="$(cd "$(dirname "$SLUICE_BIN")" && pwd)/$(basename "$SLUICE_BIN")"
 
 work="$(mktemp -d)"
 pids=()
@@ -100,8 +103,12 @@ if [ "${clients:-0}" -lt 3 ]; then
 fi
 
 # The event stream never ends: schemathesis reads it until the request times out, so its
-# cases get a short timeout of their own.
+# cases get a short timeout of their own. No cache: each run stands on its own (the cache
+# would replay earlier runs' failures), and nothing is left in the working tree.
 cat >"$work/schemathesis.toml" <<'TOML'
+[cache]
+enabled = false
+
 [[operations]]
 include-path = "/api/events"
 request-timeout = 1
@@ -109,6 +116,8 @@ TOML
 
 echo "schemathesis $version against sluice at $addr: $examples cases per operation and phase, seed $seed" >&2
 status=0
+# From the scratch directory, so that whatever schemathesis writes stays out of the tree.
+cd "$work"
 timeout --kill-after=10 600 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" --no-color \
   run "http://$addr/api/openapi.json" \
   --header "Authorization: Bearer $token" \
