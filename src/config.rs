@@ -63,7 +63,7 @@ pub struct Options {
     pub input: Option<String>,
 
     /// Kafka bootstrap servers, comma-separated (alias: KAFKA_BROKERS). [default: none: the
-    /// embedded stream]
+    /// embedded stream, or with --quix-sdk-token the Quix workspace's brokers]
     #[arg(long, env = "Quix__Broker__Address", value_name = "HOST:PORT,...")]
     pub brokers: Option<String>,
 
@@ -191,7 +191,8 @@ pub struct Options {
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
-    /// Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. [default: PLAINTEXT]
+    /// Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. [default: PLAINTEXT,
+    /// or the Quix workspace's]
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
     pub kafka_security_protocol: Option<String>,
 
