@@ -39,7 +39,7 @@ pub fn router(app: App, surface: Surface, subscriptions: SocketAddr, tls: bool) 
             .merge(crate::api::routes(app.clone()))
             .layer(Extension(endpoint));
     }
-    let router = router.fallback(not_found);
+    let router = router.fallback(crate::api::no_such_endpoint);
     let router = if surface != Surface::Admin {
         router.layer(middleware::from_fn_with_state(app.clone(), divert_upgrades))
     } else {
@@ -90,8 +90,4 @@ async fn readyz(State(app): State<App>) -> Response {
 async fn metrics(State(app): State<App>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render())
         .into_response()
-}
-
-async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such endpoint" }))).into_response()
 }

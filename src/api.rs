@@ -1,21 +1,29 @@
 //! The admin API under `/api`: list and inspect clients, message one, broadcast, disconnect,
 //! publish records, watch events, mint client tokens, and describe the gateway to the
 //! console. JSON over HTTP, guarded by the admin token as a Bearer token (separate from
-//! client credentials). Errors are JSON `{"error": "…"}`.
+//! client credentials).
+//!
+//! Every error is JSON `{"error": "…"}`: the handlers' own, and also what axum would answer
+//! as text (a query string, path or body it cannot take, a method the path does not serve),
+//! since the extractors here turn their rejections into [`ApiError`]s and the routers
+//! answer wrong methods with one. `src/openapi.json` describes exactly this behaviour.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -25,6 +33,10 @@ use crate::auth::SigningSecret;
 use crate::client::{Activity, Client, Offer};
 use crate::sink::rfc3339;
 
+/// The largest request body: a message, a broadcast, a record or a token request. Kafka's
+/// default limit on a record is about a megabyte, and nothing an operator types is larger.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// Why an admin request failed; each maps to a status and a JSON body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,34 +44,50 @@ pub enum ApiError {
     Unauthorized,
     #[error("no connected client with id {0:?}")]
     UnknownClient(String),
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    #[error("{0} is not allowed here (see the Allow header)")]
+    MethodNotAllowed(Method),
     #[error("{0}")]
     BadRequest(String),
+    #[error("the body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// A route declared with an extractor it cannot satisfy: a bug here, not in the request.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::UnknownClient(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownClient(_) | ApiError::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    fn outcome(&self) -> &'static str {
-        match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::UnknownClient(_) => "not_found",
-            ApiError::BadRequest(_) => "client_error",
-            ApiError::Unavailable(_) => "unavailable",
+    /// An extractor's rejection, kept at its status (400, 413; 500 for a route's own bug)
+    /// with its explanation, as JSON.
+    fn rejected(status: StatusCode, text: String) -> ApiError {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+            s if s.is_server_error() => ApiError::Internal(text),
+            _ => ApiError::BadRequest(text),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "admin API route cannot extract its arguments");
+        }
         let mut response = (self.status(), Json(json!({ "error": self.to_string() }))).into_response();
         if matches!(self, ApiError::Unauthorized) {
             response
@@ -70,9 +98,70 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The `/api` routes, behind the token check (except the OpenAPI document).
+/// axum's `Query`, refusing with an [`ApiError`] (JSON) instead of axum's text.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// axum's `Path`, refusing with an [`ApiError`] (JSON) instead of axum's text.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
+}
+
+/// The request body as raw bytes, whatever its Content-Type (curl's `-d` sends
+/// `application/x-www-form-urlencoded`, a browser `text/plain`: both mean these bytes). An
+/// empty body is refused: every body here is a message, a record value or a token request,
+/// and an empty one is far more often a forgotten `-d` than an intended empty frame.
+pub struct Payload(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Payload {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let body = Bytes::from_request(request, state).await?;
+        if body.is_empty() {
+            return Err(ApiError::BadRequest("the request body must not be empty".into()));
+        }
+        Ok(Payload(body))
+    }
+}
+
+/// The `/api` routes: the OpenAPI document, open to all; everything else behind the token
+/// check. Every request is counted and timed by route, however it ends.
 pub fn routes(app: App) -> Router<App> {
     let guarded = Router::new()
         .route("/api/clients", get(list_clients))
@@ -83,8 +172,26 @@ pub fn routes(app: App) -> Router<App> {
         .route("/api/events", get(events))
         .route("/api/tokens", post(mint_token))
         .route("/api/info", get(info))
-        .layer(middleware::from_fn_with_state(app, require_token));
-    Router::new().route("/api/openapi.json", get(openapi)).merge(guarded)
+        // Registered before the token layer wraps the routes: it applies to the routes
+        // present when it is called. axum adds the `Allow` header to its answer.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(guarded)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(app, observe))
+}
+
+/// Any path under `/api` that no route serves (the router's fallback is shared with the
+/// other plain HTTP paths, which answer the same).
+pub async fn no_such_endpoint() -> ApiError {
+    ApiError::NoSuchEndpoint
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method)
 }
 
 async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
@@ -98,17 +205,28 @@ async fn require_token(State(app): State<App>, request: Request, next: Next) -> 
     let expected: [u8; 32] = Sha256::digest(app.admin_token.expose().as_bytes()).into();
     let ok = given.is_some_and(|t| bool::from(<[u8; 32]>::from(Sha256::digest(t.as_bytes())).ct_eq(&expected)));
     if !ok {
-        app.metrics.admin_request(ApiError::Unauthorized.outcome());
         return ApiError::Unauthorized.into_response();
     }
+    next.run(request).await
+}
+
+/// Counts each request by outcome and times it by route: the route's pattern
+/// (`/api/clients/{id}`), never the path, whose ids would make a series per client. The
+/// time is until the response head: an event stream's life is not its latency.
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let outcome = match response.status() {
         s if s.is_success() => "ok",
+        StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::NOT_FOUND => "not_found",
         s if s.is_client_error() => "client_error",
-        _ => "unavailable",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "server_error",
     };
-    app.metrics.admin_request(outcome);
+    app.metrics.admin_request(route, outcome, started.elapsed());
     response
 }
 
@@ -123,7 +241,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 /// Clients ordered by id; `next` is the cursor for the following page, null on the last.
-async fn list_clients(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+async fn list_clients(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
@@ -142,12 +260,16 @@ async fn list_clients(State(app): State<App>, Query(q): Query<ListQuery>) -> Api
     Ok(Json(json!({ "clients": clients.iter().map(|c| client_json(c)).collect::<Vec<_>>(), "next": next })))
 }
 
-async fn get_client(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_client(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     let client = app.registry.get(&id).ok_or(ApiError::UnknownClient(id))?;
     Ok(Json(client_json(&client)))
 }
 
-async fn send_to_client(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn send_to_client(
+    State(app): State<App>,
+    ApiPath(id): ApiPath<String>,
+    Payload(body): Payload,
+) -> ApiResult<Response> {
     let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
     match client.offer(client.message(app.hub.budget().charge(body))) {
         Offer::Queued => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
@@ -162,26 +284,63 @@ struct DisconnectQuery {
     reason: Option<String>,
 }
 
+/// Close codes a server may send (RFC 6455 §7.4.1): the defined ones that are not reserved
+/// for the endpoint's own use (1004–1006, 1015) nor defined after the RFC for proxies
+/// (1012–1014), and the registered and private ranges.
+fn sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+/// The longest close reason accepted, in characters; the close frame carries at most 123
+/// bytes of it (125 less the code), so a reason whose UTF-8 is longer is cut at a character
+/// boundary. Characters rather than bytes, so that the OpenAPI document can state the bound
+/// (JSON Schema's `maxLength` counts characters).
+const MAX_REASON_CHARS: usize = 123;
+const MAX_REASON_BYTES: usize = 123;
+
+/// How long DELETE waits for the client to leave: its session bounds the close handshake
+/// at 5 s, then drops the connection.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(6);
+
+/// Closes a client and answers once it has left the registry, so that what the caller does
+/// next (a GET, the list) no longer finds it: the close handshake takes a round trip, or
+/// 5 s at most when the client does not answer it.
 async fn disconnect(
     State(app): State<App>,
-    Path(id): Path<String>,
-    Query(q): Query<DisconnectQuery>,
-) -> ApiResult<StatusCode> {
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DisconnectQuery>,
+) -> ApiResult<Response> {
     let code = q.code.unwrap_or(1000);
-    // Codes a server may send (RFC 6455 §7.4): the defined ones, and 3000–4999.
-    if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+    if !sendable_close_code(code) {
         return Err(ApiError::BadRequest(format!(
-            "close code {code} cannot be sent; use 1000, 1001, 1008 or 3000-4999"
+            "close code {code} cannot be sent; use 1000-1003, 1007-1011 or 3000-4999"
         )));
     }
     let reason = q.reason.unwrap_or_else(|| "closed by admin".to_owned());
-    // The close frame's payload is at most 125 bytes, two of them the code.
-    if reason.len() > 123 {
-        return Err(ApiError::BadRequest("reason must be at most 123 bytes".into()));
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::BadRequest(format!("reason must be at most {MAX_REASON_CHARS} characters")));
     }
-    let client = app.registry.get(&id).ok_or(ApiError::UnknownClient(id))?;
-    client.close(code, &reason);
-    Ok(StatusCode::NO_CONTENT)
+    let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
+    client.close(code, fit_close_reason(&reason));
+    // The session removes the client when it ends; nothing signals that moment to others, so
+    // look every few milliseconds (DELETE is rare, and the wait bounded).
+    let deadline = Instant::now() + DISCONNECT_WAIT;
+    while app.registry.get(&id).is_some() {
+        if Instant::now() >= deadline {
+            return Ok((StatusCode::ACCEPTED, Json(client_json(&client))).into_response());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The longest prefix of `reason` that fits a close frame, ending on a character boundary.
+fn fit_close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 #[derive(Deserialize)]
@@ -189,7 +348,11 @@ struct BroadcastQuery {
     key: Option<String>,
 }
 
-async fn broadcast(State(app): State<App>, Query(q): Query<BroadcastQuery>, body: Bytes) -> Json<Value> {
+async fn broadcast(
+    State(app): State<App>,
+    ApiQuery(q): ApiQuery<BroadcastQuery>,
+    Payload(body): Payload,
+) -> Json<Value> {
     let body = app.hub.budget().charge(body);
     // Built once per transport, shared by every client of it.
     let (mut websocket, mut sse) = (None, None);
@@ -207,7 +370,7 @@ async fn broadcast(State(app): State<App>, Query(q): Query<BroadcastQuery>, body
     Json(json!({ "delivered": delivered }))
 }
 
-async fn publish(State(app): State<App>, Path(key): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn publish(State(app): State<App>, ApiPath(key): ApiPath<String>, Payload(body): Payload) -> ApiResult<Response> {
     let key = Bytes::from(key.into_bytes());
     let placed = match &app.memory {
         Some(stream) => json!({ "offset": stream.publish(Some(key), body, vec![]) }),
@@ -243,29 +406,57 @@ const DEFAULT_TOKEN_TTL: u64 = 3600;
 const MAX_TOKEN_TTL: u64 = 86_400;
 /// Bounds on what a token may carry: it travels in a URL, and its `sub` is shown as the
 /// client's user.
-const MAX_SUB_BYTES: usize = 256;
+const MAX_SUB_CHARS: usize = 256;
 const MAX_TOKEN_KEYS: usize = 100;
-const MAX_KEY_BYTES: usize = 1024;
+const MAX_KEY_CHARS: usize = 1024;
 
 /// The body of `POST /api/tokens`. Unknown fields are refused, so a misspelt `keys` cannot
-/// silently mint a token for every key.
+/// silently mint a token for every key; so is an explicit `null`, which the document does
+/// not allow (leave the field out instead).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     sub: String,
+    #[serde(default, deserialize_with = "present")]
     keys: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl: Option<u64>,
+}
+
+/// An optional field that, when present, must hold a value (not `null`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A whole number of seconds, however it is spelt: JSON Schema counts `3600.0` as the
+/// integer 3600, and so does the document. Values out of range saturate (negative ones to
+/// 0), to fail the bounds check with its own message.
+fn whole_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(n) = n.as_u64() {
+        return Ok(Some(n));
+    }
+    match n.as_f64() {
+        // `as` saturates: what it cuts off is out of bounds either way.
+        Some(f) if f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("ttl must be a whole number of seconds, not {n}"))),
+    }
 }
 
 impl TokenRequest {
     fn parse(body: &[u8]) -> ApiResult<TokenRequest> {
-        let request: TokenRequest = serde_json::from_slice(body).map_err(|e| {
+        let invalid = |e: serde_json::Error| {
             ApiError::BadRequest(format!(
                 "body must be JSON {{\"sub\": string, \"keys\": [string] (optional), \"ttl\": seconds (optional)}}: {e}"
             ))
-        })?;
-        if request.sub.is_empty() || request.sub.len() > MAX_SUB_BYTES {
-            return Err(ApiError::BadRequest(format!("sub must be 1 to {MAX_SUB_BYTES} bytes")));
+        };
+        // Through an object first: serde would also take a struct from a JSON array, by
+        // position, which the document does not allow.
+        let object: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(invalid)?;
+        let request: TokenRequest = serde_json::from_value(Value::Object(object)).map_err(invalid)?;
+        // Lengths in characters, as the document's `maxLength` counts them.
+        if request.sub.is_empty() || request.sub.chars().count() > MAX_SUB_CHARS {
+            return Err(ApiError::BadRequest(format!("sub must be 1 to {MAX_SUB_CHARS} characters")));
         }
         if let Some(keys) = &request.keys {
             if keys.is_empty() || keys.len() > MAX_TOKEN_KEYS {
@@ -273,8 +464,8 @@ impl TokenRequest {
                     "keys must list 1 to {MAX_TOKEN_KEYS} keys (\"*\" for all; leave it out for every key)"
                 )));
             }
-            if keys.iter().any(|k| k.is_empty() || k.len() > MAX_KEY_BYTES) {
-                return Err(ApiError::BadRequest(format!("each key must be 1 to {MAX_KEY_BYTES} bytes")));
+            if keys.iter().any(|k| k.is_empty() || k.chars().count() > MAX_KEY_CHARS) {
+                return Err(ApiError::BadRequest(format!("each key must be 1 to {MAX_KEY_CHARS} characters")));
             }
         }
         if request.ttl.is_some_and(|t| !(1..=MAX_TOKEN_TTL).contains(&t)) {
@@ -286,7 +477,7 @@ impl TokenRequest {
 
 /// A client token for browsers (which cannot send Basic credentials on a WebSocket), signed
 /// with the gateway's secret: the configured one, or the one this process drew at start-up.
-async fn mint_token(State(app): State<App>, body: Bytes) -> ApiResult<Response> {
+async fn mint_token(State(app): State<App>, Payload(body): Payload) -> ApiResult<Response> {
     let request = TokenRequest::parse(&body)?;
     let ttl = Duration::from_secs(request.ttl.unwrap_or(DEFAULT_TOKEN_TTL));
     let (token, expires) = app.auth.mint(&request.sub, request.keys.as_deref(), ttl);
@@ -374,5 +565,103 @@ fn last_message(a: &Activity) -> Value {
             let (data, encoding) = crate::sink::encode_data(data, false);
             json!({ "data": data, "encoding": encoding, "at": rfc3339(at) })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(body: &str) -> Result<TokenRequest, String> {
+        TokenRequest::parse(body.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_token_request_is_an_object_with_no_nulls_and_whole_seconds() {
+        let r = token(r#"{"sub":"dash","keys":["a","*"],"ttl":60}"#).unwrap();
+        assert_eq!((r.sub.as_str(), r.keys.unwrap().len(), r.ttl), ("dash", 2, Some(60)));
+        assert_eq!(token(r#"{"sub":"dash","ttl":5294.0}"#).unwrap().ttl, Some(5294));
+        assert!(token(r#"{"sub":"dash"}"#).unwrap().keys.is_none());
+        for bad in [
+            r#"["dash"]"#,
+            r#"{"sub":"dash","keys":null}"#,
+            r#"{"sub":"dash","ttl":null}"#,
+            r#"{"sub":"dash","ttl":1.5}"#,
+            r#"{"sub":"dash","ttl":-1}"#,
+            r#"{"sub":"dash","ttl":1e30}"#,
+            r#"{"sub":"dash","ttl":"60"}"#,
+            r#"{"sub":"dash","kyes":["a"]}"#,
+            r#"{"sub":""}"#,
+            r#"{"sub":"dash","keys":[]}"#,
+            r#"{"sub":"dash","keys":[""]}"#,
+            "",
+        ] {
+            assert!(token(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_as_the_document_counts_them() {
+        // 256 characters of two bytes each: within `maxLength: 256`.
+        assert!(token(&format!(r#"{{"sub":"{}"}}"#, "é".repeat(256))).is_ok());
+        assert!(token(&format!(r#"{{"sub":"{}"}}"#, "é".repeat(257))).is_err());
+    }
+
+    #[test]
+    fn a_close_reason_is_cut_to_the_frame_on_a_character_boundary() {
+        assert_eq!(fit_close_reason("bye"), "bye");
+        let long = "é".repeat(100);
+        let fitted = fit_close_reason(&long);
+        assert_eq!(fitted.len(), 122);
+        assert!(long.starts_with(fitted));
+        assert_eq!(fit_close_reason(&"x".repeat(123)).len(), 123);
+    }
+
+    #[test]
+    fn only_codes_a_server_may_send_are_sendable() {
+        for code in [1000, 1003, 1007, 1011, 3000, 4999] {
+            assert!(sendable_close_code(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000] {
+            assert!(!sendable_close_code(code), "{code}");
+        }
+    }
+
+    /// The document names every route this module serves, and only those.
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let mut documented: Vec<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |m| format!("{} {path}", m.to_uppercase()))
+            })
+            .collect();
+        documented.sort();
+        let mut served = vec![
+            "GET /api/clients",
+            "GET /api/clients/{id}",
+            "DELETE /api/clients/{id}",
+            "POST /api/clients/{id}/messages",
+            "POST /api/broadcast",
+            "POST /api/publish/{key}",
+            "GET /api/events",
+            "POST /api/tokens",
+            "GET /api/info",
+            "GET /api/openapi.json",
+        ];
+        served.sort();
+        assert_eq!(documented, served);
+        assert_eq!(doc["components"]["schemas"]["TokenRequest"]["properties"]["ttl"]["maximum"], MAX_TOKEN_TTL);
+        assert_eq!(doc["components"]["schemas"]["TokenRequest"]["properties"]["sub"]["maxLength"], MAX_SUB_CHARS);
+        assert_eq!(doc["paths"]["/api/clients"]["get"]["parameters"][1]["schema"]["maximum"], MAX_PAGE);
+        let reason = &doc["paths"]["/api/clients/{id}"]["delete"]["parameters"][1]["schema"];
+        assert_eq!(reason["maxLength"], MAX_REASON_CHARS);
     }
 }

@@ -50,7 +50,7 @@ pub struct Options {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on.
+    /// Address to listen on. [default: 0.0.0.0, every IPv4 interface]
     #[arg(long, env = "SLUICE_HOST", value_name = "IP")]
     pub host: Option<IpAddr>,
 
@@ -62,7 +62,8 @@ pub struct Options {
     #[arg(long, env = "input", value_name = "TOPIC")]
     pub input: Option<String>,
 
-    /// Kafka bootstrap servers, comma-separated (alias: KAFKA_BROKERS). Unset: the embedded stream.
+    /// Kafka bootstrap servers, comma-separated (alias: KAFKA_BROKERS). [default: none: the
+    /// embedded stream, or with --quix-sdk-token the Quix workspace's brokers]
     #[arg(long, env = "Quix__Broker__Address", value_name = "HOST:PORT,...")]
     pub brokers: Option<String>,
 
@@ -75,34 +76,39 @@ pub struct Options {
     #[arg(long, env = "Quix__Portal__Api", value_name = "URL")]
     pub quix_portal_api: Option<String>,
 
-    /// Quix workspace whose broker and topics to use. Unset: the token's only workspace,
-    /// or the one holding `input`.
+    /// Quix workspace whose broker and topics to use. [default: the token's only workspace,
+    /// or the one holding `input`]
     #[arg(long, env = "Quix__Workspace__Id", value_name = "ID")]
     pub quix_workspace_id: Option<String>,
 
-    /// User name clients authenticate with (HTTP Basic).
+    /// User name clients authenticate with (HTTP Basic). [default: sluice, when no password,
+    /// --jwt-secret or --allow-anonymous is given]
     #[arg(long, env = "WS_USERNAME", value_name = "USER")]
     pub ws_username: Option<String>,
 
-    /// Password clients authenticate with (HTTP Basic).
+    /// Password clients authenticate with (HTTP Basic). [default: generated and printed at
+    /// start-up, when no user name, --jwt-secret or --allow-anonymous is given]
     #[arg(long, env = "WS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
     pub ws_password: Option<Secret>,
 
     /// Secret that signs the HS256 JWTs browsers may present as ?token= or a Bearer header.
+    /// [default: a random secret drawn at start-up and never shown: only tokens this process
+    /// minted (POST /api/tokens) are accepted]
     #[arg(long, env = "SLUICE_JWT_SECRET", value_name = "SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// Accept clients without any credentials. Without it, Sluice never runs open.
+    /// Accept clients without any credentials. Without it, Sluice never runs open. [default: false]
     #[arg(long, env = "SLUICE_ALLOW_ANONYMOUS", value_parser = FalseyValueParser::new())]
     #[serde(default)]
     pub allow_anonymous: bool,
 
     /// Feed the embedded stream with generated telemetry (keys sensor-1, sensor-2, sensor-3).
+    /// [default: false]
     #[arg(long, env = "SLUICE_DEMO", value_parser = FalseyValueParser::new())]
     #[serde(default)]
     pub demo: bool,
 
-    /// Do not send the {"type":"connected","replyId":…} frame to new clients.
+    /// Do not send the {"type":"connected","replyId":…} frame to new clients. [default: false]
     #[arg(long, env = "SLUICE_NO_WELCOME", value_parser = FalseyValueParser::new())]
     #[serde(default)]
     pub no_welcome: bool,
@@ -166,13 +172,14 @@ pub struct Options {
 
     /// Web origins (besides the gateway's own) whose pages may subscribe, comma-separated,
     /// e.g. https://app.example.com,https://*.example.com; `*` allows any. Upgrades with an
-    /// Origin header not allowed get 403; requests without one are unaffected.
+    /// Origin header not allowed get 403; requests without one are unaffected. [default: none:
+    /// the gateway's own origin only]
     #[arg(long, env = "SLUICE_ALLOWED_ORIGINS", value_name = "ORIGINS", value_delimiter = ',')]
     #[serde(default)]
     pub allowed_origins: Vec<String>,
 
     /// Reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For and
-    /// Forwarded headers give the client's address.
+    /// Forwarded headers give the client's address. [default: none: those headers are ignored]
     #[arg(long, env = "SLUICE_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -195,11 +202,12 @@ pub struct Options {
     #[arg(long, env = "SLUICE_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
-    /// Log format: `text` or `json`. The level comes from RUST_LOG (default info).
+    /// Log format: `text` or `json`. The level comes from RUST_LOG (default info). [default: text]
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
-    /// Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    /// Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. [default: PLAINTEXT,
+    /// or the Quix workspace's]
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
     pub kafka_security_protocol: Option<String>,
 
@@ -253,7 +261,8 @@ pub struct Options {
     #[arg(long, env = "replies", value_name = "TOPIC")]
     pub replies: Option<String>,
 
-    /// Bearer token for the admin API. Unset: one is generated and printed at start-up.
+    /// Bearer token for the admin API (at least 16 characters). [default: generated and printed
+    /// at start-up]
     #[arg(long, env = "ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
@@ -303,7 +312,7 @@ pub struct TokenArgs {
     /// The token's subject: the user name clients using it are listed under.
     #[arg(long, value_name = "NAME")]
     pub sub: String,
-    /// Keys it may subscribe to, comma-separated (`*` for every key and /*). Unset: every key.
+    /// Keys it may subscribe to, comma-separated (`*` for every key and /*). [default: every key]
     #[arg(long, value_name = "K1,K2", value_delimiter = ',')]
     pub keys: Option<Vec<String>>,
     /// How long it is valid, for example 90s, 15m, 1h, 7d.
@@ -581,7 +590,13 @@ impl Options {
     /// Parses the process's arguments and environment and merges the TOML file if one is
     /// named: every setting as the user gave it, not yet validated.
     pub fn load() -> Result<Options, ConfigError> {
-        Self::load_with(Options::parse(), |name| std::env::var(name).ok())
+        let options = match Options::try_parse() {
+            Ok(o) => o,
+            // Help and version are answers, not errors: printed as clap prints them.
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => return Err(ConfigError { problems: vec![parse_problem(&e)] }),
+        };
+        Self::load_with(options, |name| std::env::var(name).ok())
     }
 
     /// As [`Options::load`], from parsed options and an environment lookup (for tests).
@@ -851,6 +866,59 @@ impl Config {
             max_message_size,
             stored_message_bytes,
         })
+    }
+}
+
+/// A flag or environment value clap could not take (a port that is not a number, an
+/// unknown flag…), as a problem like any other: the setting named as flag and environment
+/// variable, on one line, so that start-up fails the same way (exit 64) whatever is wrong.
+fn parse_problem(e: &clap::Error) -> Problem {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => v.first().cloned(),
+        _ => None,
+    };
+    // "--port <PORT>": the flag is its first word.
+    let flag = context(ContextKind::InvalidArg).and_then(|a| a.split_whitespace().next().map(str::to_owned));
+    let setting = match &flag {
+        Some(flag) => setting_name(flag),
+        None => "command line".to_owned(),
+    };
+    let value = context(ContextKind::InvalidValue).unwrap_or_default();
+    let message = match e.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => match std::error::Error::source(e) {
+            Some(cause) => format!("invalid value {value:?}: {cause}"),
+            None => format!("invalid value {value:?}"),
+        },
+        ErrorKind::MissingRequiredArgument => "required".to_owned(),
+        ErrorKind::UnknownArgument => match context(ContextKind::SuggestedArg) {
+            Some(suggested) => format!("no such setting (did you mean {suggested}? sluice --help lists them all)"),
+            None => "no such setting (sluice --help lists them all)".to_owned(),
+        },
+        // Anything else: clap's own first line, without its "error: ".
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_owned()
+        }
+    };
+    Problem { setting, message }
+}
+
+/// `--port` as every config error names it: `--port / PORT`.
+fn setting_name(flag: &str) -> String {
+    use clap::CommandFactory;
+    let command = Options::command();
+    let long = flag.trim_start_matches('-');
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    match env {
+        Some(env) => format!("{flag} / {env}"),
+        None => flag.to_owned(),
     }
 }
 

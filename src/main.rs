@@ -179,10 +179,19 @@ async fn run(config: Config) -> ExitCode {
     let http = if config.tls.is_some() { "https" } else { "http" };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(admin_addr) = admin_addr {
-        println!("sluice admin API on {http}://{admin_addr}/api");
+        println!("sluice admin API on {http}://{}/api", browsable(admin_addr));
     }
     println!("console: {http}://{}/", browsable(admin_addr.unwrap_or(addr)));
-    println!("sluice listening on {scheme}://{addr} (subscribe at /{{key}} or /*)");
+    // The URL first, as something to paste (the test harness reads it too): on a wildcard
+    // address that is loopback, and the machine's name says how others reach it.
+    let url = format!("{scheme}://{}", browsable(addr));
+    let elsewhere = match hostname() {
+        Some(host) if addr.ip().is_unspecified() => {
+            format!("; on every interface: from other machines {scheme}://{host}:{}", addr.port())
+        }
+        _ => String::new(),
+    };
+    println!("sluice listening on {url} (subscribe at {url}/{{key}} or /*{elsewhere})");
 
     tokio::spawn(stop_on_signal(shutdown));
     tokio::spawn(reload_on_hangup(gateway.tls().cloned(), gateway.app().metrics.clone()));
@@ -192,13 +201,19 @@ async fn run(config: Config) -> ExitCode {
 }
 
 /// An address a browser on this machine can open: a wildcard listener is reached on loopback.
-fn browsable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+fn browsable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
         _ => addr,
     }
+}
+
+/// This machine's name, as other machines may know it (Linux; elsewhere none is printed).
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "localhost").then(|| name.to_owned())
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -1,24 +1,43 @@
 //! Every metric Sluice exports, by name, and the failure events that write a log line and
 //! count a metric together (so neither is ever forgotten without the other).
 //!
-//! Exposed at `GET /metrics` in the Prometheus text format.
+//! Exposed at `GET /metrics` in the Prometheus text format: Sluice's own metrics prefixed
+//! `sluice_`, and the standard `process_*` ones read from `/proc` at each scrape.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 type Label = [(&'static str, &'static str); 1];
 type PartitionLabel = [(&'static str, String); 2];
 type TopicLabel = [(&'static str, String); 1];
+/// `route` (the matched pattern, never the path) and `outcome`.
+type RouteLabel = [(&'static str, String); 2];
+type Buckets = fn() -> Histogram;
+
+/// Upper bounds, in seconds, of the admin API latency buckets: most answers take well under
+/// a millisecond; listing a hundred thousand clients takes tens of milliseconds; a
+/// disconnect waits for the close handshake, up to 5 s when the client does not answer.
+const ADMIN_LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+fn admin_latency_histogram() -> Histogram {
+    Histogram::new(ADMIN_LATENCY_BUCKETS)
+}
+
+/// The commit Sluice was built from, when `build.rs` could ask git for it.
+const COMMIT: Option<&str> = option_env!("SLUICE_COMMIT");
 
 /// Lets a failure that repeats (Kafka away: each client message refused, each reconnect
 /// attempt failed; a scanner hammering the port) reach the log at most once per period,
@@ -133,8 +152,10 @@ pub struct Metrics {
     /// Records of `replies` delivered to their client, and those for no connected client.
     pub replies_delivered: Counter,
     pub replies_unknown: Counter,
-    /// Admin API requests by outcome (`ok`, `client_error`, `unauthorized`, `not_found`).
+    /// Admin API requests by outcome (`ok`, `client_error`, `unauthorized`, `not_found`,
+    /// `unavailable`, `server_error`), and their latency by route and outcome.
     admin_requests: Family<Label, Counter>,
+    admin_request_duration: Family<RouteLabel, Histogram, Buckets>,
     /// Keys with at least one subscriber, and clients on `/*`.
     pub subscribed_keys: Gauge,
     pub wildcard_clients: Gauge,
@@ -150,7 +171,10 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut r = Registry::with_prefix("sluice");
+        let mut root = Registry::default();
+        // The standard process metrics carry no prefix: dashboards look for `process_*`.
+        root.register_collector(Box::new(ProcessCollector));
+        let r = root.sub_registry_with_prefix("sluice");
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             connections: Gauge::default(),
@@ -187,6 +211,7 @@ impl Metrics {
             replies_delivered: Counter::default(),
             replies_unknown: Counter::default(),
             admin_requests: Family::default(),
+            admin_request_duration: Family::new_with_constructor(admin_latency_histogram),
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
             produce_log: Arc::default(),
@@ -256,9 +281,21 @@ impl Metrics {
         r.register("replies_delivered", "Replies delivered to their client", m.replies_delivered.clone());
         r.register("replies_unknown", "Replies for no connected client, dropped", m.replies_unknown.clone());
         r.register("admin_requests", "Admin API requests by outcome", m.admin_requests.clone());
+        r.register(
+            "admin_request_duration_seconds",
+            "Admin API latency until the response head, by route pattern and outcome",
+            m.admin_request_duration.clone(),
+        );
+        let build_info: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
+        let mut labels = vec![("version", env!("CARGO_PKG_VERSION").to_owned())];
+        if let Some(commit) = COMMIT {
+            labels.push(("commit", commit.to_owned()));
+        }
+        build_info.get_or_create(&labels).set(1);
+        r.register("build_info", "Always 1; the labels say which build this is", build_info);
         r.register("subscribed_keys", "Keys with at least one subscriber", m.subscribed_keys.clone());
         r.register("wildcard_clients", "Clients subscribed to every record", m.wildcard_clients.clone());
-        Metrics { registry: Arc::new(r), ..m }
+        Metrics { registry: Arc::new(root), ..m }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -325,12 +362,114 @@ impl Metrics {
         self.produce_refused.get_or_create(&[("topic", topic.to_owned())]).inc();
     }
 
-    pub fn admin_request(&self, outcome: &'static str) {
+    /// An admin API request answered: counted by outcome, timed by route and outcome.
+    pub fn admin_request(&self, route: String, outcome: &'static str, took: Duration) {
         self.admin_requests.get_or_create(&[("outcome", outcome)]).inc();
+        self.admin_request_duration
+            .get_or_create(&[("route", route), ("outcome", outcome.to_owned())])
+            .observe(took.as_secs_f64());
     }
 
     pub fn upgrades_refused(&self, reason: &'static str) -> u64 {
         self.upgrades_refused.get_or_create(&[("reason", reason)]).get()
+    }
+}
+
+/// The process metrics of the Prometheus client libraries (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, …), read from `/proc/self` at each scrape so that they
+/// cost nothing between scrapes. Written here rather than taken from a crate: the one made
+/// for `prometheus-client` lags its releases. Elsewhere than Linux it reports nothing.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// One reading of `/proc/self`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+    virtual_bytes: i64,
+    start_time_seconds: f64,
+    threads: i64,
+    open_fds: i64,
+    max_fds: Option<i64>,
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessStats::read() else { return Ok(()) };
+        let counter = ConstCounter::new(p.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?)?;
+        gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", p.resident_bytes)?;
+        gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes", p.virtual_bytes)?;
+        gauge(
+            &mut encoder,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            p.start_time_seconds,
+        )?;
+        gauge(&mut encoder, "process_threads", "Number of OS threads in the process", p.threads)?;
+        gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", p.open_fds)?;
+        if let Some(max) = p.max_fds {
+            gauge(&mut encoder, "process_max_fds", "Maximum number of open file descriptors", max)?;
+        }
+        Ok(())
+    }
+}
+
+fn gauge<N>(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: N) -> Result<(), std::fmt::Error>
+where
+    ConstGauge<N>: EncodeMetric,
+{
+    let g = ConstGauge::new(value);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl ProcessStats {
+    #[cfg(target_os = "linux")]
+    fn read() -> Option<ProcessStats> {
+        // SAFETY: sysconf only reads a configuration value.
+        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as i64;
+        // The directory's own descriptor, open while it is read, is not the process's.
+        let open_fds = (open_fds - 1).max(0);
+        Self::parse(&stat, &boot, &limits, open_fds, u64::try_from(ticks).ok()?, u64::try_from(page).ok()?)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read() -> Option<ProcessStats> {
+        None
+    }
+
+    /// From `/proc/self/stat`, `/proc/stat` (for the boot time) and `/proc/self/limits`.
+    fn parse(stat: &str, boot: &str, limits: &str, open_fds: i64, ticks: u64, page: u64) -> Option<ProcessStats> {
+        // The command name, in parentheses, may hold spaces and parentheses: fields are
+        // counted from the last `)`. After it comes field 3 (state), so field n is at n - 3.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
+        let ticks = ticks.max(1) as f64;
+        let boot_time: i64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+        let max_fds = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|soft| soft.parse().ok());
+        Some(ProcessStats {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+            threads: field(20)?,
+            start_time_seconds: boot_time as f64 + field(22)? as f64 / ticks,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)?.saturating_mul(i64::try_from(page).ok()?),
+            open_fds,
+            max_fds,
+        })
     }
 }
 
@@ -369,5 +508,57 @@ mod tests {
         assert!(text.contains("sluice_records_consumed_total 3"), "{text}");
         assert!(text.contains("sluice_records_skipped_total{reason=\"tombstone\"} 1"), "{text}");
         assert!(text.contains("sluice_connections 0"), "{text}");
+    }
+
+    #[test]
+    fn build_info_names_the_version() {
+        let text = Metrics::new().render();
+        let line = text.lines().find(|l| l.starts_with("sluice_build_info{")).expect(&text);
+        assert!(line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{line}");
+        assert!(line.ends_with(" 1"), "{line}");
+        assert!(text.contains("# TYPE sluice_build_info gauge"), "{text}");
+    }
+
+    #[test]
+    fn admin_latency_is_a_histogram_by_route_and_outcome() {
+        let m = Metrics::new();
+        m.admin_request("/api/clients/{id}".into(), "not_found", Duration::from_micros(300));
+        let text = m.render();
+        assert!(
+            text.contains(
+                "sluice_admin_request_duration_seconds_bucket{le=\"0.0005\",route=\"/api/clients/{id}\",outcome=\"not_found\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("sluice_admin_requests_total{outcome=\"not_found\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn process_metrics_come_from_proc_without_a_prefix() {
+        let stat = "4242 (sluice (main) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 150 0 0 20 0 \
+                    7 0 123400 104857600 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let boot = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        let p = ProcessStats::parse(stat, boot, limits, 12, 100, 4096).unwrap();
+        assert_eq!(p.cpu_seconds, 4.0);
+        assert_eq!(p.threads, 7);
+        assert_eq!(p.start_time_seconds, 1_700_001_234.0);
+        assert_eq!(p.virtual_bytes, 104_857_600);
+        assert_eq!(p.resident_bytes, 2560 * 4096);
+        assert_eq!(p.max_fds, Some(1024));
+
+        let text = Metrics::new().render();
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_open_fds ",
+            "process_max_fds ",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds counter"), "{text}");
     }
 }

@@ -51,6 +51,120 @@ fn help_lists_every_setting_with_its_environment_name() {
     }
 }
 
+/// Options with no default: a value given or not (a file, a topic, a credential, a
+/// pass-through property), and --help and --version. Every other option says its default.
+const WITHOUT_DEFAULT: &[&str] = &[
+    "--config",
+    "--input",
+    "--quix-sdk-token",
+    "--tls-cert",
+    "--tls-key",
+    "--kafka-sasl-mechanism",
+    "--kafka-sasl-username",
+    "--kafka-sasl-password",
+    "--kafka-ca-file",
+    "--kafka-property",
+    "--kafka-consumer-property",
+    "--kafka-producer-property",
+    "--output",
+    "--events",
+    "--replies",
+    "--admin-addr",
+    "--help",
+    "--version",
+];
+
+#[test]
+fn help_shows_the_default_of_every_option_that_has_one() {
+    let out = run(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let options = &help[help.find("\nOptions:").expect("an Options section")..];
+    // Each option's entry starts on a line indented less than its description.
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in options.lines().skip(1) {
+        let text = line.trim_start();
+        if text.starts_with('-') && line.len() - text.len() < 8 {
+            let long = text.split([' ', ',', '=']).find(|w| w.starts_with("--")).expect("a long flag");
+            entries.push((long.to_owned(), String::new()));
+        } else if let Some((_, entry)) = entries.last_mut() {
+            entry.push_str(text);
+            entry.push(' ');
+        }
+    }
+    assert!(entries.len() > 40, "{entries:?}");
+    for (flag, entry) in &entries {
+        let shows_default = entry.contains("[default:");
+        if WITHOUT_DEFAULT.contains(&flag.as_str()) {
+            assert!(!shows_default, "{flag} shows a default but is listed as having none: {entry}");
+        } else {
+            assert!(shows_default, "{flag} shows no default (give one, or list it in WITHOUT_DEFAULT): {entry}");
+        }
+    }
+    for flag in WITHOUT_DEFAULT {
+        assert!(entries.iter().any(|(f, _)| f == flag), "{flag} is not an option any more");
+    }
+}
+
+/// Arguments, environment, and the setting the error line must name.
+type BadValue = (&'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
+
+#[test]
+fn a_value_the_command_line_cannot_take_is_one_config_error_line_and_exit_64() {
+    let cases: [BadValue; 7] = [
+        (&["--port", "99999"], &[], "--port / PORT"),
+        (&["--port", "abc"], &[], "--port / PORT"),
+        (&[], &[("PORT", "x")], "--port / PORT"),
+        (&["--queue-capacity=-1"], &[], "--queue-capacity / SLUICE_QUEUE_CAPACITY"),
+        (&["--admin-addr", "nowhere"], &[], "--admin-addr / SLUICE_ADMIN_ADDR"),
+        (&["--prot", "80"], &[], "--prot"),
+        (&["token", "--sub", "x", "--ttl", "soon"], &[("SLUICE_JWT_SECRET", JWT_SECRET)], "--ttl"),
+    ];
+    for (args, env, setting) in cases {
+        let out = run(args, env);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line for {args:?} {env:?}:\n{stderr}");
+        assert!(lines[0].starts_with(&format!("config error: {setting}: ")), "{args:?} {env:?}: {stderr}");
+    }
+    let out = run(&["--port", "99999"], &[]);
+    assert!(String::from_utf8(out.stderr).unwrap().contains("\"99999\""));
+    // Asking for help or the version is no error.
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("sluice "));
+}
+
+#[tokio::test]
+async fn on_every_interface_the_start_up_lines_name_urls_that_work_here() {
+    use std::io::BufRead;
+    let mut child = sluice_command(&["--host", "0.0.0.0", "--port", "0", "--allow-anonymous"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        let last = line.starts_with("sluice listening on ");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let listening = banner.last().cloned().unwrap_or_default();
+    let url = listening.strip_prefix("sluice listening on ").and_then(|r| r.split_whitespace().next());
+    let url = url.unwrap_or_else(|| panic!("no listening line: {banner:?}")).to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{listening}");
+    assert!(listening.contains(&format!("subscribe at {url}/{{key}} or /*")), "{listening}");
+    let port = url.rsplit(':').next().unwrap();
+    assert!(banner.contains(&format!("console: http://127.0.0.1:{port}/")), "{banner:?}");
+    let connected = try_connect(&format!("{url}/k"), &[]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    connected.expect("the printed URL accepts a subscription");
+}
+
 #[test]
 fn bad_configuration_reports_every_problem_at_once_and_binds_nothing() {
     let out = run(
@@ -245,6 +359,17 @@ async fn health_readiness_and_metrics_answer_over_plain_http() {
     next_text(&mut ws).await;
     sluice.wait_metric("sluice_connections ", 1.0, Duration::from_secs(5)).await;
     sluice.wait_metric("sluice_frames_sent_total", 2.0, Duration::from_secs(5)).await;
+    // Build and process metrics, the process ones read from /proc at the scrape.
+    let metrics = reqwest::get(sluice.http("/metrics")).await.unwrap().text().await.unwrap();
+    let build = format!("sluice_build_info{{version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(metrics.lines().any(|l| l.starts_with(&build) && l.ends_with(" 1")), "{metrics}");
+    assert!(sluice.metric("process_resident_memory_bytes").await > 1e6);
+    assert!(sluice.metric("process_open_fds").await >= 3.0);
+    assert!(sluice.metric("process_max_fds").await >= sluice.metric("process_open_fds").await);
+    let started = sluice.metric("process_start_time_seconds").await;
+    assert!((now() as f64 - started).abs() < 120.0, "started at {started}");
+    assert!(metrics.contains("process_cpu_seconds_total "), "{metrics}");
+    assert!(metrics.contains("process_virtual_memory_bytes "), "{metrics}");
     let console = reqwest::get(sluice.http("/")).await.unwrap().text().await.unwrap();
     assert!(console.contains("<title>Sluice</title>"));
     // An upgrade on an admin path is still a subscription to that key.

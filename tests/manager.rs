@@ -142,18 +142,105 @@ async fn send_to_one_broadcast_and_disconnect() {
     assert_eq!(next_text(&mut a1).await, "to a");
     assert_eq!(next_text(&mut b).await, "to all");
 
+    // The client answers the close handshake while the DELETE waits for it to end.
+    let closing = tokio::spawn(async move { read_until_close(&mut b, Duration::from_secs(10)).await.1 });
     assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id_b}?code=4000&reason=bye"), None).await.0, 204);
-    let (_, close) = read_until_close(&mut b, Duration::from_secs(10)).await;
-    let close = close.expect("close frame");
+    // DELETE answers once the client has gone: it is no longer found.
+    assert_eq!(sluice.api("GET", &format!("/api/clients/{id_b}"), None).await.0, 404);
+    let close = closing.await.unwrap().expect("close frame");
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "bye");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sluice.api("GET", &format!("/api/clients/{id_b}"), None).await.0 != 404 {
-        assert!(std::time::Instant::now() < deadline, "entry not removed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id_b}"), None).await.0, 404);
     assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id1}?code=1005"), None).await.0, 400);
+}
+
+/// One admin API request: status, Content-Type, Allow, and the body as JSON (null if not JSON).
+async fn raw_api(
+    sluice: &Sluice,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, String, Option<String>, serde_json::Value) {
+    let mut request =
+        reqwest::Client::new().request(method.parse().unwrap(), sluice.http(path)).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.expect("admin request");
+    let header = |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    let (content_type, allow) = (header("content-type").unwrap_or_default(), header("allow"));
+    let status = response.status().as_u16();
+    let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null);
+    (status, content_type, allow, body)
+}
+
+#[tokio::test]
+async fn every_admin_api_refusal_is_a_json_error_with_its_status() {
+    let sluice = Sluice::start(&[], &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let (_ws, id) = connect(&sluice, "/k").await;
+    let client = format!("/api/clients/{id}");
+    let long_reason = "x".repeat(124);
+    let cases: Vec<(&str, String, Option<&str>, u16)> = vec![
+        // A bad limit: out of bounds, and not a number (axum's own rejection).
+        ("GET", "/api/clients?limit=0".into(), None, 400),
+        ("GET", "/api/clients?limit=1001".into(), None, 400),
+        ("GET", "/api/clients?limit=ten".into(), None, 400),
+        // A bad close code: reserved, too large for one, not a number; a reason too long.
+        ("DELETE", format!("{client}?code=1005"), None, 400),
+        ("DELETE", format!("{client}?code=70000"), None, 400),
+        ("DELETE", format!("{client}?code=bye"), None, 400),
+        ("DELETE", format!("{client}?reason={long_reason}"), None, 400),
+        // A path that is not UTF-8, bodies that are empty or not a token request.
+        ("GET", "/api/clients/%FF".into(), None, 400),
+        ("POST", "/api/broadcast".into(), Some(""), 400),
+        ("POST", format!("{client}/messages"), Some(""), 400),
+        ("POST", "/api/tokens".into(), Some(r#"["sub"]"#), 400),
+        ("POST", "/api/tokens".into(), Some(r#"{"sub":"x","ttl":null}"#), 400),
+        // Wrong methods.
+        ("PUT", "/api/clients".into(), None, 405),
+        ("PATCH", client.clone(), None, 405),
+        ("GET", "/api/broadcast".into(), None, 405),
+        ("DELETE", "/api/openapi.json".into(), None, 405),
+        // Unknown paths under /api.
+        ("GET", "/api/nothing-here".into(), None, 404),
+        ("GET", format!("{client}/messages/more"), None, 404),
+        ("GET", "/api/clients/nobody".into(), None, 404),
+    ];
+    for (method, path, body, want) in &cases {
+        let (status, content_type, allow, json) =
+            raw_api(&sluice, method, path, body.map(|b| b.as_bytes().to_vec())).await;
+        assert_eq!(status, *want, "{method} {path}: {json}");
+        assert_eq!(content_type, "application/json", "{method} {path}");
+        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: {json}");
+        assert_eq!(json.as_object().unwrap().len(), 1, "{method} {path}: {json}");
+        if status == 405 {
+            let allow = allow.unwrap_or_else(|| panic!("{method} {path}: 405 without Allow"));
+            assert!(!allow.is_empty() && !allow.split(',').any(|m| m == *method), "{method} {path}: Allow: {allow}");
+        }
+    }
+    let (status, _, allow, _) = raw_api(&sluice, "PUT", &client, None).await;
+    assert_eq!((status, allow.as_deref()), (405, Some("GET,HEAD,DELETE")));
+
+    // A body over the limit: 413, as JSON.
+    let (status, content_type, _, json) =
+        raw_api(&sluice, "POST", "/api/broadcast", Some(vec![b'x'; (1 << 20) + 1])).await;
+    assert_eq!((status, content_type.as_str()), (413, "application/json"), "{json}");
+    assert!(json["error"].is_string());
+
+    // None of it reached the client, which is still connected.
+    let (status, c) = sluice.api("GET", &client, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(c["messagesOut"], 1, "only the welcome frame: {c}");
+
+    // Every request was timed by its route's pattern, never by its path.
+    let metrics = reqwest::get(sluice.http("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"sluice_admin_request_duration_seconds_count{route="/api/clients/{id}",outcome="client_error"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&format!("route=\"{client}")), "a raw path became a label:\n{metrics}");
 }
 
 #[tokio::test]
