@@ -3,7 +3,7 @@
 # against. Plain Dockerfile instructions only: Quix Cloud builds this file with its own
 # builder, and BuildKit-only features (cache mounts, heredocs) are not assumed.
 #
-#   docker build -t sluice .
+#   docker build --build-arg SLUICE_COMMIT="$(git rev-parse --short=12 HEAD)" -t sluice .
 #   docker run -p 8080:8080 -e Quix__Broker__Address=broker:9092 -e input=telemetry \
 #     -e WS_USERNAME=dash -e WS_PASSWORD=s3cret sluice
 
@@ -32,6 +32,8 @@ RUN mkdir -p src bench/src \
  && rm -rf src bench/src
 
 COPY . .
+# The commit for the sluice_build_info metric: .git is not sent to the builder.
+ARG SLUICE_COMMIT=""
 # COPY keeps the sources' own times, which may be older than the placeholders' build.
 # Debug line tables are most of the binary (about 90 of its 110 MB): the image keeps
 # the symbols, so a panic's backtrace still names its functions.
