@@ -476,6 +476,22 @@ async fn wait_consumed(rig: &Rig, records: u64, within: Duration) -> Result<()> 
     }
 }
 
+/// The gateway's connections to the broker once the count has not changed for 2 s (at
+/// most 20 s).
+async fn settled_broker_connections(pid: u32, port: u16) -> Result<usize> {
+    let started = Instant::now();
+    let mut last = usage::established_to(pid, port)?;
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(2) && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = usage::established_to(pid, port)?;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    Ok(last)
+}
+
 /// Waits until the gateway counts at most `n` connections.
 async fn wait_connections_down_to(rig: &Rig, n: usize, within: Duration) -> Result<()> {
     let started = Instant::now();
@@ -527,6 +543,10 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     let rig = Rig::start(common, "reconnect", 1, keys, args).await?;
     let probe = rig.gateway.probe();
     let broker_port = rig.broker.port;
+    // librdkafka opens its connections over the first second or two (bootstrap, then the
+    // broker the metadata names, for each of the gateway's clients): counts taken before
+    // they are all open would read as growth during the storm.
+    let broker_conns_idle = settled_broker_connections(probe.pid, broker_port).await?;
     let rss_start = probe.rss_kib()?;
 
     // Connect, read the live records, remember the cursor.
@@ -734,6 +754,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     r.metric("rss_peak_mib", peak_kib / 1024.0);
     r.metric("rss_growth_mib", (peak_kib - rss_before as f64) / 1024.0);
     r.metric("rss_samples", rss_peak.samples as f64);
+    r.metric("broker_conns_idle", broker_conns_idle as f64);
     r.metric("broker_conns_connected", broker_conns_connected as f64);
     r.metric("broker_conns_before_storm", broker_conns_before as f64);
     r.metric("broker_conns_storm_max", conns_peak.value.unwrap_or(f64::NAN));
