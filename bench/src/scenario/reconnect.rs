@@ -10,6 +10,11 @@
 //!
 //! By default the missed records are still in the gateway's replay buffer (served from
 //! memory); `--replay-buffer-bytes` small makes it too short, so they come from Kafka.
+//!
+//! Clients are spread over keys rather than all on `/*` by default: a keyed resume must
+//! pick its key's records out of everything the gateway holds or reads back after the
+//! cursor (with 10 keys, 10,000 records for the 1,000 it gets), which `/*` skips. The frames
+//! sent are the same 1,000 per client either way.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,7 +103,7 @@ impl Opts {
         }
     }
 
-    /// The keys client `i` receives.
+    /// The key client `i` receives, `None` for every key.
     fn key_of(&self, client: usize) -> Option<usize> {
         (!self.all).then(|| client % self.keys.max(1))
     }
