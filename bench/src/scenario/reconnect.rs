@@ -54,6 +54,10 @@ pub struct Opts {
     /// one's).
     #[arg(long, default_value_t = 10)]
     pub live: u64,
+    /// Records per key produced before the clients first connect: older history that fills
+    /// the replay buffer without being part of anyone's resume.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
     /// Bytes per record value.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
@@ -130,8 +134,9 @@ struct Seen {
 }
 
 impl Seen {
-    fn new(keys: usize) -> Seen {
-        Seen { next: vec![0; keys], received: 0, duplicates: 0, gaps: 0, other: 0, first_gap: None }
+    /// Expecting each key's records from `next` on.
+    fn expecting(next: &[u64]) -> Seen {
+        Seen { next: next.to_vec(), received: 0, duplicates: 0, gaps: 0, other: 0, first_gap: None }
     }
 
     /// Accounts for one envelope frame; its cursor is kept in `cursor` when given.
@@ -166,7 +171,7 @@ impl Seen {
 
     /// The same expectations, with counts starting over for the next connection.
     fn starting_over(self) -> Seen {
-        Seen { next: self.next, ..Seen::new(0) }
+        Seen { next: self.next, ..Seen::expecting(&[]) }
     }
 }
 
@@ -552,6 +557,15 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     // broker the metadata names, for each of the gateway's clients): counts taken before
     // they are all open would read as growth during the storm.
     let broker_conns_idle = settled_broker_connections(probe.pid, broker_port).await?;
+    // Clients connect after it, so they start at the stream's end: the prefill is only
+    // in the replay buffer.
+    let prefilled = if opts.prefill > 0 {
+        let p = produce(&rig, keys, opts.prefill, opts.size, vec![0; keys]).await?;
+        wait_consumed(&rig, p.total_acked(), Duration::from_secs(120)).await?;
+        p.next_seq
+    } else {
+        vec![0; keys]
+    };
     let rss_start = probe.rss_kib()?;
 
     // Connect, read the live records, remember the cursor.
@@ -566,9 +580,12 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     let rss_connected = probe.rss_kib()?;
     let broker_conns_connected = usage::established_to(probe.pid, broker_port)?;
     let want_live = if opts.all { opts.live * keys as u64 } else { opts.live };
-    let readers: Vec<_> =
-        opened.conns.into_iter().map(|conn| tokio::spawn(read_live(conn, Seen::new(keys), want_live))).collect();
-    let live = produce(&rig, keys, opts.live, opts.size, vec![0; keys]).await?;
+    let readers: Vec<_> = opened
+        .conns
+        .into_iter()
+        .map(|conn| tokio::spawn(read_live(conn, Seen::expecting(&prefilled), want_live)))
+        .collect();
+    let live = produce(&rig, keys, opts.live, opts.size, prefilled.clone()).await?;
     let mut conns = Vec::with_capacity(opts.clients);
     let mut away_clients = Vec::with_capacity(opts.clients);
     for reader in readers {
@@ -594,7 +611,8 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     if opts.end_with_tombstone {
         tombstone(&rig).await?;
     }
-    let consumed = live.total_acked() + missed.total_acked() + u64::from(opts.end_with_tombstone);
+    let prefill = opts.prefill * keys as u64;
+    let consumed = prefill + live.total_acked() + missed.total_acked() + u64::from(opts.end_with_tombstone);
     wait_consumed(&rig, consumed, Duration::from_secs(120)).await?;
 
     let before = rig.gateway.metrics().await?;
@@ -672,6 +690,9 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
         Some(b) => format!(" replay-buffer-bytes={b}"),
         None => String::new(),
     };
+    if opts.prefill > 0 {
+        variant.push_str(&format!(" prefill={}", opts.prefill));
+    }
     if opts.end_with_tombstone {
         variant.push_str(" end-with-tombstone");
     }
@@ -718,6 +739,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
 
     r.metric("clients", opts.clients as f64);
     r.metric("keys", if opts.all { f64::NAN } else { keys as f64 });
+    r.metric("records_prefilled", prefill as f64);
     r.metric("records_produced_away", missed.total_acked() as f64);
     r.metric("missed_per_client", quantile(results.iter().map(|x| x.want as f64).collect(), 0.5));
     r.metric("replay_buffer_records", before.get("sluice_replay_buffer_records"));
