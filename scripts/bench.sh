@@ -2,7 +2,7 @@
 # Runs Sluice's benchmark scenarios against a release build and a Tansu broker, and
 # prints the median, minimum and maximum of each figure over the runs.
 #
-#   scripts/bench.sh                 every scenario, 3 runs each (under 10 minutes on 2 cores)
+#   scripts/bench.sh                 every scenario, 3 runs each (about 10 minutes on 2 cores)
 #   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept, slow, stalled
 #                                    or reconnect
 #   scripts/bench.sh smoke           every scenario at a tiny scale, once; fails when the
