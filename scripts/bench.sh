@@ -2,8 +2,9 @@
 # Runs Sluice's benchmark scenarios against a release build and a Tansu broker, and
 # prints the median, minimum and maximum of each figure over the runs.
 #
-#   scripts/bench.sh                 every scenario, 3 runs each (under 10 minutes on 2 cores)
-#   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept, slow or stalled
+#   scripts/bench.sh                 every scenario, 3 runs each (about 10 minutes on 2 cores)
+#   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept, slow, stalled
+#                                    or reconnect
 #   scripts/bench.sh smoke           every scenario at a tiny scale, once; fails when the
 #                                    harness misbehaves (for CI; no figure is checked)
 #   RUNS=1 scripts/bench.sh latency  fewer runs
@@ -65,6 +66,21 @@ stalled() {
   run stalled --stalled 20 --fast 4 --size 4096 --mib-per-key 24
   run stalled --stalled 50 --fast 4 --size 4096 --mib-per-key 24
 }
+# Every client resumes after a load balancer's reload: 1,000 then 10,000 of them, to show
+# what grows with their number and what must not (the gateway's connections to the
+# broker). First from memory (the gateway's default replay buffer holds what they missed),
+# then with a replay buffer of 64 KiB, so the shared Kafka reader serves them. The
+# tombstone after the missed records works around Tansu's high watermark, which stops at
+# the start of the last batch (see BENCHMARKS.md, scenario 7). Last, from memory again
+# with 150,000 older records in the replay buffer besides: what a resume costs depends on
+# what the buffer holds, not only on what the client missed.
+reconnect() {
+  run reconnect --clients 1000
+  run reconnect --clients 10000
+  run reconnect --clients 1000 --replay-buffer-bytes 65536 --end-with-tombstone
+  run reconnect --clients 10000 --replay-buffer-bytes 65536 --end-with-tombstone
+  run reconnect --clients 1000 --prefill 15000
+}
 
 smoke() {
   local s=(--strict)
@@ -75,6 +91,8 @@ smoke() {
   run accept --connections 300 "${s[@]}"
   run slow --clients 20 --keys 2 --rate 1000 --duration 1 --records 2000 --drain 5 "${s[@]}"
   run stalled --stalled 3 --fast 2 --mib-per-key 2 --drain 5 --settle 1 "${s[@]}"
+  run reconnect --clients 20 --behind 50 --live 2 --idle 5 "${s[@]}"
+  run reconnect --clients 20 --behind 50 --live 2 --idle 5 --replay-buffer-bytes 16384 --end-with-tombstone "${s[@]}"
 }
 
 started=$(date +%s)
@@ -92,16 +110,17 @@ case "$what" in
       accept
       slow
       stalled
+      reconnect
     done
     ;;
-  fanout | latency | memory | accept | slow | stalled)
+  fanout | latency | memory | accept | slow | stalled | reconnect)
     for i in $(seq "$runs"); do
       echo "== run $i of $runs" >&2
       "$what"
     done
     ;;
   *)
-    echo "usage: $0 [all|smoke|fanout|latency|memory|accept|slow|stalled] [sluice-bench arguments...]" >&2
+    echo "usage: $0 [all|smoke|fanout|latency|memory|accept|slow|stalled|reconnect] [sluice-bench arguments...]" >&2
     exit 2
     ;;
 esac

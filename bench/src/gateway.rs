@@ -143,7 +143,7 @@ impl Gateway {
         }
     }
 
-    /// Every unlabelled sample of `/metrics`, by name.
+    /// Every sample of `/metrics`, by name (labelled ones by name and labels).
     pub async fn metrics(&self) -> Result<Metrics> {
         metrics(self.addr).await
     }
@@ -213,9 +213,10 @@ async fn metrics(addr: SocketAddr) -> Result<Metrics> {
     }
     let mut values = HashMap::new();
     for line in text.lines() {
-        if line.starts_with('#') || line.contains('{') {
+        if line.starts_with('#') {
             continue;
         }
+        // A labelled sample is kept under its whole series name, `name{label="value"}`.
         if let Some((name, value)) = line.rsplit_once(' ') {
             if let Ok(v) = value.parse::<f64>() {
                 values.insert(name.to_owned(), v);
@@ -237,5 +238,20 @@ impl Metrics {
     /// some metrics, and 0 would read as a measurement).
     pub fn find(&self, name: &str) -> Option<f64> {
         self.0.get(name).copied()
+    }
+
+    /// A labelled sample, `name{label="value"}`, 0 when absent (a counter family shows a
+    /// label only once it has counted something).
+    pub fn labelled(&self, name: &str, label: &str, value: &str) -> f64 {
+        self.get(&format!("{name}{{{label}=\"{value}\"}}"))
+    }
+
+    /// The sum of every sample of a family, labelled or not.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.strip_prefix(name).is_some_and(|rest| rest.is_empty() || rest.starts_with('{')))
+            .map(|(_, v)| v)
+            .sum()
     }
 }

@@ -5,6 +5,7 @@
 mod broker;
 mod clock;
 mod connect;
+mod envelope;
 mod gateway;
 mod payload;
 mod produce;
@@ -77,6 +78,14 @@ enum Command {
         #[command(flatten)]
         opts: scenario::stalled::Opts,
     },
+    /// Mass reconnect: every client closes, records arrive, every client resumes from its
+    /// cursor at once; time until all have what they missed, memory, broker connections.
+    Reconnect {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        opts: scenario::reconnect::Opts,
+    },
     /// Medians, minima and maxima of results appended with --json, as Markdown.
     Summary { file: PathBuf },
 }
@@ -107,6 +116,9 @@ fn main() -> Result<()> {
             Command::Accept { common, opts } => (common, vec![scenario::accept::run(common, opts, threads).await?]),
             Command::Slow { common, opts } => (common, vec![scenario::slow::run(common, opts, threads).await?]),
             Command::Stalled { common, opts } => (common, vec![scenario::stalled::run(common, opts, threads).await?]),
+            Command::Reconnect { common, opts } => {
+                (common, vec![scenario::reconnect::run(common, opts, threads).await?])
+            }
             Command::Summary { .. } => unreachable!("handled above"),
         })
     })?;

@@ -87,6 +87,43 @@ fn status_kib(pid: u32, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} line"))
 }
 
+/// Established TCP connections that process `pid` holds to `port` (a broker's), on any
+/// local address. `/proc/PID/net/tcp` lists every socket of the network namespace, not the
+/// process's, so its matches are kept only when one of the process's descriptors is that
+/// socket (same inode).
+pub fn established_to(pid: u32, port: u16) -> Result<usize> {
+    const ESTABLISHED: &str = "01";
+    let mut wanted = std::collections::HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state), Some(inode)) = (f.get(2), f.get(3), f.get(9)) else { continue };
+            let remote_port = remote.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == ESTABLISHED && remote_port == Some(port) {
+                if let Ok(inode) = inode.parse::<u64>() {
+                    wanted.insert(inode);
+                }
+            }
+        }
+    }
+    let mut held = 0;
+    // Stops as soon as every candidate is found: the broker's connections are among the
+    // process's first descriptors, ahead of thousands of client sockets.
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).context("read the process's descriptors")?.flatten() {
+        if wanted.is_empty() {
+            break;
+        }
+        let Ok(link) = fs::read_link(fd.path()) else { continue };
+        let inode = link.to_str().and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+        if inode.is_some_and(|i| wanted.remove(&i)) {
+            held += 1;
+        }
+    }
+    Ok(held)
+}
+
 /// CPU seconds of this process's threads, by role.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OwnThreads {

@@ -6,6 +6,7 @@ pub mod accept;
 pub mod fanout;
 pub mod latency;
 pub mod memory;
+pub mod reconnect;
 pub mod slow;
 pub mod stalled;
 
