@@ -129,7 +129,10 @@ fn read(
     let mut tpl = TopicPartitionList::new();
     let mut pending = BTreeMap::new();
     for (&p, &(from, to)) in ranges {
-        let (low, high) = match consumer.fetch_watermarks(topic, p, PASS_TIMEOUT) {
+        // The low watermark says what retention has taken. The high one is not asked: the
+        // range ends where the live consumer started, so its records exist, and a broker's
+        // high watermark can trail them (Tansu's is the last batch's first offset + 1).
+        let (low, _) = match consumer.fetch_watermarks(topic, p, PASS_TIMEOUT) {
             Ok(w) => w,
             Err(e) => {
                 metrics.kafka_error("history", &e);
@@ -138,7 +141,6 @@ fn read(
         };
         lows.insert(p, low);
         let from = from.max(low);
-        let to = to.min(high);
         if from < to {
             let _ = tpl.add_partition_offset(topic, p, Offset::Offset(from));
             pending.insert(p, to);

@@ -7,7 +7,7 @@
 //! older ranges must come from Kafka first, and where its delivery starts. That function is
 //! the seam between replay and live.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::budget::Budget;
@@ -25,6 +25,9 @@ pub struct Recent {
     /// Per partition: every record of it at or after this offset (up to the live position)
     /// is held here.
     covered_from: Position,
+    /// Records held, per partition: a replay walking back from the newest stops once it is
+    /// past the cursor in every partition, instead of walking the whole buffer.
+    counts: BTreeMap<i32, usize>,
 }
 
 struct Entry {
@@ -37,7 +40,14 @@ struct Entry {
 
 impl Recent {
     pub fn new(limit: usize, budget: Budget) -> Recent {
-        Recent { entries: VecDeque::new(), bytes: 0, limit, budget, covered_from: Position::default() }
+        Recent {
+            entries: VecDeque::new(),
+            bytes: 0,
+            limit,
+            budget,
+            covered_from: Position::default(),
+            counts: BTreeMap::new(),
+        }
     }
 
     /// Consuming `partition` starts at `next`: everything from there on will be held.
@@ -61,12 +71,16 @@ impl Recent {
         // The frames built for the live fan-out are held as long as the entry is.
         let pinned = stamped.built_bytes();
         self.budget.pin(pinned as i64);
+        *self.counts.entry(stamped.record.partition).or_default() += 1;
         self.entries.push_back(Entry { stamped, size, pinned });
         while self.bytes > self.limit {
             let Some(old) = self.entries.pop_front() else { break };
             self.bytes -= old.size;
             self.budget.pin(-(old.pinned as i64));
             let r = &old.stamped.record;
+            if let Some(n) = self.counts.get_mut(&r.partition) {
+                *n -= 1;
+            }
             // Records of that partition before and at this one are no longer all here.
             self.covered_from.advance(r.partition, r.offset);
         }
@@ -208,11 +222,23 @@ fn replay_after(
     // offset.
     let mut after = live.clone();
     let mut out = Vec::new();
+    // Partitions with records still to look at: each one's count of records left, until a
+    // record of it older than the cursor is met (all older ones are older still).
+    let mut left = recent.counts.clone();
+    left.retain(|_, n| *n > 0);
     for e in recent.entries.iter().rev() {
-        if out.len() == most {
+        if out.len() == most || left.is_empty() {
             break;
         }
         let r = &e.stamped.record;
+        if r.offset < from.get(r.partition).unwrap_or(0) {
+            left.remove(&r.partition);
+        } else if let Some(n) = left.get_mut(&r.partition) {
+            *n -= 1;
+            if *n == 0 {
+                left.remove(&r.partition);
+            }
+        }
         if r.offset >= from.get(r.partition).unwrap_or(0) && matches(subscription, &e.stamped) {
             let behind = after.iter().any(|(p, next)| next < from.get(p).unwrap_or(0));
             let (position, own) = if behind {

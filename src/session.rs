@@ -105,10 +105,11 @@ impl Session {
             let mut at = start.clone();
             for record in fetched.records {
                 at.set(record.partition, record.offset + 1);
-                let stamped = Stamped::new(Arc::unwrap_or_clone(record));
-                if !self.client.subscription.matches(stamped.record.key.as_deref()) {
+                // Matched before anything is copied: the reader returns every key's records.
+                if !self.client.subscription.matches(record.key.as_deref()) {
                     continue;
                 }
+                let stamped = Stamped::new(Arc::unwrap_or_clone(record));
                 let cursor = self.app.hub.cursor(&at);
                 if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.app.hub.budget()) {
                     frames.push(frame);

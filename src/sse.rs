@@ -147,6 +147,8 @@ impl Session {
         if let Some(last) = frames.last() {
             self.client.sent(frames.len() as u64, chunk.len() as u64, payload(last));
         }
+        self.app.metrics.frames_sent.inc_by(frames.len() as u64);
+        self.app.metrics.bytes_sent.inc_by(chunk.len() as u64);
         let end = match self.send(&tx, chunk.freeze(), &mut live).await {
             Ok(()) => self.pump_sse(&tx, &mut live).await,
             Err(stop) => self.stopped(stop, &tx).await,

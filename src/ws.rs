@@ -257,6 +257,8 @@ impl Session {
         if let Some(last) = frames.last() {
             self.client.sent(count, bytes, payload(last));
         }
+        self.app.metrics.frames_sent.inc_by(count);
+        self.app.metrics.bytes_sent.inc_by(bytes);
         Ok(())
     }
 
