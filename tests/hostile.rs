@@ -625,8 +625,5 @@ async fn a_broker_outage_is_a_few_log_lines_with_counts_not_one_per_attempt() {
     // Each kind of failure at most once per 15 s: a handful of kinds, two periods.
     assert!(during.len() <= 12, "{} warning lines during a 20 s outage:\n{}", during.len(), during.join("\n"));
     assert!(during.iter().any(|l| l.contains("not ready")), "the outage was not reported at all");
-    assert!(
-        sluice.metric("sluice_kafka_errors_total").await >= 1.0,
-        "every failure is still counted"
-    );
+    assert!(sluice.metric("sluice_kafka_errors_total").await >= 1.0, "every failure is still counted");
 }
