@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::proxy::TrustedProxies;
 use crate::readiness::Readiness;
-use crate::registry::Registry;
+use crate::registry::local::Local;
+use crate::registry::{Clients, Registry};
 use crate::replies::ReplyRouter;
 use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
@@ -48,7 +49,12 @@ pub struct App(Arc<Shared>);
 
 pub struct Shared {
     pub hub: Hub,
+    /// This process's clients (sessions enter and leave it).
     pub registry: Registry,
+    /// The clients the admin API manages: this process's, or the whole cluster's.
+    pub clients: Arc<dyn Clients>,
+    /// This replica's name: on every client object and session log line.
+    pub node: Arc<str>,
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub readiness: Readiness,
@@ -160,9 +166,15 @@ impl Gateway {
                 (source, Some(stream), Outbox::memory(metrics.clone()), None, None)
             }
         };
+        let node: Arc<str> = Arc::from(config.node_id.as_str());
+        let registry = Registry::default();
+        let local = Local::new(node.clone(), registry.clone(), hub.clone(), memory.clone(), outbox.clone());
+        let clients: Arc<dyn Clients> = Arc::new(local);
         let app = App(Arc::new(Shared {
             hub,
-            registry: Registry::default(),
+            registry,
+            clients,
+            node,
             auth: Authenticator::new(&config.auth),
             metrics,
             readiness,

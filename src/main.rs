@@ -183,6 +183,8 @@ async fn run(config: Config) -> ExitCode {
     }
     println!("console: {http}://{}/", browsable(admin_addr.unwrap_or(addr)));
     println!("sluice listening on {scheme}://{addr} (subscribe at /{{key}} or /*)");
+    let cluster = config.cluster.as_ref().map_or_else(|| "off".to_owned(), |c| c.display());
+    tracing::info!(node = %config.node_id, %cluster, %addr, "started");
 
     tokio::spawn(stop_on_signal(shutdown));
     tokio::spawn(reload_on_hangup(gateway.tls().cloned(), gateway.app().metrics.clone()));
