@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::proxy::TrustedProxies;
 use crate::readiness::Readiness;
+use crate::registry::cluster::{Cluster, ClusterError};
 use crate::registry::local::Local;
 use crate::registry::{Clients, Registry};
 use crate::replies::ReplyRouter;
@@ -98,6 +99,8 @@ pub enum StartError {
     Kafka(#[from] KafkaSourceError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 enum Source {
@@ -114,13 +117,15 @@ pub struct Gateway {
     max_pending: usize,
     header_timeout: Duration,
     slow_consumer: SlowConsumerPolicy,
+    /// This replica's part in a cluster (`--cluster`): left when serving ends.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Gateway {
     /// Builds the gateway and connects its source. Fails before any port is bound when
     /// the broker cannot be reached, the topic does not exist, or TLS files are unusable.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Gateway, StartError> {
-        let metrics = Metrics::new();
+        let metrics = if config.cluster.is_some() { Metrics::clustered() } else { Metrics::new() };
         let readiness = Readiness::new(metrics.clone());
         let budget = Budget::new(config.max_queued_bytes, metrics.queued_bytes.clone());
         let kafka = matches!(config.source, SourceConfig::Kafka(_));
@@ -169,7 +174,13 @@ impl Gateway {
         let node: Arc<str> = Arc::from(config.node_id.as_str());
         let registry = Registry::default();
         let local = Local::new(node.clone(), registry.clone(), hub.clone(), memory.clone(), outbox.clone());
-        let clients: Arc<dyn Clients> = Arc::new(local);
+        let (clients, cluster): (Arc<dyn Clients>, _) = match &config.cluster {
+            None => (Arc::new(local), None),
+            Some(c) => {
+                let cluster = Arc::new(Cluster::start(c, local, metrics.clone()).await?);
+                (cluster.clone(), Some(cluster))
+            }
+        };
         let app = App(Arc::new(Shared {
             hub,
             registry,
@@ -206,6 +217,7 @@ impl Gateway {
             max_pending: config.max_pending_connections,
             header_timeout: config.header_timeout,
             slow_consumer: config.slow_consumer,
+            cluster,
         })
     }
 
@@ -285,6 +297,10 @@ impl Gateway {
         tracing::info!(clients, timeout = ?app.settings.shutdown_timeout, "draining");
         if tokio::time::timeout(app.settings.shutdown_timeout, app.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = app.registry.len(), "shutdown deadline passed with clients still closing");
+        }
+        // The others stop listing this replica's clients now rather than at its expiry.
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
         }
         // Disconnect events and the last client messages, on their way to Kafka.
         let outbox = app.outbox.clone();

@@ -12,6 +12,7 @@
 //! A client object is built by the replica that holds the client ([`client_object`]), so
 //! its activity (counters, last messages) is exact wherever it is read from.
 
+pub mod cluster;
 pub mod local;
 
 use std::time::SystemTime;
@@ -77,8 +78,10 @@ pub struct Close {
     pub reason: String,
 }
 
-/// Why a call about clients could not be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a call about clients could not be answered. Also how a replica tells another, hence
+/// serializable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "error", content = "detail", rename_all = "camelCase")]
 pub enum ClientsError {
     /// No replica holds a client with this id.
     #[error("no connected client with id {0:?}")]
