@@ -402,3 +402,59 @@ async fn without_a_cluster_each_client_names_this_process_as_its_node() {
     assert!(!node.is_empty());
     unnamed.wait_for_log(&format!("node={node}"), Duration::from_secs(5)).await;
 }
+
+/// Commands Redis has processed since it started.
+fn redis_commands(redis: &Redis) -> u64 {
+    redis
+        .cli(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_commands_processed in INFO stats")
+}
+
+#[tokio::test]
+async fn records_on_their_way_to_clients_never_touch_redis() {
+    let (tansu, redis, topic, r) = kafka_cluster(1).await;
+    let mut sockets = Vec::new();
+    let mut everyone = BTreeSet::new();
+    for _ in 0..10 {
+        let (ws, id) = connect(&r[0], "/k").await;
+        sockets.push(ws);
+        everyone.insert(id);
+    }
+    wait_listed(&r[0], &everyone, Duration::from_secs(15)).await;
+    const RECORDS: usize = 2000;
+    let before = redis_commands(&redis);
+    let started = Instant::now();
+    let values: Vec<String> = (0..RECORDS).map(|i| format!("r{i}")).collect();
+    tansu.producer().many(&topic, "k", &values).await;
+    for ws in &mut sockets {
+        for v in &values {
+            assert_eq!(&next_text(ws).await, v);
+        }
+    }
+    let commands = redis_commands(&redis) - before;
+    // 20,000 frames delivered; Redis saw the heartbeat (a few commands every 2 s) and the
+    // INFO calls of this test, nothing per record or frame.
+    let allowed = 20 + 4 * started.elapsed().as_secs();
+    assert!(
+        commands <= allowed,
+        "{commands} Redis commands while {RECORDS} records streamed (at most {allowed} expected)"
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_given_one_node_id_are_reported() {
+    let redis = Redis::start();
+    let env = [("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)];
+    let url = redis.url();
+    let a = Sluice::start(&["--cluster", &url, "--node-id", "twin"], &env);
+    let b = Sluice::start(&["--cluster", &url, "--node-id", "twin"], &env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let needle = "another process runs with this replica's --node-id";
+    while !a.stderr().contains(needle) && !b.stderr().contains(needle) {
+        assert!(Instant::now() < deadline, "the duplicate node id was never reported:\n{}\n{}", a.stderr(), b.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -25,6 +25,9 @@ pub use redis::Redis;
 pub use tansu::{next_record, reader, topic, Producer, Tansu};
 pub use ws::{assert_silent, basic, close, connect, next_frame, next_text, read_until_close, try_connect, Ws};
 
+// The clients' crates, for drivers (the benchmarks) that have no dependency of their own on them.
+pub use {futures_util, reqwest, tokio_tungstenite};
+
 /// The Basic credentials the tests' gateways accept.
 pub const USER: &str = "tester";
 /// Holds a colon and a space, as RFC 7617 allows.

@@ -157,10 +157,26 @@ fn eval(script: &str) -> redis::Cmd {
     cmd
 }
 
+/// What a heartbeat found where this replica's presence is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// Nothing: a new replica, or Redis lost it (a restart, or an absence longer than the
+    /// presence TTL).
+    Missing,
+    /// This process's own mark.
+    Ours,
+    /// Another process's: this one's previous life, or another replica given the same
+    /// `--node-id`.
+    Other,
+}
+
 /// Reads and writes of the cluster's data; cheap to clone.
 #[derive(Clone)]
 pub struct Directory {
     node: Arc<str>,
+    /// Written as this replica's presence: tells its heartbeats from another process's
+    /// under the same node id.
+    instance: Arc<str>,
     link: Arc<Link>,
     /// This replica's entries may be wrong (a write failed, or none was made yet): only a
     /// resync makes them right again.
@@ -169,7 +185,8 @@ pub struct Directory {
 
 impl Directory {
     pub fn new(node: Arc<str>, link: Arc<Link>) -> Directory {
-        Directory { node, link, dirty: Arc::new(AtomicBool::new(true)) }
+        let instance = uuid::Uuid::new_v4().to_string().into();
+        Directory { node, instance, link, dirty: Arc::new(AtomicBool::new(true)) }
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -200,9 +217,8 @@ impl Directory {
         eval(LIVE).query_async(&mut self.link.con()).await
     }
 
-    /// Refreshes this replica's presence; whether it was still there (`false` after Redis
-    /// lost it: a restart, or an absence longer than the presence TTL).
-    pub async fn beat(&self) -> RedisResult<bool> {
+    /// Refreshes this replica's presence; what was there before.
+    pub async fn beat(&self) -> RedisResult<Presence> {
         let (_, previous): (i64, Option<String>) = redis::pipe()
             .atomic()
             .cmd("SADD")
@@ -210,13 +226,17 @@ impl Directory {
             .arg(&*self.node)
             .cmd("SET")
             .arg(format!("{PREFIX}node:{}", self.node))
-            .arg(crate::sink::rfc3339(std::time::SystemTime::now()))
+            .arg(&*self.instance)
             .arg("PX")
             .arg(PRESENCE_TTL.as_millis() as u64)
             .arg("GET")
             .query_async(&mut self.link.con())
             .await?;
-        Ok(previous.is_some())
+        Ok(match previous {
+            None => Presence::Missing,
+            Some(p) if *p == *self.instance => Presence::Ours,
+            Some(_) => Presence::Other,
+        })
     }
 
     /// Removes the replicas whose presence expired; the number alive, and each replica

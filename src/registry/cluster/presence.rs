@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::Bus;
-use super::directory::{Directory, Writer};
+use super::directory::{self, Directory, Writer};
 use super::link::Link;
 use super::HEARTBEAT;
 
@@ -35,33 +35,42 @@ impl Presence {
     pub async fn run(self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut registered_once = false;
+        let mut history = History::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.beat(&mut registered_once).await;
+            self.beat(&mut history).await;
             self.first.notify_one();
         }
     }
 
     /// One heartbeat: the link is up after it, or down (and said so).
-    async fn beat(&self, registered_once: &mut bool) {
-        let registered = match self.directory.beat().await {
-            Ok(r) => r,
+    async fn beat(&self, history: &mut History) {
+        let found = match self.directory.beat().await {
+            Ok(found) => found,
             Err(e) => {
                 self.link.down(&e);
                 return;
             }
         };
+        // Before this process's first mark, another one is its previous life; after it, a
+        // second process under the same id, whose entries and this one's overwrite each
+        // other's.
+        if found == directory::Presence::Other && history.marked && !history.warned_duplicate {
+            history.warned_duplicate = true;
+            tracing::error!("another process runs with this replica's --node-id: give every replica its own, or their clients will be listed wrongly");
+        }
+        history.marked = true;
+        let registered = found != directory::Presence::Missing;
         if !registered || self.directory.is_dirty() {
-            if !registered && *registered_once {
+            if !registered && history.registered {
                 tracing::warn!("this replica's clients were gone from the cluster's Redis (restarted, or out of reach past the presence expiry): registering them again");
             }
             match self.writer.resync().await {
                 Ok(clients) => {
-                    *registered_once = true;
+                    history.registered = true;
                     tracing::debug!(clients, "clients registered in the cluster");
                 }
                 Err(e) => {
@@ -91,4 +100,15 @@ impl Presence {
         }
         self.link.up(&format!("{live} replica(s) alive"));
     }
+}
+
+/// What the heartbeats so far have seen.
+#[derive(Default)]
+struct History {
+    /// This process's presence has been written once.
+    marked: bool,
+    /// Its clients have been registered once.
+    registered: bool,
+    /// The duplicate node id was reported (once is enough).
+    warned_duplicate: bool,
 }
