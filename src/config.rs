@@ -285,6 +285,11 @@ pub struct Options {
     #[arg(long, env = "SLUICE_CLUSTER", value_name = "URL", hide_env_values = true)]
     pub cluster: Option<Secret>,
 
+    /// CA certificate file (PEM) to verify a rediss:// --cluster with, instead of the
+    /// system's roots (for a Redis whose certificate a private CA issued).
+    #[arg(long, env = "SLUICE_CLUSTER_CA_FILE", value_name = "FILE")]
+    pub cluster_ca_file: Option<PathBuf>,
+
     /// This replica's name, shown on each of its clients as `node` and in its logs (letters,
     /// digits, `.`, `_`, `-`; at most 64). [default: the host name and a random suffix]
     #[arg(long, env = "SLUICE_NODE_ID", value_name = "ID")]
@@ -387,6 +392,8 @@ pub struct Config {
 pub struct ClusterConfig {
     /// `redis://` or `rediss://`; may carry a password, hence a secret.
     pub url: Secret,
+    /// The CA that verifies a `rediss://` Redis, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -875,9 +882,26 @@ impl Config {
                 if let Err(e) = check_cluster_url(url.expose()) {
                     bad("--cluster / SLUICE_CLUSTER", e);
                 }
-                Some(ClusterConfig { url })
+                if let Some(ca) = &o.cluster_ca_file {
+                    if !url.expose().starts_with("rediss://") {
+                        bad(
+                            "--cluster-ca-file / SLUICE_CLUSTER_CA_FILE",
+                            "verifies TLS: use a rediss:// --cluster URL".into(),
+                        );
+                    }
+                    if !ca.is_file() {
+                        bad(
+                            "--cluster-ca-file / SLUICE_CLUSTER_CA_FILE",
+                            format!("{} is not a readable file", ca.display()),
+                        );
+                    }
+                }
+                Some(ClusterConfig { url, ca_file: o.cluster_ca_file.clone() })
             }
         };
+        if o.cluster_ca_file.is_some() && cluster.is_none() {
+            bad("--cluster-ca-file / SLUICE_CLUSTER_CA_FILE", "set without --cluster".into());
+        }
 
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -1302,6 +1326,10 @@ mod tests {
         assert_eq!(cluster.display(), "rediss://****@redis.internal:6380/2");
         assert!(!format!("{cluster:?}").contains("pw-secret"));
         assert!(Config::from_options(Options::default()).unwrap().cluster.is_none());
+        assert!(problems(parse(&["--cluster", "redis://r:6379/0", "--cluster-ca-file", "/nonexistent.pem"]))
+            .contains(&"--cluster-ca-file / SLUICE_CLUSTER_CA_FILE".to_owned()));
+        assert!(problems(parse(&["--cluster-ca-file", "Cargo.toml"]))
+            .contains(&"--cluster-ca-file / SLUICE_CLUSTER_CA_FILE".to_owned()));
         for bad in ["http://redis:6379", "redis://", "localhost:6379"] {
             assert!(
                 problems(parse(&["--cluster", bad])).contains(&"--cluster / SLUICE_CLUSTER".to_owned()),

@@ -458,3 +458,39 @@ async fn two_replicas_given_one_node_id_are_reported() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn replicas_join_a_redis_behind_tls_and_a_password() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("redis.pem"), dir.path().join("redis.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let redis = Redis::start_with(sluice_support::redis::Options {
+        // Percent-encoded in the URL, as a URL's password must be.
+        password: Some("redis-pass: with space".to_owned()),
+        tls: Some((cert_path.clone(), key_path)),
+    });
+    let url = redis.url();
+    assert!(url.starts_with("rediss://:redis-pass"), "{url}");
+    let env = [("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)];
+    let ca = cert_path.to_str().unwrap();
+    let r: Vec<Sluice> = (0..2)
+        .map(|i| Sluice::start(&["--cluster", &url, "--cluster-ca-file", ca, "--node-id", &format!("t{i}")], &env))
+        .collect();
+    let (_a, id_a) = connect(&r[0], "/k").await;
+    let (mut b, id_b) = connect(&r[1], "/k").await;
+    wait_listed(&r[0], &[id_a, id_b.clone()].into(), Duration::from_secs(15)).await;
+    assert_eq!(r[0].api("POST", &format!("/api/clients/{id_b}/messages"), Some("over tls")).await.0, 202);
+    assert_eq!(next_text(&mut b).await, "over tls");
+    // The password never reaches the log.
+    assert!(!r[0].stderr().contains("redis-pass"), "{}", r[0].stderr());
+
+    // Without the CA, the system's roots do not know this certificate: the link stays
+    // down, said once, and the replica serves its own clients.
+    let untrusted = Sluice::start(&["--cluster", &url, "--node-id", "t9"], &env);
+    untrusted.wait_for_log("cluster link down", Duration::from_secs(10)).await;
+    let (_c, _) = connect(&untrusted, "/k").await;
+    let (_, list) = untrusted.api("GET", "/api/clients", None).await;
+    assert_eq!((list["partial"].as_bool(), list["clients"].as_array().map(Vec::len)), (Some(true), Some(1)));
+}

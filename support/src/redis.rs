@@ -15,11 +15,21 @@ pub fn default_binary() -> PathBuf {
     std::env::var_os("REDIS_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
+/// How a Redis is reached beyond a plain port.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `requirepass`: clients authenticate with this password.
+    pub password: Option<String>,
+    /// Served over TLS only, with this certificate and key (PEM files); clients present none.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// A `redis-server` on 127.0.0.1 and a free port, stopped when dropped.
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     binary: PathBuf,
+    options: Options,
     dir: tempfile::TempDir,
 }
 
@@ -31,16 +41,27 @@ impl Redis {
         })
     }
 
+    /// Starts one with a password or TLS for a test.
+    pub fn start_with(options: Options) -> Redis {
+        Self::launch_with(default_binary(), options).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     pub fn launch(binary: PathBuf) -> Result<Redis> {
-        let mut r =
-            Redis { child: None, port: free_port(), binary, dir: tempfile::tempdir().context("Redis's directory")? };
+        Self::launch_with(binary, Options::default())
+    }
+
+    pub fn launch_with(binary: PathBuf, options: Options) -> Result<Redis> {
+        let dir = tempfile::tempdir().context("Redis's directory")?;
+        let mut r = Redis { child: None, port: free_port(), binary, options, dir };
         r.spawn()?;
         Ok(r)
     }
 
-    /// The URL gateways are given: database 0.
+    /// The URL gateways are given: database 0, `rediss://` and the password as configured.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.options.tls.is_some() { "rediss" } else { "redis" };
+        let auth = self.options.password.as_ref().map(|p| format!(":{}@", percent_encode(p))).unwrap_or_default();
+        format!("{scheme}://{auth}127.0.0.1:{}/0", self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -49,8 +70,21 @@ impl Redis {
 
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.dir.path().join("redis.log"))?;
-        let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new(&self.binary);
+        match &self.options.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        if let Some(password) = &self.options.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -80,9 +114,27 @@ impl Redis {
     pub fn cli(&self, args: &[&str]) -> String {
         let cli = self.binary.with_file_name("redis-cli");
         let cli = if cli.is_file() { cli } else { PathBuf::from("redis-cli") };
-        let out = Command::new(cli).args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli");
+        let mut cmd = Command::new(cli);
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(password) = &self.options.password {
+            cmd.args(["-a", password, "--no-auth-warning"]);
+        }
+        if let Some((cert, _)) = &self.options.tls {
+            cmd.arg("--tls").arg("--cacert").arg(cert);
+        }
+        let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// A URL's userinfo keeps only unreserved characters as they are (RFC 3986).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Drop for Redis {

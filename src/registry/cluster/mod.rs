@@ -53,6 +53,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum ClusterError {
     #[error("--cluster / SLUICE_CLUSTER: {0}")]
     Client(#[from] redis::RedisError),
+    #[error("--cluster-ca-file / SLUICE_CLUSTER_CA_FILE: cannot read {path}: {error}")]
+    CaFile { path: String, error: std::io::Error },
 }
 
 /// This replica's handle on the cluster. Cheap to share: `Arc` it.
@@ -73,7 +75,17 @@ impl Cluster {
     /// reach Redis serves the whole cluster from its first request.
     pub async fn start(config: &ClusterConfig, local: Local, metrics: Metrics) -> Result<Cluster, ClusterError> {
         let node: Arc<str> = Arc::from(local.node());
-        let client = redis::Client::open(config.url.expose())?;
+        let client = match &config.ca_file {
+            None => redis::Client::open(config.url.expose())?,
+            Some(path) => {
+                let root_cert = std::fs::read(path)
+                    .map_err(|error| ClusterError::CaFile { path: path.display().to_string(), error })?;
+                redis::Client::build_with_tls(
+                    config.url.expose(),
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+                )?
+            }
+        };
         let link = Arc::new(Link::new(&client, metrics.clone())?);
         let directory = Directory::new(node.clone(), link.clone());
         let stop = CancellationToken::new();
