@@ -42,6 +42,9 @@ struct Opts {
     /// Messages sent to one client (half through the replica holding it), after 50 unmeasured.
     #[arg(long, default_value_t = 1000)]
     sends: usize,
+    /// The baseline instead: one gateway without `--cluster` holding every client (no Redis).
+    #[arg(long)]
+    alone: bool,
     /// Handshakes in flight at once while connecting clients.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -61,11 +64,14 @@ impl Drop for Replica {
 }
 
 impl Replica {
-    fn start(binary: &PathBuf, redis: &str, node: &str) -> Result<Replica> {
+    /// A replica of the cluster on `redis`, or a gateway alone when `None`.
+    fn start(binary: &PathBuf, redis: Option<&str>, node: &str) -> Result<Replica> {
         let mut cmd = scrubbed_command(binary);
-        cmd.args(["--host", "127.0.0.1", "--port", "0", "--ping-interval", "0"])
-            .args(["--cluster", redis, "--node-id", node])
-            .env("WS_USERNAME", USER)
+        cmd.args(["--host", "127.0.0.1", "--port", "0", "--ping-interval", "0", "--node-id", node]);
+        if let Some(redis) = redis {
+            cmd.args(["--cluster", redis]);
+        }
+        cmd.env("WS_USERNAME", USER)
             .env("WS_PASSWORD", PASSWORD)
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn");
@@ -150,17 +156,21 @@ async fn walk(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let opts = Opts::parse();
+    let mut opts = Opts::parse();
     let files = raise_open_files()?;
-    println!(
-        "== cluster: {} replicas, {} clients, open-file limit {files}, load {}",
-        opts.replicas,
-        opts.clients,
-        loadavg()
-    );
-    let redis = Redis::launch(sluice_support::redis::default_binary())?;
+    if opts.alone {
+        opts.replicas = 1;
+    }
+    let what = if opts.alone {
+        "one gateway without --cluster".to_owned()
+    } else {
+        format!("a cluster of {} replicas", opts.replicas)
+    };
+    println!("== {what}: {} clients, open-file limit {files}, load {}", opts.clients, loadavg());
+    let redis = if opts.alone { None } else { Some(Redis::launch(sluice_support::redis::default_binary())?) };
+    let url = redis.as_ref().map(Redis::url);
     let replicas: Vec<Replica> = (0..opts.replicas)
-        .map(|i| Replica::start(&opts.sluice_bin, &redis.url(), &format!("r{i}")))
+        .map(|i| Replica::start(&opts.sluice_bin, url.as_deref(), &format!("r{i}")))
         .collect::<Result<_>>()?;
     let http = reqwest::Client::builder().no_proxy().build()?;
 
@@ -208,17 +218,8 @@ async fn main() -> Result<()> {
             walks.record(took.as_micros() as u64)?;
         }
     }
-    println!(
-        "  list page (limit=1000, {} clients over {} replicas): {}",
-        opts.clients,
-        opts.replicas,
-        quantiles(&pages)
-    );
-    println!(
-        "  whole walk ({} pages):                              {}",
-        opts.clients.div_ceil(1000),
-        quantiles(&walks)
-    );
+    println!("  list page (limit=1000, {} clients): {}", opts.clients, quantiles(&pages));
+    println!("  whole walk ({} pages):              {}", opts.clients.div_ceil(1000), quantiles(&walks));
 
     // 2. Send-to-one: a client of replica 1, read as frames arrive.
     let holder = &replicas[1 % replicas.len()];
@@ -281,8 +282,12 @@ async fn main() -> Result<()> {
         api.record(answered.as_micros() as u64)?;
     }
     println!("  send-to-one, API call to socket, through the holding replica: {}", quantiles(&local));
-    println!("  send-to-one, API call to socket, through another replica:     {}", quantiles(&remote));
-    println!("  (the API's 202 itself: holding {}; other {})", quantiles(&local_api), quantiles(&remote_api));
+    if others.is_empty() {
+        println!("  (the API's 202 itself: {})", quantiles(&local_api));
+    } else {
+        println!("  send-to-one, API call to socket, through another replica:     {}", quantiles(&remote));
+        println!("  (the API's 202 itself: holding {}; other {})", quantiles(&local_api), quantiles(&remote_api));
+    }
     println!("  load after: {}", loadavg());
     drop(sockets);
     Ok(())
