@@ -2,14 +2,14 @@
 # The cluster's figures (BENCHMARKS.md, "Cluster"), against a release build, a Redis of its
 # own on a free port and a Tansu broker:
 #
-#   1. live fan-out without and with --cluster, interleaved, RUNS times each (the same
-#      scenario as `scripts/bench.sh fanout`'s first line);
+#   1. live delivery without and with --cluster, interleaved, RUNS times each: fan-out
+#      throughput (`scripts/bench.sh fanout`'s first line) and latency at 10k msg/s;
 #   2. listing 10,000 clients spread over 3 replicas, and send-to-one through the holding
 #      replica and through another (sluice-bench-cluster).
 #
 #   scripts/bench-cluster.sh            both (about 10 minutes on 2 cores)
-#   scripts/bench-cluster.sh fanout     1 only;   scripts/bench-cluster.sh api   2 only
-#   RUNS=1 scripts/bench-cluster.sh     fewer fan-out runs
+#   scripts/bench-cluster.sh live       1 only;   scripts/bench-cluster.sh api   2 only
+#   RUNS=1 scripts/bench-cluster.sh     fewer runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,29 +33,36 @@ for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep
 
 mkdir -p "$target/bench"
 stamp="$(date +%Y%m%dT%H%M%S)"
-alone="$target/bench/$stamp-fanout-alone.jsonl"
-clustered="$target/bench/$stamp-fanout-cluster.jsonl"
+alone="$target/bench/$stamp-live-alone.jsonl"
+clustered="$target/bench/$stamp-live-cluster.jsonl"
 
-fanout() {
-  local args=(fanout --clients 1000 --keys 10 --records 100000 --duration 10 --drain 20)
+# pair ARGS...: one scenario without, then with --cluster.
+pair() {
+  timeout --kill-after=10 "$limit" "$bench" "$@" --json "$alone"
+  timeout --kill-after=10 "$limit" "$bench" "$@" --json "$clustered" --gateway-arg="--cluster=redis://127.0.0.1:$port/0"
+}
+
+live() {
   for i in $(seq "$runs"); do
-    echo "== fan-out run $i of $runs: alone, then with --cluster" >&2
-    timeout --kill-after=10 "$limit" "$bench" "${args[@]}" --json "$alone"
-    timeout --kill-after=10 "$limit" "$bench" "${args[@]}" --json "$clustered" \
-      --gateway-arg="--cluster=redis://127.0.0.1:$port/0"
+    echo "== run $i of $runs: each scenario alone, then with --cluster" >&2
+    pair fanout --clients 1000 --keys 10 --records 100000 --duration 10 --drain 20
+    pair latency --clients 1000 --keys 10 --rates 10000 --duration 8
   done
   echo; echo "### without --cluster"; "$bench" summary "$alone"
   echo; echo "### with --cluster (one Redis, one replica)"; "$bench" summary "$clustered"
 }
 
 api() {
-  timeout --kill-after=10 "$limit" "$target/release/sluice-bench-cluster" \
-    --replicas 3 --clients 10000 --walks 5 --sends 1000
+  for i in $(seq "$runs"); do
+    echo "== run $i of $runs: a cluster of 3, then one gateway alone" >&2
+    timeout --kill-after=10 "$limit" "$target/release/sluice-bench-cluster" --clients 10000 --walks 5 --sends 1000
+    timeout --kill-after=10 "$limit" "$target/release/sluice-bench-cluster" --alone --clients 10000 --walks 5 --sends 1000
+  done
 }
 
 case "$what" in
-  all) fanout; api ;;
-  fanout) fanout ;;
+  all) live; api ;;
+  live) live ;;
   api) api ;;
-  *) echo "usage: $0 [all|fanout|api]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|live|api]" >&2; exit 2 ;;
 esac
