@@ -28,6 +28,12 @@ impl Broker {
     }
 }
 
+/// A port nobody listens on now (for a process that cannot report the port it bound).
+#[allow(dead_code)] // Kept beside the broker for scenarios that start processes of their own.
+pub fn free_port() -> Result<u16> {
+    Ok(sluice_support::free_port())
+}
+
 /// A topic name never used before: Tansu may replay a reused topic's records.
 pub fn fresh_topic(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();

@@ -11,7 +11,7 @@
 //! Live fan-out with and without `--cluster` is `sluice-bench fanout` with
 //! `--gateway-arg=--cluster=…` (see `scripts/bench-cluster.sh`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ impl Drop for Replica {
 
 impl Replica {
     /// A replica of the cluster on `redis`, or a gateway alone when `None`.
-    fn start(binary: &PathBuf, redis: Option<&str>, node: &str) -> Result<Replica> {
+    fn start(binary: &Path, redis: Option<&str>, node: &str) -> Result<Replica> {
         let mut cmd = scrubbed_command(binary);
         cmd.args(["--host", "127.0.0.1", "--port", "0", "--ping-interval", "0", "--node-id", node]);
         if let Some(redis) = redis {
