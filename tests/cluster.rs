@@ -494,3 +494,29 @@ async fn replicas_join_a_redis_behind_tls_and_a_password() {
     let (_, list) = untrusted.api("GET", "/api/clients", None).await;
     assert_eq!((list["partial"].as_bool(), list["clients"].as_array().map(Vec::len)), (Some(true), Some(1)));
 }
+
+#[tokio::test]
+async fn two_clusters_on_one_redis_in_two_databases_never_mix() {
+    let redis = Redis::start();
+    let base = redis.url();
+    let base = base.strip_suffix("/0").unwrap();
+    // The same node ids in both: only the database tells the clusters apart.
+    let a = embedded_replicas(&format!("{base}/1"), 2);
+    let b = embedded_replicas(&format!("{base}/2"), 2);
+    let (mut a0, id_a0) = connect(&a[0], "/k").await;
+    let (mut a1, id_a1) = connect(&a[1], "/k").await;
+    let (mut b1, id_b1) = connect(&b[1], "/k").await;
+    wait_listed(&a[0], &[id_a0, id_a1].into(), Duration::from_secs(15)).await;
+    wait_listed(&b[0], &[id_b1.clone()].into(), Duration::from_secs(15)).await;
+    let (_, body) = a[1].api("POST", "/api/broadcast", Some("to a")).await;
+    assert_eq!(body, serde_json::json!({ "delivered": 2 }));
+    assert_eq!(next_text(&mut a0).await, "to a");
+    let (_, body) = b[0].api("POST", "/api/broadcast", Some("to b")).await;
+    assert_eq!(body, serde_json::json!({ "delivered": 1 }));
+    // Each got its own cluster's broadcast, never the other's (b0 asked "e1", and so is a1's
+    // replica named).
+    assert_eq!(next_text(&mut b1).await, "to b");
+    assert_eq!(next_text(&mut a1).await, "to a");
+    assert_silent(&mut a1, Duration::from_millis(500)).await;
+    assert_eq!(a[0].api("GET", &format!("/api/clients/{id_b1}"), None).await.0, 404);
+}

@@ -1,5 +1,5 @@
 //! Requests between replicas over Redis pub/sub: each replica subscribes to its own channel
-//! (`sluice:bus:{node}`) on a connection of its own, and answers there what the replica
+//! (`sluice:{db}:bus:{node}`) on a connection of its own, and answers there what the replica
 //! that asked sends it — describe clients, send to one, disconnect one, broadcast, publish —
 //! from its own registry. An answer goes to the asker's channel with the request's id; an
 //! asker waits [`REQUEST_TIMEOUT`] at most.
@@ -81,8 +81,11 @@ fn decode(body: &str) -> Result<Bytes, ClientsError> {
         .map_err(|e| ClientsError::Unreachable(format!("a malformed request from another replica: {e}")))
 }
 
-fn channel(node: &str) -> String {
-    format!("{PREFIX}bus:{node}")
+/// The channel of `node` in the cluster of database `db`. Keys live in a database but
+/// channels are server-wide: the number keeps two clusters sharing a Redis (one database
+/// each) from hearing each other's requests.
+fn channel(db: i64, node: &str) -> String {
+    format!("{PREFIX}{db}:bus:{node}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,8 @@ enum BusError {
 
 pub struct Bus {
     node: Arc<str>,
+    /// The cluster's database (see [`channel`]).
+    db: i64,
     local: Local,
     link: Arc<Link>,
     metrics: Metrics,
@@ -122,9 +127,10 @@ impl Drop for Waiting<'_> {
 }
 
 impl Bus {
-    pub fn new(node: Arc<str>, local: Local, link: Arc<Link>, metrics: Metrics) -> Bus {
+    pub fn new(node: Arc<str>, db: i64, local: Local, link: Arc<Link>, metrics: Metrics) -> Bus {
         Bus {
             node,
+            db,
             local,
             link,
             metrics,
@@ -164,7 +170,7 @@ impl Bus {
         let message = serde_json::to_vec(&Message::Request { id, from: self.node.to_string(), op })
             .expect("a request serializes");
         let receivers: redis::RedisResult<i64> =
-            redis::cmd("PUBLISH").arg(channel(node)).arg(message).query_async(&mut self.link.con()).await;
+            redis::cmd("PUBLISH").arg(channel(self.db, node)).arg(message).query_async(&mut self.link.con()).await;
         match receivers {
             Ok(n) if n > 0 => {}
             Ok(_) => {
@@ -218,7 +224,7 @@ impl Bus {
             Err(_) => return BusError::Timeout,
         };
         let (mut sink, mut stream) = pubsub.split();
-        if let Err(e) = sink.subscribe(channel(&self.node)).await {
+        if let Err(e) = sink.subscribe(channel(self.db, &self.node)).await {
             return e.into();
         }
         self.set_subscribed(true);
@@ -256,8 +262,11 @@ impl Bus {
                 tokio::spawn(async move {
                     let result = bus.serve(op);
                     let answer = serde_json::to_vec(&Message::Answer { id, result }).expect("an answer serializes");
-                    let sent: redis::RedisResult<i64> =
-                        redis::cmd("PUBLISH").arg(channel(&from)).arg(answer).query_async(&mut bus.link.con()).await;
+                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(channel(bus.db, &from))
+                        .arg(answer)
+                        .query_async(&mut bus.link.con())
+                        .await;
                     if let Err(e) = sent {
                         bus.link.down(&e);
                     }

@@ -92,7 +92,8 @@ impl Cluster {
         let tasks = TaskTracker::new();
         let changes = local.registry().watch().expect("one cluster per registry");
         let writer = Writer::spawn(directory.clone(), local.registry().clone(), changes, metrics.clone(), &tasks);
-        let bus = Arc::new(Bus::new(node.clone(), local.clone(), link.clone(), metrics));
+        let db = client.get_connection_info().redis_settings().db();
+        let bus = Arc::new(Bus::new(node.clone(), db, local.clone(), link.clone(), metrics));
         tasks.spawn(bus.clone().run(client, stop.clone()));
         let heartbeat = presence::Presence::new(directory.clone(), writer.clone(), bus.clone(), link.clone());
         let first = heartbeat.first();
