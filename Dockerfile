@@ -20,16 +20,18 @@ RUN apt-get update \
 WORKDIR /src
 
 # The dependencies first, against placeholder sources, so that a change to Sluice's own
-# code does not rebuild librdkafka. The bench crate is a workspace member: its manifest
-# must be there for cargo to read the workspace, though it is never built here.
+# code does not rebuild librdkafka. The bench and support (test harness) crates are
+# workspace members: their manifests must be there for cargo to read the workspace, though
+# neither is built here.
 COPY Cargo.toml Cargo.lock ./
 COPY bench/Cargo.toml bench/
-RUN mkdir -p src bench/src \
+COPY support/Cargo.toml support/
+RUN mkdir -p src bench/src support/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs support/src/lib.rs \
  && echo 'fn main() {}' > bench/src/main.rs \
  && cargo build --release --locked -p sluice \
- && rm -rf src bench/src
+ && rm -rf src bench/src support/src
 
 COPY . .
 # The commit for the sluice_build_info metric: .git is not sent to the builder.

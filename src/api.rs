@@ -9,8 +9,7 @@
 //! answer wrong methods with one. `src/openapi.json` describes exactly this behaviour.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -30,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::app::App;
 use crate::auth::SigningSecret;
-use crate::client::{Activity, Client, Offer};
+use crate::registry::{ClientsError, Close, Filter};
 use crate::sink::rfc3339;
 
 /// The largest request body: a message, a broadcast, a record or a token request. Kafka's
@@ -113,6 +112,18 @@ impl From<PathRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
+/// A call the registry interface could not answer: a client no replica has is 404; one on
+/// a replica that cannot be asked now (the cluster link is down, or it did not answer in
+/// time), a full queue, or a record that cannot be published is 503.
+impl From<ClientsError> for ApiError {
+    fn from(e: ClientsError) -> Self {
+        match e {
+            ClientsError::Unknown(id) => ApiError::UnknownClient(id),
+            other => ApiError::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -240,29 +251,28 @@ struct ListQuery {
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
-/// Clients ordered by id; `next` is the cursor for the following page, null on the last.
+/// Clients ordered by id; `next` is the cursor for the following page, null on the last;
+/// `"partial":true` when some replicas could not be asked.
 async fn list_clients(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
     }
-    let mut clients: Vec<Arc<Client>> = app
-        .registry
-        .all()
-        .into_iter()
-        .filter(|c| q.key.as_deref().is_none_or(|k| c.subscription.display() == k))
-        .filter(|c| q.cursor.as_deref().is_none_or(|cursor| &*c.id > cursor))
-        .collect();
-    clients.sort_by(|a, b| a.id.cmp(&b.id));
-    let more = clients.len() > limit;
-    clients.truncate(limit);
-    let next = if more { clients.last().map(|c| c.id.to_string()) } else { None };
-    Ok(Json(json!({ "clients": clients.iter().map(|c| client_json(c)).collect::<Vec<_>>(), "next": next })))
+    let page = app.clients.list(Filter { key: q.key, cursor: q.cursor, limit }).await;
+    Ok(Json(partial(json!({ "clients": page.clients, "next": page.next }), page.partial)))
+}
+
+/// Marks an answer that covers only part of the cluster. Absent otherwise, so a gateway
+/// without `--cluster` answers exactly as before.
+fn partial(mut body: Value, partial: bool) -> Value {
+    if partial {
+        body["partial"] = Value::Bool(true);
+    }
+    body
 }
 
 async fn get_client(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
-    let client = app.registry.get(&id).ok_or(ApiError::UnknownClient(id))?;
-    Ok(Json(client_json(&client)))
+    Ok(Json(app.clients.get(&id).await?))
 }
 
 async fn send_to_client(
@@ -270,12 +280,8 @@ async fn send_to_client(
     ApiPath(id): ApiPath<String>,
     Payload(body): Payload,
 ) -> ApiResult<Response> {
-    let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
-    match client.offer(client.message(app.hub.budget().charge(body))) {
-        Offer::Queued => Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response()),
-        Offer::Full => Err(ApiError::Unavailable(format!("client {id:?} has a full queue"))),
-        Offer::Closed => Err(ApiError::UnknownClient(id)),
-    }
+    app.clients.send(&id, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": true }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -320,18 +326,19 @@ async fn disconnect(
     if reason.chars().count() > MAX_REASON_CHARS {
         return Err(ApiError::BadRequest(format!("reason must be at most {MAX_REASON_CHARS} characters")));
     }
-    let client = app.registry.get(&id).ok_or_else(|| ApiError::UnknownClient(id.clone()))?;
-    client.close(code, fit_close_reason(&reason));
-    // The session removes the client when it ends; nothing signals that moment to others, so
-    // look every few milliseconds (DELETE is rare, and the wait bounded).
+    app.clients.disconnect(&id, Close { code, reason: fit_close_reason(&reason).to_owned() }).await?;
+    // The client leaves when its session ends, on whichever replica holds it; nothing
+    // signals that moment, so look every few milliseconds (DELETE is rare, and the wait
+    // bounded).
     let deadline = Instant::now() + DISCONNECT_WAIT;
-    while app.registry.get(&id).is_some() {
-        if Instant::now() >= deadline {
-            return Ok((StatusCode::ACCEPTED, Json(client_json(&client))).into_response());
+    loop {
+        match app.clients.get(&id).await {
+            Err(crate::registry::ClientsError::Unknown(_)) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            Ok(client) if Instant::now() >= deadline => return Ok((StatusCode::ACCEPTED, Json(client)).into_response()),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(other) => return Err(other.into()),
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The longest prefix of `reason` that fits a close frame, ending on a character boundary.
@@ -353,33 +360,13 @@ async fn broadcast(
     ApiQuery(q): ApiQuery<BroadcastQuery>,
     Payload(body): Payload,
 ) -> Json<Value> {
-    let body = app.hub.budget().charge(body);
-    // Built once per transport, shared by every client of it.
-    let (mut websocket, mut sse) = (None, None);
-    let mut delivered = 0usize;
-    for client in app.registry.all() {
-        if q.key.as_deref().is_some_and(|k| client.subscription.display() != k) {
-            continue;
-        }
-        let slot = if client.form.is_sse() { &mut sse } else { &mut websocket };
-        let message = slot.get_or_insert_with(|| client.message(body.clone())).clone();
-        if client.offer(message) == Offer::Queued {
-            delivered += 1;
-        }
-    }
-    Json(json!({ "delivered": delivered }))
+    let d = app.clients.broadcast(q.key.as_deref(), body).await;
+    Json(partial(json!({ "delivered": d.delivered }), d.partial))
 }
 
 async fn publish(State(app): State<App>, ApiPath(key): ApiPath<String>, Payload(body): Payload) -> ApiResult<Response> {
-    let key = Bytes::from(key.into_bytes());
-    let placed = match &app.memory {
-        Some(stream) => json!({ "offset": stream.publish(Some(key), body, vec![]) }),
-        None => {
-            app.outbox.publish(&key, &body).map_err(|e| ApiError::Unavailable(format!("cannot publish: {e}")))?;
-            json!({ "queued": true })
-        }
-    };
-    Ok((StatusCode::ACCEPTED, Json(placed)).into_response())
+    let published = app.clients.publish(&key, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(partial(published.placed, published.partial))).into_response())
 }
 
 /// Server-sent events: every connect, disconnect and client message, as it happens.
@@ -513,6 +500,7 @@ async fn info(State(app): State<App>, Extension(endpoint): Extension<Subscriptio
             "sameOrigin": endpoint.same_origin,
         },
         "source": if app.memory.is_some() { "embedded" } else { "kafka" },
+        "node": app.clients.node(),
         "clients": app.registry.len(),
         "tokens": {
             "secret": secret,
@@ -524,48 +512,6 @@ async fn info(State(app): State<App>, Extension(endpoint): Extension<Subscriptio
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
-}
-
-/// The client object of the API.
-pub fn client_json(c: &Client) -> Value {
-    json!({
-        "replyId": &*c.id,
-        "key": c.subscription.display(),
-        "user": c.user,
-        "remoteAddr": c.remote.to_string(),
-        "userAgent": c.user_agent,
-        "envelope": c.form.is_envelope(),
-        "transport": if c.form.is_sse() { "sse" } else { "websocket" },
-        "connectedAt": rfc3339(c.connected_at),
-        "lastActiveAt": rfc3339(c.last_active()),
-        "lastMessageIn": last_message(&c.incoming()),
-        "lastMessageOut": last_message(&c.outgoing()),
-        "messagesIn": c.incoming().messages,
-        "messagesOut": c.outgoing().messages,
-        "bytesIn": c.incoming().bytes,
-        "bytesOut": c.outgoing().bytes,
-        "queued": c.queued(),
-        "dropped": c.dropped(),
-        // Set from the moment a close is decided (slow consumer, admin, ping timeout)
-        // until the client leaves the registry after the close handshake.
-        "closing": c.close_reason().map(|r| json!({ "code": r.code, "reason": r.reason })),
-    })
-}
-
-fn last_message(a: &Activity) -> Value {
-    let (Some(data), Some(at)) = (&a.last, a.last_at) else { return Value::Null };
-    let at: SystemTime = at;
-    match std::str::from_utf8(data) {
-        Ok(text) => json!({ "data": text, "at": rfc3339(at) }),
-        // A stored copy may end inside a character where it was capped.
-        Err(e) if e.error_len().is_none() => {
-            json!({ "data": std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(), "at": rfc3339(at) })
-        }
-        Err(_) => {
-            let (data, encoding) = crate::sink::encode_data(data, false);
-            json!({ "data": data, "encoding": encoding, "at": rfc3339(at) })
-        }
-    }
 }
 
 #[cfg(test)]

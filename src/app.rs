@@ -20,7 +20,9 @@ use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::proxy::TrustedProxies;
 use crate::readiness::Readiness;
-use crate::registry::Registry;
+use crate::registry::cluster::{Cluster, ClusterError};
+use crate::registry::local::Local;
+use crate::registry::{Clients, Registry};
 use crate::replies::ReplyRouter;
 use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
@@ -48,7 +50,12 @@ pub struct App(Arc<Shared>);
 
 pub struct Shared {
     pub hub: Hub,
+    /// This process's clients (sessions enter and leave it).
     pub registry: Registry,
+    /// The clients the admin API manages: this process's, or the whole cluster's.
+    pub clients: Arc<dyn Clients>,
+    /// This replica's name: on every client object and session log line.
+    pub node: Arc<str>,
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub readiness: Readiness,
@@ -92,6 +99,8 @@ pub enum StartError {
     Kafka(#[from] KafkaSourceError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 enum Source {
@@ -108,13 +117,15 @@ pub struct Gateway {
     max_pending: usize,
     header_timeout: Duration,
     slow_consumer: SlowConsumerPolicy,
+    /// This replica's part in a cluster (`--cluster`): left when serving ends.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Gateway {
     /// Builds the gateway and connects its source. Fails before any port is bound when
     /// the broker cannot be reached, the topic does not exist, or TLS files are unusable.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Gateway, StartError> {
-        let metrics = Metrics::new();
+        let metrics = if config.cluster.is_some() { Metrics::clustered() } else { Metrics::new() };
         let readiness = Readiness::new(metrics.clone());
         let budget = Budget::new(config.max_queued_bytes, metrics.queued_bytes.clone());
         let kafka = matches!(config.source, SourceConfig::Kafka(_));
@@ -160,9 +171,21 @@ impl Gateway {
                 (source, Some(stream), Outbox::memory(metrics.clone()), None, None)
             }
         };
+        let node: Arc<str> = Arc::from(config.node_id.as_str());
+        let registry = Registry::default();
+        let local = Local::new(node.clone(), registry.clone(), hub.clone(), memory.clone(), outbox.clone());
+        let (clients, cluster): (Arc<dyn Clients>, _) = match &config.cluster {
+            None => (Arc::new(local), None),
+            Some(c) => {
+                let cluster = Arc::new(Cluster::start(c, local, metrics.clone()).await?);
+                (cluster.clone(), Some(cluster))
+            }
+        };
         let app = App(Arc::new(Shared {
             hub,
-            registry: Registry::default(),
+            registry,
+            clients,
+            node,
             auth: Authenticator::new(&config.auth),
             metrics,
             readiness,
@@ -194,6 +217,7 @@ impl Gateway {
             max_pending: config.max_pending_connections,
             header_timeout: config.header_timeout,
             slow_consumer: config.slow_consumer,
+            cluster,
         })
     }
 
@@ -273,6 +297,10 @@ impl Gateway {
         tracing::info!(clients, timeout = ?app.settings.shutdown_timeout, "draining");
         if tokio::time::timeout(app.settings.shutdown_timeout, app.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = app.registry.len(), "shutdown deadline passed with clients still closing");
+        }
+        // The others stop listing this replica's clients now rather than at its expiry.
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
         }
         // Disconnect events and the last client messages, on their way to Kafka.
         let outbox = app.outbox.clone();

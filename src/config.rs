@@ -288,6 +288,22 @@ pub struct Options {
     #[arg(long, env = "SLUICE_KAFKA_CHECK_INTERVAL", value_name = "SECONDS")]
     pub kafka_check_interval: Option<u64>,
 
+    /// Redis URL of the cluster this replica joins: redis://[[USER]:PASSWORD@]HOST:PORT/DB,
+    /// or rediss:// for TLS. Replicas sharing it form one cluster: the admin API on any of
+    /// them answers for the clients of all. Unset: this process alone, and no Redis.
+    #[arg(long, env = "SLUICE_CLUSTER", value_name = "URL", hide_env_values = true)]
+    pub cluster: Option<Secret>,
+
+    /// CA certificate file (PEM) to verify a rediss:// --cluster with, instead of the
+    /// system's roots (for a Redis whose certificate a private CA issued).
+    #[arg(long, env = "SLUICE_CLUSTER_CA_FILE", value_name = "FILE")]
+    pub cluster_ca_file: Option<PathBuf>,
+
+    /// This replica's name, shown on each of its clients as `node` and in its logs (letters,
+    /// digits, `.`, `_`, `-`; at most 64). [default: the host name and a random suffix]
+    #[arg(long, env = "SLUICE_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
     /// librdkafka properties fetched from the Quix portal, not given by the user: they
     /// apply under every Kafka setting above, so an explicit one always wins.
     #[arg(skip)]
@@ -374,6 +390,30 @@ pub struct Config {
     pub max_message_size: usize,
     /// Bytes kept of each last message in the registry.
     pub stored_message_bytes: usize,
+    /// This replica's name (its clients' `node`).
+    pub node_id: String,
+    /// The Redis the replicas of a cluster share; `None` runs alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where the replicas of a cluster meet.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://`; may carry a password, hence a secret.
+    pub url: Secret,
+    /// The CA that verifies a `rediss://` Redis, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// The URL without its credentials, for logs.
+    pub fn display(&self) -> String {
+        let url = self.url.expose();
+        match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://****@{}", &url[at + 1..]),
+            _ => url.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -838,6 +878,46 @@ impl Config {
         }
         let stored_message_bytes = o.stored_message_bytes.unwrap_or(DEFAULT_STORED_MESSAGE_BYTES);
 
+        let node_id = match o.node_id.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            Some(id) => {
+                if !valid_node_id(id) {
+                    bad(
+                        "--node-id / SLUICE_NODE_ID",
+                        format!("{id:?} must be 1 to 64 letters, digits, '.', '_' or '-'"),
+                    );
+                }
+                id.to_owned()
+            }
+            None => generated_node_id(),
+        };
+        let cluster = match o.cluster.as_ref().filter(|u| !u.expose().trim().is_empty()) {
+            None => None,
+            Some(url) => {
+                let url = Secret::new(url.expose().trim());
+                if let Err(e) = check_cluster_url(url.expose()) {
+                    bad("--cluster / SLUICE_CLUSTER", e);
+                }
+                if let Some(ca) = &o.cluster_ca_file {
+                    if !url.expose().starts_with("rediss://") {
+                        bad(
+                            "--cluster-ca-file / SLUICE_CLUSTER_CA_FILE",
+                            "verifies TLS: use a rediss:// --cluster URL".into(),
+                        );
+                    }
+                    if !ca.is_file() {
+                        bad(
+                            "--cluster-ca-file / SLUICE_CLUSTER_CA_FILE",
+                            format!("{} is not a readable file", ca.display()),
+                        );
+                    }
+                }
+                Some(ClusterConfig { url, ca_file: o.cluster_ca_file.clone() })
+            }
+        };
+        if o.cluster_ca_file.is_some() && cluster.is_none() {
+            bad("--cluster-ca-file / SLUICE_CLUSTER_CA_FILE", "set without --cluster".into());
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -865,6 +945,8 @@ impl Config {
             admin,
             max_message_size,
             stored_message_bytes,
+            node_id,
+            cluster,
         })
     }
 }
@@ -920,6 +1002,34 @@ fn setting_name(flag: &str) -> String {
         Some(env) => format!("{flag} / {env}"),
         None => flag.to_owned(),
     }
+}
+
+/// Node ids travel in Redis key names and log fields: kept to a safe alphabet.
+fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The host name (a container's is its id or pod name, which is what an operator looks
+/// for) and a random suffix, so two processes on one host never share an id.
+fn generated_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let mut host: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(56).collect();
+    if host.is_empty() {
+        host = "sluice".to_owned();
+    }
+    format!("{host}-{:04x}", rand::random::<u16>())
+}
+
+/// A Redis URL the client can use; the message never repeats the URL (it may hold a password).
+fn check_cluster_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err("must start with redis:// or rediss:// (redis://[:PASSWORD@]HOST:PORT/DB)".into());
+    }
+    redis::Client::open(url).map(drop).map_err(|e| format!("not a usable Redis URL: {e}"))
 }
 
 fn single(setting: &str, message: String) -> ConfigError {
@@ -1264,6 +1374,38 @@ mod tests {
     fn username_with_colon_is_refused() {
         assert!(problems(parse(&["--ws-username", "a:b", "--ws-password", "p"]))
             .contains(&"--ws-username / WS_USERNAME".to_owned()));
+    }
+
+    #[test]
+    fn the_node_id_is_generated_unless_given_and_checked_when_given() {
+        let a = Config::from_options(Options::default()).unwrap().node_id;
+        let b = Config::from_options(Options::default()).unwrap().node_id;
+        assert!(valid_node_id(&a), "{a}");
+        assert_ne!(a, b, "two processes on one host get two ids");
+        assert_eq!(Config::from_options(parse(&["--node-id", "eu-1.a_b"])).unwrap().node_id, "eu-1.a_b");
+        assert!(problems(parse(&["--node-id", "has space"])).contains(&"--node-id / SLUICE_NODE_ID".to_owned()));
+        assert!(problems(parse(&["--node-id", &"x".repeat(65)])).contains(&"--node-id / SLUICE_NODE_ID".to_owned()));
+    }
+
+    #[test]
+    fn cluster_urls_are_checked_and_their_password_never_shown() {
+        let c = Config::from_options(parse(&["--cluster", "rediss://:pw-secret@redis.internal:6380/2"])).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.display(), "rediss://****@redis.internal:6380/2");
+        assert!(!format!("{cluster:?}").contains("pw-secret"));
+        assert!(Config::from_options(Options::default()).unwrap().cluster.is_none());
+        assert!(problems(parse(&["--cluster", "redis://r:6379/0", "--cluster-ca-file", "/nonexistent.pem"]))
+            .contains(&"--cluster-ca-file / SLUICE_CLUSTER_CA_FILE".to_owned()));
+        assert!(problems(parse(&["--cluster-ca-file", "Cargo.toml"]))
+            .contains(&"--cluster-ca-file / SLUICE_CLUSTER_CA_FILE".to_owned()));
+        for bad in ["http://redis:6379", "redis://", "localhost:6379"] {
+            assert!(
+                problems(parse(&["--cluster", bad])).contains(&"--cluster / SLUICE_CLUSTER".to_owned()),
+                "{bad} accepted"
+            );
+        }
+        let err = Config::from_options(parse(&["--cluster", "redis-secret://x"])).unwrap_err().to_string();
+        assert!(!err.contains("redis-secret"), "{err}");
     }
 
     #[test]

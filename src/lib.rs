@@ -14,7 +14,10 @@
 //! - [`budget`]: the gateway-wide bound on bytes held for clients.
 //! - [`client`]: one connected client: its id, its bounded outgoing queue, the signal that
 //!   closes it, and its activity counters.
-//! - [`registry`]: every connected client by id.
+//! - [`registry`]: every connected client by id, and [`registry::Clients`], the one interface
+//!   the admin API manages clients through: [`registry::local`] answers for this process,
+//!   [`registry::cluster`] for every replica sharing a Redis (`--cluster`), off the
+//!   record's path.
 //! - [`replies`]: records of the `replies` topic, each to the client its key names.
 //! - [`admission`]: who may subscribe: key, origin, credentials, a free session slot.
 //! - [`session`]: one client's session whatever its transport: registry, hub, queue,

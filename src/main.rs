@@ -138,6 +138,7 @@ fn print_token(options: &Options, args: &TokenArgs) -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let shutdown = CancellationToken::new();
+    let signals = Signals::register();
     let gateway = match Gateway::start(&config, shutdown.clone()).await {
         Ok(g) => g,
         Err(e) => {
@@ -192,9 +193,10 @@ async fn run(config: Config) -> ExitCode {
         _ => String::new(),
     };
     println!("sluice listening on {url} (subscribe at {url}/{{key}} or /*{elsewhere})");
+    let cluster = config.cluster.as_ref().map_or_else(|| "off".to_owned(), |c| c.display());
+    tracing::info!(node = %config.node_id, %cluster, %addr, "started");
 
-    tokio::spawn(stop_on_signal(shutdown));
-    tokio::spawn(reload_on_hangup(gateway.tls().cloned(), gateway.app().metrics.clone()));
+    tokio::spawn(stop_on_signal(signals, gateway.tls().cloned(), gateway.app().metrics.clone(), shutdown));
     gateway.serve(listener, admin).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -216,57 +218,95 @@ fn hostname() -> Option<String> {
     (!name.is_empty() && name != "localhost").then(|| name.to_owned())
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The signals Sluice acts on, registered before the start-up lines are printed: until a
+/// handler is registered a signal has its default action, and SIGTERM or SIGHUP would stop
+/// the process without a drain.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
+    terminate: std::io::Result<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: std::io::Result<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                terminate: signal(SignalKind::terminate()),
+                interrupt: signal(SignalKind::interrupt()),
+                hangup: signal(SignalKind::hangup()),
             }
         }
-    };
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
+/// Waits for a signal to stop on; wherever one could not be registered, waits for the other.
+#[cfg(unix)]
+async fn next(signal: &mut std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match signal {
+        Ok(s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for {name}");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+async fn stop_on_signal(
+    #[cfg_attr(not(unix), allow(unused_mut))] mut signals: Signals,
+    tls: Option<sluice::server::Tls>,
+    metrics: sluice::metrics::Metrics,
+    shutdown: CancellationToken,
+) {
+    #[cfg(unix)]
+    {
+        // SIGHUP re-reads the TLS certificate and key (a renewed certificate is served to
+        // new connections without a restart). It never stops the process: the default
+        // action of an unhandled SIGHUP would kill it with no drain.
+        let mut hangup = signals.hangup;
+        tokio::spawn(async move {
+            loop {
+                next(&mut hangup, "SIGHUP").await;
+                reload(tls.as_ref(), &metrics);
+            }
+        });
+        tokio::select! {
+            _ = next(&mut signals.interrupt, "SIGINT") => tracing::info!("SIGINT: shutting down"),
+            _ = next(&mut signals.terminate, "SIGTERM") => tracing::info!("SIGTERM: shutting down"),
+        }
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+    {
+        let _ = (signals, tls, metrics);
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C: shutting down");
     }
     shutdown.cancel();
 }
 
-/// SIGHUP re-reads the TLS certificate and key (a renewed certificate is served to new
-/// connections without a restart). It never stops the process: the default action of an
-/// unhandled SIGHUP would kill it with no drain.
-async fn reload_on_hangup(tls: Option<sluice::server::Tls>, metrics: sluice::metrics::Metrics) {
-    #[cfg(unix)]
-    {
-        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => return tracing::warn!(error = %e, "cannot listen for SIGHUP"),
-        };
-        while hangups.recv().await.is_some() {
-            match &tls {
-                None => tracing::info!("SIGHUP: no TLS files to reload; nothing else is reloaded"),
-                Some(tls) => match tls.reload() {
-                    Ok(()) => {
-                        metrics.tls_reloaded(true);
-                        tracing::info!("SIGHUP: TLS certificate and key reloaded");
-                    }
-                    Err(e) => {
-                        metrics.tls_reloaded(false);
-                        tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificate");
-                    }
-                },
+#[cfg(unix)]
+fn reload(tls: Option<&sluice::server::Tls>, metrics: &sluice::metrics::Metrics) {
+    match tls {
+        None => tracing::info!("SIGHUP: no TLS files to reload; nothing else is reloaded"),
+        Some(tls) => match tls.reload() {
+            Ok(()) => {
+                metrics.tls_reloaded(true);
+                tracing::info!("SIGHUP: TLS certificate and key reloaded");
             }
-        }
+            Err(e) => {
+                metrics.tls_reloaded(false);
+                tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificate");
+            }
+        },
     }
-    #[cfg(not(unix))]
-    let _ = (tls, metrics);
 }
 
 fn init_tracing(format: LogFormat) {

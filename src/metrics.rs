@@ -159,6 +159,17 @@ pub struct Metrics {
     /// Keys with at least one subscriber, and clients on `/*`.
     pub subscribed_keys: Gauge,
     pub wildcard_clients: Gauge,
+    /// With `--cluster` only: 1 while this replica's link to the cluster's Redis works
+    /// (presence, directory and pub/sub), else 0.
+    pub cluster_up: Gauge,
+    /// With `--cluster` only: replicas alive at the last heartbeat, this one included.
+    pub cluster_nodes: Gauge,
+    /// With `--cluster` only: requests to other replicas, by outcome (`answered`,
+    /// `timeout`, `unreachable`).
+    cluster_requests: Family<Label, Counter>,
+    /// With `--cluster` only: times this replica registered all its clients again, after
+    /// Redis lost them (a restart) or missed some (an outage).
+    pub cluster_resyncs: Counter,
     produce_log: Arc<Throttle>,
     logs: Arc<Throttles>,
 }
@@ -170,7 +181,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a gateway running alone.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// The metrics of a replica of a cluster: the cluster's own are exported too (a
+    /// `sluice_cluster_up 0` on a gateway that has no cluster would only raise alarms).
+    pub fn clustered() -> Self {
+        Self::build(true)
+    }
+
+    fn build(cluster: bool) -> Self {
         let mut root = Registry::default();
         // The standard process metrics carry no prefix: dashboards look for `process_*`.
         root.register_collector(Box::new(ProcessCollector));
@@ -214,6 +236,10 @@ impl Metrics {
             admin_request_duration: Family::new_with_constructor(admin_latency_histogram),
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
+            cluster_up: Gauge::default(),
+            cluster_nodes: Gauge::default(),
+            cluster_requests: Family::default(),
+            cluster_resyncs: Counter::default(),
             produce_log: Arc::default(),
             logs: Arc::default(),
         };
@@ -295,6 +321,24 @@ impl Metrics {
         r.register("build_info", "Always 1; the labels say which build this is", build_info);
         r.register("subscribed_keys", "Keys with at least one subscriber", m.subscribed_keys.clone());
         r.register("wildcard_clients", "Clients subscribed to every record", m.wildcard_clients.clone());
+        if cluster {
+            r.register(
+                "cluster_up",
+                "1 while the link to the cluster's Redis works (presence, directory, pub/sub)",
+                m.cluster_up.clone(),
+            );
+            r.register(
+                "cluster_nodes",
+                "Replicas alive at the last heartbeat, this one included",
+                m.cluster_nodes.clone(),
+            );
+            r.register("cluster_requests", "Requests to other replicas, by outcome", m.cluster_requests.clone());
+            r.register(
+                "cluster_resyncs",
+                "Times this replica registered all its clients again after Redis lost or missed some",
+                m.cluster_resyncs.clone(),
+            );
+        }
         Metrics { registry: Arc::new(root), ..m }
     }
 
@@ -360,6 +404,24 @@ impl Metrics {
             tracing::warn!(topic, client = %client.id, %error, similar_failures_not_logged = skipped, "client message or event refused: producer buffer full");
         }
         self.produce_refused.get_or_create(&[("topic", topic.to_owned())]).inc();
+    }
+
+    /// The link to the cluster's Redis went down or came back: the gauge, and one line per
+    /// change (never one per failed attempt: callers report changes only).
+    pub fn cluster_link(&self, up: bool, detail: &str) {
+        self.cluster_up.set(i64::from(up));
+        if up {
+            tracing::info!(detail, "cluster link up: the admin API answers for every replica");
+        } else {
+            tracing::warn!(
+                detail,
+                "cluster link down: the admin API answers for this replica's clients only (partial), until Redis is back; clients and records are not affected"
+            );
+        }
+    }
+
+    pub fn cluster_request(&self, outcome: &'static str) {
+        self.cluster_requests.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     /// An admin API request answered: counted by outcome, timed by route and outcome.
@@ -508,6 +570,8 @@ mod tests {
         assert!(text.contains("sluice_records_consumed_total 3"), "{text}");
         assert!(text.contains("sluice_records_skipped_total{reason=\"tombstone\"} 1"), "{text}");
         assert!(text.contains("sluice_connections 0"), "{text}");
+        assert!(!text.contains("cluster"), "cluster metrics without a cluster: {text}");
+        assert!(Metrics::clustered().render().contains("sluice_cluster_up 0"));
     }
 
     #[test]

@@ -70,8 +70,7 @@ pub async fn subscribe(app: App, request: Request) -> Response {
     let id = session.client.id.clone();
     // One chunk in flight: a client that does not read holds one chunk, not its queue.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let span =
-        tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), transport = "sse");
+    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), transport = "sse", node = %session.app.node);
     tokio::spawn(session.run_sse(tx, Box::new(opening), abort).instrument(span));
 
     let body =

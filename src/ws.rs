@@ -79,7 +79,7 @@ pub async fn upgrade(app: App, request: Request) -> Response {
     // session's drop takes the client out again.
     let (session, opening) = Session::open(app, admitted, form, slot);
     let id = session.client.id.clone();
-    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display());
+    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), node = %session.app.node);
     tokio::spawn(session.run_websocket(on_upgrade, Box::new(opening)).instrument(span));
 
     let mut response = Response::new(Body::empty());

@@ -70,6 +70,8 @@ const WITHOUT_DEFAULT: &[&str] = &[
     "--events",
     "--replies",
     "--admin-addr",
+    "--cluster",
+    "--cluster-ca-file",
     "--help",
     "--version",
 ];

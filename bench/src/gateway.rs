@@ -2,40 +2,18 @@
 //! its port read from the line it prints, its metrics and resources read while it runs.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use sluice_support::process::{launch, scrubbed_command, Launched, Stderr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const USER: &str = "bench";
 pub const PASSWORD: &str = "bench-password";
-
-/// Settings read from the environment that must not leak in from whoever runs the bench.
-const SCRUBBED: &[&str] = &[
-    "input",
-    "Quix__Broker__Address",
-    "KAFKA_BROKERS",
-    "WS_USERNAME",
-    "WS_PASSWORD",
-    "PORT",
-    "SLUICE_CONFIG",
-    "SLUICE_JWT_SECRET",
-    "SLUICE_ALLOW_ANONYMOUS",
-    "SLUICE_DEMO",
-    "SLUICE_NO_WELCOME",
-    "SLUICE_FROM",
-    "SLUICE_HOST",
-    "SLUICE_QUEUE_CAPACITY",
-    "SLUICE_SLOW_CONSUMER",
-    "SLUICE_MAX_CONNECTIONS",
-    "SLUICE_PING_INTERVAL",
-    "KAFKA_PROPERTIES",
-];
 
 /// Lines of the gateway's stderr kept for error messages.
 const KEPT_LINES: usize = 40;
@@ -50,10 +28,8 @@ impl Gateway {
     /// Starts the gateway on 127.0.0.1 and a free port, reading `topic` from its start
     /// (the topic is fresh, so nothing produced during the run is missed).
     pub fn start(binary: &Path, brokers: &str, topic: &str, args: &[String]) -> Result<Gateway> {
-        let mut cmd = Command::new(binary);
-        for name in SCRUBBED {
-            cmd.env_remove(name);
-        }
+        // The settings of whoever runs the bench are scrubbed from its environment.
+        let mut cmd = scrubbed_command(binary);
         cmd.args(["--host", "127.0.0.1", "--port", "0", "--from", "earliest"]);
         // Pings off unless a scenario asks for them: ping traffic is not part of a
         // streaming figure.
@@ -66,48 +42,9 @@ impl Gateway {
             .env("WS_USERNAME", USER)
             .env("WS_PASSWORD", PASSWORD)
             // Per-connection info lines would make the gateway's logging part of every figure.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("start {}", binary.display()))?;
-
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let kept = stderr.clone();
-        let err = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut k = kept.lock().expect("not poisoned");
-                if k.len() == KEPT_LINES {
-                    k.remove(0);
-                }
-                k.push(line);
-            }
-        });
-
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the gateway did not start:\n{}", stderr.lock().expect("not poisoned").join("\n"));
-            };
-            // "sluice listening on ws://127.0.0.1:PORT (subscribe at /{key} or /*)"
-            if let Some(rest) = line.strip_prefix("sluice listening on ") {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let hostport = url.split("://").nth(1).unwrap_or_default();
-                break hostport.parse().with_context(|| format!("address in {line:?}"))?;
-            }
-        };
+            .env("RUST_LOG", "warn");
+        let Launched { child, addr, stderr, .. } =
+            launch(cmd, Stderr { keep: Some(KEPT_LINES), echo: false }, Duration::from_secs(30))?;
         Ok(Gateway { child, addr, stderr })
     }
 

@@ -154,6 +154,8 @@ function showGateway(info) {
   const facts = [
     ['Version', info.version, null],
     ['Source', source, null],
+    ['Node', info.node ?? '-', 'The replica serving this console. The client list covers every replica of a cluster; '
+      + 'the events below are this replica\'s.'],
     ['Subscriptions', `${wsBase()}/{key} or /*`, null],
     ['Admin API', ws.sameOrigin ? 'on the same port' : `own listener, ${location.host}`, null],
     ['Client tokens', tokens[0], tokens[1]],
@@ -175,16 +177,20 @@ async function refreshClients() {
     try {
       const all = [];
       let cursor = null;
+      // A cluster whose Redis is away answers for this replica only, and says so.
+      let partial = false;
       do {
         const query = new URLSearchParams({ limit: String(PAGE) });
         if (cursor) query.set('cursor', cursor);
         const { data } = await api('GET', `/api/clients?${query}`);
         all.push(...data.clients);
+        partial ||= data.partial === true;
         cursor = data.next;
       } while (cursor && all.length < MAX_CLIENTS);
       if (!state.signedIn) return;
       state.clients = all;
-      $('clients-note').textContent = cursor ? `showing the first ${all.length}` : `updated ${clock(new Date())}`;
+      const note = cursor ? `showing the first ${all.length}` : `updated ${clock(new Date())}`;
+      $('clients-note').textContent = partial ? `${note} · partial: some replicas could not be asked` : note;
       renderClients();
       setLive(true, 'live');
     } catch (error) {

@@ -88,7 +88,12 @@ async function run(page, { url, token, ids, sendTo, disconnect, watchKey, watchT
   for (const id of ids) await row(id).waitFor();
   const cells = await row(sendTo).locator('td').allTextContents();
   check(cells[0] === sendTo, `first column is not the replyId: ${cells[0]}`);
-  check(cells[3] === '-', `node column without a node should be "-": ${cells[3]}`);
+  // The replica holding the client: this gateway, the node /api/info names.
+  const node = await page.evaluate(
+    async (t) => (await (await fetch('/api/info', { headers: { Authorization: `Bearer ${t}` } })).json()).node,
+    token,
+  );
+  check(node && cells[3] === node, `node column should be this gateway's node ${node}: ${cells[3]}`);
   check(/\d+ \/ \d+/.test(cells[7]), `messages column: ${cells[7]}`);
   say('clients listed', { ids, row: cells });
 

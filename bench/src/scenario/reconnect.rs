@@ -552,7 +552,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     args.extend(resume_args.iter().cloned());
     let rig = Rig::start(common, "reconnect", 1, keys, args).await?;
     let probe = rig.gateway.probe();
-    let broker_port = rig.broker.port;
+    let broker_port = rig.broker.port();
     // librdkafka opens its connections over the first second or two (bootstrap, then the
     // broker the metadata names, for each of the gateway's clients): counts taken before
     // they are all open would read as growth during the storm.

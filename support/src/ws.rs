@@ -1,0 +1,115 @@
+//! WebSocket clients of the gateway: connect with credentials, read the welcome and the
+//! frames that follow, close.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::gateway::Sluice;
+use crate::{PASSWORD, USER};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Opens a WebSocket with these request headers; the handshake error as is.
+pub async fn try_connect(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, tokio_tungstenite::tungstenite::handshake::client::Response), tokio_tungstenite::tungstenite::Error> {
+    let mut request = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(request).await
+}
+
+/// A WebSocket client whose socket has a tiny receive buffer, so that when it stops
+/// reading the server's writes block soon; its welcome frame is read.
+pub async fn connect_small_window(sluice: &Sluice, path: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(sluice.addr).await.unwrap();
+    let mut request = sluice.url(path).into_client_request().unwrap();
+    request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.unwrap();
+    next_text(&mut ws).await;
+    ws
+}
+
+/// Connects with USER / PASSWORD and reads the welcome frame; returns the socket and the
+/// replyId it announced.
+pub async fn connect(sluice: &Sluice, path: &str) -> (Ws, String) {
+    let (mut ws, response) =
+        try_connect(&sluice.url(path), &[("authorization", &basic(USER, PASSWORD))]).await.expect("connect");
+    let welcome = next_text(&mut ws).await;
+    let v: serde_json::Value = serde_json::from_str(&welcome).unwrap();
+    assert_eq!(v["type"], "connected");
+    let id = v["replyId"].as_str().unwrap().to_owned();
+    assert_eq!(response.headers().get("sluice-connection-id").unwrap().to_str().unwrap(), id);
+    (ws, id)
+}
+
+/// The next data frame (text or binary), skipping pings; panics after 15 s.
+pub async fn next_frame(ws: &mut Ws) -> Message {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a frame within 15 s")
+            .expect("socket open")
+            .expect("frame");
+        match m {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_frame(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Reads until the close frame, returning it; data frames before it are returned too.
+pub async fn read_until_close(ws: &mut Ws, within: Duration) -> (Vec<Message>, Option<CloseFrame>) {
+    let mut data = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
+            .await
+            .expect("close within the deadline");
+        match next {
+            Some(Ok(Message::Close(frame))) => return (data, frame),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(m)) => data.push(m),
+            Some(Err(e)) => panic!("socket error before a close frame: {e}"),
+            None => return (data, None),
+        }
+    }
+}
+
+/// No data frame arrives within `wait` (used after a later frame proved delivery moved on).
+pub async fn assert_silent(ws: &mut Ws, wait: Duration) {
+    if let Ok(Some(Ok(m))) = tokio::time::timeout(wait, ws.next()).await {
+        if !matches!(m, Message::Ping(_) | Message::Pong(_)) {
+            panic!("unexpected frame {m:?}");
+        }
+    }
+}
+
+pub async fn close(ws: &mut Ws) {
+    let _ = ws.close(None).await;
+}
