@@ -40,6 +40,8 @@ struct Shared {
     table: Mutex<Table>,
     /// Tags this stream's cursors (see [`crate::position`]).
     tag: u32,
+    /// Records dispatched, for sampling the fan-out's timing.
+    sequence: std::sync::atomic::AtomicU64,
     limits: Limits,
     policy: SlowConsumerPolicy,
     metrics: Metrics,
@@ -56,6 +58,9 @@ struct Table {
     live: Position,
     recent: Recent,
 }
+
+/// One record in this many has its fan-out timed (and the replay buffer's gauges set).
+const SAMPLE: u64 = 16;
 
 /// The stream a hub serves, for its cursors and replay.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +94,7 @@ impl Hub {
             shared: Arc::new(Shared {
                 table: Mutex::new(table),
                 tag: stream.tag,
+                sequence: std::sync::atomic::AtomicU64::new(0),
                 limits: stream.limits,
                 policy,
                 metrics,
@@ -201,7 +207,11 @@ impl Hub {
         let (partition, offset) = (record.partition, record.offset);
         let stamp = record.timestamp.unwrap_or(NO_STAMP);
         let stamped = Arc::new(Stamped::new(record));
-        let started = Instant::now();
+        // A sample of the records is timed: with a hundred subscribers a record's fan-out
+        // takes a few microseconds, and a clock read, a histogram's lock and two gauges on
+        // every one were a tenth of it (BENCHMARKS.md).
+        let sampled = shared.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SAMPLE == 0;
+        let started = sampled.then(Instant::now);
         {
             let mut table = shared.table.lock();
             let Table { by_key, all, live, recent } = &mut *table;
@@ -219,11 +229,15 @@ impl Hub {
                     }
                 }
                 recent.push(stamped.clone());
-                metrics.replay_buffer_records.set(recent.len() as i64);
-                metrics.replay_buffer_bytes.set(recent.bytes() as i64);
+                if sampled {
+                    metrics.replay_buffer_records.set(recent.len() as i64);
+                    metrics.replay_buffer_bytes.set(recent.bytes() as i64);
+                }
             }
         }
-        metrics.fanout_seconds.observe(started.elapsed().as_secs_f64());
+        if let Some(started) = started {
+            metrics.fanout_seconds.observe(started.elapsed().as_secs_f64());
+        }
         self.enforce_budget();
     }
 

@@ -25,9 +25,10 @@ pub struct Recent {
     /// Per partition: every record of it at or after this offset (up to the live position)
     /// is held here.
     covered_from: Position,
-    /// Records held, per partition: a replay walking back from the newest stops once it is
-    /// past the cursor in every partition, instead of walking the whole buffer.
-    counts: BTreeMap<i32, usize>,
+    /// Records held, per partition (indexed by partition id): a replay walking back from
+    /// the newest stops once it is past the cursor in every partition, instead of walking
+    /// the whole buffer.
+    counts: Vec<usize>,
 }
 
 struct Entry {
@@ -46,7 +47,7 @@ impl Recent {
             limit,
             budget,
             covered_from: Position::default(),
-            counts: BTreeMap::new(),
+            counts: Vec::new(),
         }
     }
 
@@ -71,14 +72,18 @@ impl Recent {
         // The frames built for the live fan-out are held as long as the entry is.
         let pinned = stamped.built_bytes();
         self.budget.pin(pinned as i64);
-        *self.counts.entry(stamped.record.partition).or_default() += 1;
+        let p = stamped.record.partition.max(0) as usize;
+        if p >= self.counts.len() {
+            self.counts.resize(p + 1, 0);
+        }
+        self.counts[p] += 1;
         self.entries.push_back(Entry { stamped, size, pinned });
         while self.bytes > self.limit {
             let Some(old) = self.entries.pop_front() else { break };
             self.bytes -= old.size;
             self.budget.pin(-(old.pinned as i64));
             let r = &old.stamped.record;
-            if let Some(n) = self.counts.get_mut(&r.partition) {
+            if let Some(n) = self.counts.get_mut(r.partition.max(0) as usize) {
                 *n -= 1;
             }
             // Records of that partition before and at this one are no longer all here.
@@ -224,8 +229,8 @@ fn replay_after(
     let mut out = Vec::new();
     // Partitions with records still to look at: each one's count of records left, until a
     // record of it older than the cursor is met (all older ones are older still).
-    let mut left = recent.counts.clone();
-    left.retain(|_, n| *n > 0);
+    let mut left: BTreeMap<i32, usize> =
+        recent.counts.iter().enumerate().filter(|(_, n)| **n > 0).map(|(p, n)| (p as i32, *n)).collect();
     for e in recent.entries.iter().rev() {
         if out.len() == most || left.is_empty() {
             break;

@@ -156,7 +156,8 @@ impl Session {
     }
 
     /// A batch just reached the socket: the age of the record it started with (a batch's
-    /// first frame waited longest), when it was a record's.
+    /// first frame waited longest), when it was a record's. Called for a sample of batches
+    /// (see [`Liveness::wrote`]).
     pub fn delivered(&self) {
         if let Some(stamp) = self.queue.stamp() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -194,7 +195,14 @@ pub struct Liveness {
     pub alive: bool,
     /// Ticks in a row without one.
     quiet: u8,
+    /// Batches written since the last one whose record age was measured.
+    batches: u8,
 }
+
+/// One batch in this many has its record's age measured: a histogram shared by every
+/// session takes a lock per observation, which on every batch cost a fifth of the fan-out
+/// rate (BENCHMARKS.md); a sample shows the same distribution.
+const AGE_SAMPLE: u8 = 16;
 
 impl Liveness {
     /// Ticks every `every` (no timer at all when `None`: each one is an allocation per
@@ -209,6 +217,19 @@ impl Liveness {
             every: every.unwrap_or_default(),
             alive: false,
             quiet: 0,
+            batches: 0,
+        }
+    }
+
+    /// A batch reached the socket: a sign of life, and whether to measure its age.
+    pub fn wrote(&mut self) -> bool {
+        self.alive = true;
+        self.batches += 1;
+        if self.batches == AGE_SAMPLE {
+            self.batches = 0;
+            true
+        } else {
+            false
         }
     }
 

@@ -172,7 +172,9 @@ impl Session {
                         let bytes = chunk.len() as u64;
                         match self.send(tx, chunk, live).await {
                             Ok(()) => {
-                                self.delivered();
+                                if live.wrote() {
+                                    self.delivered();
+                                }
                                 self.client.sent(count, bytes, payload(&last));
                                 self.app.metrics.frames_sent.inc_by(count);
                                 self.app.metrics.bytes_sent.inc_by(bytes);

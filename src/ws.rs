@@ -285,8 +285,9 @@ impl Session {
                     match written {
                         // The socket took the batch: the client is reading.
                         Ok(()) => {
-                            live.alive = true;
-                            self.delivered();
+                            if live.wrote() {
+                                self.delivered();
+                            }
                         }
                         Err(Interrupt::Signal(Signal::Close)) => return Box::pin(self.close_requested(socket)).await,
                         Err(Interrupt::Signal(Signal::Shutdown)) => return Box::pin(self.shut_down(socket)).await,
