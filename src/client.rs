@@ -186,6 +186,10 @@ impl Client {
         let _ = self.floor.set(floor);
     }
 
+    pub fn has_floor(&self) -> bool {
+        self.floor.get().is_some()
+    }
+
     /// Whether a live record is one this client already has (see [`Client::set_floor`]).
     #[inline]
     pub fn has_already(&self, partition: i32, offset: i64) -> bool {

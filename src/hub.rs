@@ -57,6 +57,10 @@ struct Table {
     /// The position after the last record dispatched.
     live: Position,
     recent: Recent,
+    /// Subscribers with a floor (they resumed a cursor ahead of this gateway): while there
+    /// are none, the fan-out does not look at each client's, a field every delivery would
+    /// otherwise read from every client (a cache line per client per record).
+    floored: usize,
 }
 
 /// One record in this many has its fan-out timed (and the replay buffer's gauges set).
@@ -89,6 +93,7 @@ impl Hub {
             all: Vec::new(),
             live: Position::default(),
             recent: Recent::new(stream.recent_bytes, budget.clone()),
+            floored: 0,
         };
         Hub {
             shared: Arc::new(Shared {
@@ -131,6 +136,7 @@ impl Hub {
         let plan = replay::plan(start, &client.subscription, &table.live, &table.recent, shared.limits);
         if let Some(floor) = plan.floor {
             client.set_floor(floor);
+            table.floored += 1;
         }
         for r in &plan.replay {
             let frame = if r.own {
@@ -152,22 +158,29 @@ impl Hub {
 
     pub fn unsubscribe(&self, client: &Arc<Client>) {
         let mut table = self.shared.table.lock();
-        let remove = |list: &mut Vec<Arc<Client>>| {
-            if let Some(i) = list.iter().position(|c| Arc::ptr_eq(c, client)) {
+        let remove = |list: &mut Vec<Arc<Client>>| match list.iter().position(|c| Arc::ptr_eq(c, client)) {
+            Some(i) => {
                 list.swap_remove(i);
+                true
             }
+            None => false,
         };
-        match &client.subscription {
+        let removed = match &client.subscription {
             Subscription::All => remove(&mut table.all),
-            Subscription::Key(k) => {
-                if let Some(list) = table.by_key.get_mut(k) {
-                    remove(list);
+            Subscription::Key(k) => match table.by_key.get_mut(k) {
+                Some(list) => {
+                    let removed = remove(list);
                     // Keys nobody listens to any more must not accumulate.
                     if list.is_empty() {
                         table.by_key.remove(k);
                     }
+                    removed
                 }
-            }
+                None => false,
+            },
+        };
+        if removed && client.has_floor() {
+            table.floored -= 1;
         }
         self.gauge(&table);
     }
@@ -214,14 +227,15 @@ impl Hub {
         let started = sampled.then(Instant::now);
         {
             let mut table = shared.table.lock();
-            let Table { by_key, all, live, recent } = &mut *table;
+            let Table { by_key, all, live, recent, floored } = &mut *table;
+            let floored = *floored > 0;
             // The stream moves past a tombstone too: cursors name positions, not records.
             live.advance(partition, offset);
             if !tombstone {
                 let keyed = stamped.record.key.as_ref().and_then(|k| by_key.get(k));
                 let cursor = || Cursor { tag: shared.tag, position: live.clone() }.encode();
                 for client in keyed.into_iter().flatten().chain(all.iter()) {
-                    if client.has_already(partition, offset) {
+                    if floored && client.has_already(partition, offset) {
                         continue;
                     }
                     if let Some(frame) = stamped.frame(client.form, &shared.budget, cursor) {
