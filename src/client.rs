@@ -345,7 +345,7 @@ impl Queue {
             return Offer::Closed;
         }
         let size = payload_len(&frame);
-        {
+        let was_empty = {
             let mut q = self.frames.lock();
             // An empty queue takes any frame, so one record larger than the byte bound
             // still reaches a client that keeps up.
@@ -357,8 +357,15 @@ impl Queue {
             }
             q.bytes += size;
             q.frames.push_back((frame, stamp));
+            q.frames.len() == 1
+        };
+        // Only the frame that makes the queue non-empty wakes the session: one already
+        // waiting was queued by a push that woke it (or is about to), and the session pops
+        // until the queue is empty before it waits again. Every further wake would be two
+        // atomic writes to a line the session's thread also writes, per frame per client.
+        if was_empty {
+            self.frames_waker.wake();
         }
-        self.frames_waker.wake();
         Offer::Queued
     }
 
@@ -597,6 +604,68 @@ pub(crate) mod tests {
         c.close(1008, SLOW_CONSUMER);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         assert_eq!(rx.poll_signalled(&mut cx), Poll::Ready(Signal::Close));
+    }
+
+    #[test]
+    fn a_waiting_session_is_woken_once_per_empty_queue_and_misses_no_frame() {
+        let (c, rx) = client(16);
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let text = |s: &str| Message::Text(s.into());
+        assert!(rx.poll_next(&mut cx).is_pending());
+        for s in ["a", "b", "c"] {
+            c.offer(text(s));
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake for three frames");
+        // Woken, the session pops until the queue is empty; a frame queued meanwhile is
+        // behind the others and needs no wake of its own.
+        assert_eq!(rx.poll_next(&mut cx), Poll::Ready(Ok(text("a"))));
+        c.offer(text("d"));
+        for s in ["b", "c", "d"] {
+            assert_eq!(rx.poll_next(&mut cx), Poll::Ready(Ok(text(s))));
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        // Empty again, it waits; the next frame wakes it.
+        assert!(rx.poll_next(&mut cx).is_pending());
+        c.offer(text("e"));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert_eq!(rx.poll_next(&mut cx), Poll::Ready(Ok(text("e"))));
+    }
+
+    #[tokio::test]
+    async fn frames_pushed_from_other_threads_all_reach_a_waiting_session() {
+        let (c, rx) = client(1 << 20);
+        let c = Arc::new(c);
+        let receiver = tokio::spawn(async move {
+            let mut got = 0;
+            while got < 4 * 20_000 {
+                rx.next().await.unwrap();
+                got += 1;
+            }
+            got
+        });
+        let pushers: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        assert_eq!(c.offer(Message::Text(format!("{t}-{i}").into())), Offer::Queued);
+                        if i % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in pushers {
+            p.join().unwrap();
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), receiver)
+            .await
+            .expect("a frame was queued with no wake: the session never saw it")
+            .unwrap();
+        assert_eq!(got, 80_000);
     }
 
     #[tokio::test]
