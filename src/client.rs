@@ -181,9 +181,10 @@ impl Client {
         }
     }
 
-    /// Live records below this position are skipped for this client.
-    pub fn set_floor(&self, floor: Position) {
-        let _ = self.floor.set(floor);
+    /// Live records below this position are skipped for this client. False when it
+    /// already had one (the first stays).
+    pub fn set_floor(&self, floor: Position) -> bool {
+        self.floor.set(floor).is_ok()
     }
 
     pub fn has_floor(&self) -> bool {
@@ -585,6 +586,11 @@ pub(crate) mod tests {
     #[derive(Default)]
     struct Wakes(AtomicU64);
 
+    fn counting_waker() -> (Arc<Wakes>, std::task::Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (wakes.clone(), std::task::Waker::from(wakes))
+    }
+
     impl std::task::Wake for Wakes {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::SeqCst);
@@ -594,8 +600,7 @@ pub(crate) mod tests {
     #[test]
     fn a_session_blocked_writing_is_woken_by_signals_not_by_frames() {
         let (c, rx) = client(4);
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(wakes.clone());
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(rx.poll_signalled(&mut cx).is_pending());
         c.offer(Message::Text("a".into()));
@@ -609,8 +614,7 @@ pub(crate) mod tests {
     #[test]
     fn a_waiting_session_is_woken_once_per_empty_queue_and_misses_no_frame() {
         let (c, rx) = client(16);
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(wakes.clone());
+        let (wakes, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let text = |s: &str| Message::Text(s.into());
         assert!(rx.poll_next(&mut cx).is_pending());

@@ -135,8 +135,9 @@ impl Hub {
         let mut table = shared.table.lock();
         let plan = replay::plan(start, &client.subscription, &table.live, &table.recent, shared.limits);
         if let Some(floor) = plan.floor {
-            client.set_floor(floor);
-            table.floored += 1;
+            if client.set_floor(floor) {
+                table.floored += 1;
+            }
         }
         for r in &plan.replay {
             let frame = if r.own {

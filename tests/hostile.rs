@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::Message;
 
 fn credentials() -> [(&'static str, &'static str); 3] {
     [("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)]
@@ -489,21 +487,11 @@ async fn consumer_lag_is_the_high_watermark_minus_the_position_and_a_stalled_par
     // Tansu answers a fetch with what it read when the fetch came in, once its wait is
     // over: a fetch sent just before the records were produced comes back empty after 15 s,
     // and the next brings them 15 s later. Hence up to two waits here.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    let mut received = Vec::new();
-    while received.len() < 7 {
-        let frame = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("the 7 records within two held fetches; got {received:?}"))
-            .expect("socket open")
-            .expect("frame");
-        match frame {
-            Message::Text(t) => received.push(t.to_string()),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for i in 0..7 {
+        let within = deadline.saturating_duration_since(Instant::now());
+        assert_eq!(next_text_within(&mut ws, within).await, format!("new{i}"));
     }
-    assert_eq!(received, (0..7).map(|i| format!("new{i}")).collect::<Vec<_>>());
     sluice.wait_for_log("partition moving again", Duration::from_secs(10)).await;
     let detail = readyz(&sluice).await;
     assert_eq!(detail["partitions"][1]["lag"].as_i64(), Some(0), "{detail}");

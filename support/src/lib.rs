@@ -24,8 +24,8 @@ pub use process::{free_port, sluice_binary, wait_for_port};
 pub use redis::Redis;
 pub use tansu::{next_record, reader, topic, Producer, Tansu};
 pub use ws::{
-    assert_silent, basic, close, connect, connect_small_window, next_frame, next_text, read_until_close, try_connect,
-    Ws,
+    assert_silent, basic, close, connect, connect_small_window, next_frame, next_frame_within, next_text,
+    next_text_within, read_until_close, try_connect, Ws,
 };
 
 // The clients' crates, for drivers (the benchmarks) that have no dependency of their own on them.

@@ -63,10 +63,16 @@ pub async fn connect(sluice: &Sluice, path: &str) -> (Ws, String) {
 
 /// The next data frame (text or binary), skipping pings; panics after 15 s.
 pub async fn next_frame(ws: &mut Ws) -> Message {
+    next_frame_within(ws, Duration::from_secs(15)).await
+}
+
+/// The next data frame (text or binary), skipping pings; panics after `within`.
+pub async fn next_frame_within(ws: &mut Ws, within: Duration) -> Message {
+    let deadline = Instant::now() + within;
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(15), ws.next())
+        let m = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
             .await
-            .expect("a frame within 15 s")
+            .unwrap_or_else(|_| panic!("a frame within {within:?}"))
             .expect("socket open")
             .expect("frame");
         match m {
@@ -77,7 +83,11 @@ pub async fn next_frame(ws: &mut Ws) -> Message {
 }
 
 pub async fn next_text(ws: &mut Ws) -> String {
-    match next_frame(ws).await {
+    next_text_within(ws, Duration::from_secs(15)).await
+}
+
+pub async fn next_text_within(ws: &mut Ws, within: Duration) -> String {
+    match next_frame_within(ws, within).await {
         Message::Text(t) => t.to_string(),
         other => panic!("expected a text frame, got {other:?}"),
     }
