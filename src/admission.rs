@@ -20,6 +20,9 @@ use crate::replay::Start;
 
 /// Seconds a client refused at the connection limit is told to wait before trying again.
 const RETRY_AFTER_SECS: &str = "5";
+/// How long a subscription waits for the stream to be joined at start-up (a fetch or two)
+/// before it is refused as not yet possible.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A request that may subscribe.
 pub struct Admitted {
@@ -111,6 +114,9 @@ pub enum Refused {
     },
     /// `--max-connections` sessions are open.
     Full,
+    /// The stream is not yet confirmed where it starts (just started, or the broker has not
+    /// answered since): nothing can be promised about what follows a cursor.
+    Starting,
 }
 
 impl Refused {
@@ -122,6 +128,7 @@ impl Refused {
             Refused::Auth(e) => e.reason(),
             Refused::Transport { reason, .. } => reason,
             Refused::Full => "connection_limit",
+            Refused::Starting => "starting",
         }
     }
 
@@ -136,9 +143,13 @@ impl Refused {
             }
             Refused::Auth(e) => auth.refusal(&e),
             Refused::Transport { response, .. } => *response,
-            Refused::Full => {
-                let mut response =
-                    error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached; try again later").into_response();
+            Refused::Full | Refused::Starting => {
+                let message = if matches!(self, Refused::Full) {
+                    "connection limit reached; try again later"
+                } else {
+                    "the stream is starting: its partitions are not yet consumed; try again shortly"
+                };
+                let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
                 response
             }
@@ -173,6 +184,17 @@ pub fn admit(app: &App, parts: &request::Parts) -> Result<Admitted, Refused> {
     let start = start(app, &params, last_event_id)?;
     let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     Ok(Admitted { subscription, identity, remote, user_agent, params, start })
+}
+
+/// Waits (bounded) until the stream is joined in every partition: no subscription is
+/// planned against a start the broker has not confirmed, so none is told it resumed when it
+/// did not, nor handed a cursor the stream may skip past.
+pub async fn joined(app: &App) -> Result<(), Refused> {
+    if app.hub.wait_joined(JOIN_WAIT).await {
+        Ok(())
+    } else {
+        Err(Refused::Starting)
+    }
 }
 
 /// A session slot, or [`Refused::Full`] at once.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{KafkaConfig, Scope};
 use crate::metrics::Metrics;
 use crate::record::Record;
+use crate::source::join::{Joining, Step};
 
 /// How long one pass may take before what it has is returned.
 const PASS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -84,6 +85,9 @@ const HISTORY_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("enable.partition.eof", "false"),
     ("fetch.wait.max.ms", "10"),
+    // A range retention has passed is read from its oldest record still there (the pass
+    // reports it incomplete).
+    ("auto.offset.reset", "earliest"),
 ];
 
 fn serve(consumer: BaseConsumer, topic: String, mut requests: mpsc::Receiver<Request>, metrics: Metrics) {
@@ -103,22 +107,48 @@ fn serve(consumer: BaseConsumer, topic: String, mut requests: mpsc::Receiver<Req
         }
         let (records, lows, complete) = read(&consumer, &topic, &union, &metrics);
         for r in batch {
-            let mut mine = Vec::new();
-            for rec in &records {
-                if r.ranges.iter().any(|&(p, from, to)| rec.partition == p && rec.offset >= from && rec.offset < to) {
-                    mine.push(rec.clone());
-                }
-            }
-            let starts =
-                r.ranges.iter().map(|&(p, from, _)| (p, lows.get(&p).map_or(from, |&low| low.max(from)))).collect();
-            let gone = r.ranges.iter().any(|&(p, from, _)| lows.get(&p).is_some_and(|&low| low > from));
-            let _ = r.reply.send(Fetched { records: mine, starts, complete: complete && !gone });
+            let answer = answer(&r.ranges, &records, &lows, complete);
+            let _ = r.reply.send(answer);
         }
     }
 }
 
+/// One request's share of a pass: its ranges' records, where each starts (later than asked
+/// where retention took the start: `lows` are the partitions' first offsets), and whether
+/// all of it was there to be read.
+fn answer(ranges: &[(i32, i64, i64)], records: &[Arc<Record>], lows: &BTreeMap<i32, i64>, complete: bool) -> Fetched {
+    let mine = records
+        .iter()
+        .filter(|rec| ranges.iter().any(|&(p, from, to)| rec.partition == p && rec.offset >= from && rec.offset < to))
+        .cloned()
+        .collect();
+    let starts = ranges.iter().map(|&(p, from, _)| (p, lows.get(&p).map_or(from, |&low| low.max(from)))).collect();
+    let gone = ranges.iter().any(|&(p, from, _)| lows.get(&p).is_some_and(|&low| low > from));
+    Fetched { records: mine, starts, complete: complete && !gone }
+}
+
+/// One partition's range on its way through a pass.
+struct Reading {
+    /// The end of the range: done once a record or the position reaches it.
+    to: i64,
+    /// The next offset wanted (after the last record kept).
+    next: i64,
+    /// Until the broker has served the range's start (see [`crate::source::join`]).
+    joining: Option<Joining>,
+    /// When this read was last positioned, for a read the broker serves nothing at.
+    seeked_at: Instant,
+}
+
+/// How long a read that is joining may be served nothing before it steps back.
+const STARVED: Duration = Duration::from_millis(500);
+
 /// Reads `[from, to)` of each partition; returns the records, each partition's first
 /// available offset, and whether every range was read to its end.
+///
+/// Each range's start is checked as the live source checks its own: a broker may serve
+/// only batches that begin at or after the offset asked for, so a start inside a batch
+/// would silently lose that batch's head. Records below what is wanted (the step back, a
+/// batch served again) are dropped, so each offset comes out once.
 fn read(
     consumer: &BaseConsumer,
     topic: &str,
@@ -127,10 +157,11 @@ fn read(
 ) -> (Vec<Arc<Record>>, BTreeMap<i32, i64>, bool) {
     let mut lows = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    let mut pending = BTreeMap::new();
+    let mut pending: BTreeMap<i32, Reading> = BTreeMap::new();
+    let now = Instant::now();
     for (&p, &(from, to)) in ranges {
         // The low watermark says what retention has taken. The high one is not asked: the
-        // range ends where the live consumer started, so its records exist, and a broker's
+        // range ends where the live stream is joined, so its records exist, and a broker's
         // high watermark can trail them (Tansu's is the last batch's first offset + 1).
         let (low, _) = match consumer.fetch_watermarks(topic, p, PASS_TIMEOUT) {
             Ok(w) => w,
@@ -142,8 +173,12 @@ fn read(
         lows.insert(p, low);
         let from = from.max(low);
         if from < to {
-            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(from));
-            pending.insert(p, to);
+            let (joining, seek) = match Joining::new(from, low) {
+                Some((j, seek)) => (Some(j), seek),
+                None => (None, from),
+            };
+            let _ = tpl.add_partition_offset(topic, p, Offset::Offset(seek));
+            pending.insert(p, Reading { to, next: from, joining, seeked_at: now });
         }
     }
     if pending.is_empty() {
@@ -153,6 +188,11 @@ fn read(
         metrics.kafka_error("history", &e);
         return (Vec::new(), lows, false);
     }
+    let seek = |p: i32, to: i64| {
+        if let Err(e) = consumer.seek(topic, p, Offset::Offset(to), PASS_TIMEOUT) {
+            metrics.kafka_error("history", &e);
+        }
+    };
     let topic_name: Arc<str> = Arc::from(topic);
     let mut records = Vec::new();
     let deadline = Instant::now() + PASS_TIMEOUT;
@@ -160,8 +200,33 @@ fn read(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let p = m.partition();
-                let Some(&to) = pending.get(&p) else { continue };
-                if m.offset() < to {
+                let Some(r) = pending.get_mut(&p) else { continue };
+                if let Some(joining) = &mut r.joining {
+                    match joining.record(m.offset()) {
+                        Step::Confirmed => {
+                            r.joining = None;
+                            continue;
+                        }
+                        Step::Joined => r.joining = None,
+                        Step::SeekBack(to) => {
+                            tracing::debug!(
+                                partition = p,
+                                start = joining.at,
+                                served = m.offset(),
+                                seek = to,
+                                "the broker skipped records before the start: reading from further back"
+                            );
+                            r.seeked_at = Instant::now();
+                            seek(p, to);
+                            continue;
+                        }
+                    }
+                }
+                if m.offset() < r.next {
+                    continue;
+                }
+                if m.offset() < r.to {
+                    r.next = m.offset() + 1;
                     records.push(Arc::new(Record {
                         topic: topic_name.clone(),
                         partition: p,
@@ -177,26 +242,83 @@ fn read(
                             .unwrap_or_default(),
                     }));
                 }
-                if m.offset() + 1 >= to {
+                if m.offset() + 1 >= r.to {
                     pending.remove(&p);
                 }
             }
             Some(Err(e)) => metrics.kafka_error("history", &e),
             None => {
                 // Offsets may skip (transaction markers, compaction): done with a partition
-                // once its position has reached the end of its range.
-                if let Ok(positions) = consumer.position() {
-                    for e in positions.elements() {
-                        if let (Offset::Offset(at), Some(&to)) = (e.offset(), pending.get(&e.partition())) {
-                            if at >= to {
-                                pending.remove(&e.partition());
+                // once its position has reached the end of its range. A read still joining
+                // that the broker serves nothing steps back.
+                let positions = consumer.position().ok();
+                let position =
+                    |p: i32| match positions.as_ref().and_then(|l| l.find_partition(topic, p)).map(|e| e.offset()) {
+                        Some(Offset::Offset(at)) => Some(at),
+                        _ => None,
+                    };
+                let mut done = Vec::new();
+                for (&p, r) in pending.iter_mut() {
+                    let at = position(p);
+                    if let Some(joining) = &mut r.joining {
+                        if at.is_some_and(|at| joining.passed(at)) {
+                            r.joining = None;
+                        } else if r.seeked_at.elapsed() >= STARVED {
+                            if let Some(to) = joining.starved() {
+                                r.seeked_at = Instant::now();
+                                seek(p, to);
                             }
+                            continue;
+                        } else {
+                            continue;
                         }
                     }
+                    if at.is_some_and(|at| at >= r.to) {
+                        done.push(p);
+                    }
+                }
+                for p in done {
+                    pending.remove(&p);
                 }
             }
         }
     }
     let _ = consumer.unassign();
     (records, lows, pending.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> Arc<Record> {
+        Arc::new(Record {
+            topic: Arc::from("t"),
+            partition,
+            offset,
+            timestamp: None,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+        })
+    }
+
+    #[test]
+    fn a_range_retention_took_the_start_of_is_incomplete_and_starts_at_the_oldest_left() {
+        // One pass read partition 0 from 12 (retention took 0..12) and partition 1 whole.
+        let records: Vec<_> = (12..15).map(|o| record(0, o)).chain((3..6).map(|o| record(1, o))).collect();
+        let lows = BTreeMap::from([(0, 12), (1, 0)]);
+        let gap = answer(&[(0, 2, 15)], &records, &lows, true);
+        assert!(!gap.complete);
+        assert_eq!(gap.starts, [(0, 12)]);
+        assert_eq!(gap.records.iter().map(|r| r.offset).collect::<Vec<_>>(), [12, 13, 14]);
+        // Another request of the same pass, whose range retention left alone, is whole; it
+        // gets only its own records.
+        let whole = answer(&[(1, 4, 6)], &records, &lows, true);
+        assert!(whole.complete);
+        assert_eq!(whole.starts, [(1, 4)]);
+        assert_eq!(whole.records.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>(), [(1, 4), (1, 5)]);
+        // A pass that ran out of time is incomplete for everyone.
+        assert!(!answer(&[(1, 4, 6)], &records, &lows, false).complete);
+    }
 }

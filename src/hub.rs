@@ -12,7 +12,7 @@
 //! gateway-wide bound on bytes held ([`crate::budget`]): past it, the clients holding the
 //! most are shed, never the ones that keep up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::position::{Cursor, Position};
 use crate::record::{Record, Stamped};
 use crate::replay::{self, Limits, Recent, Start};
-use crate::source::Dispatch;
+use crate::source::{Dispatch, Watch};
 
 /// A cheap-to-clone handle on the subscription table.
 #[derive(Clone)]
@@ -49,6 +49,8 @@ struct Shared {
     /// Held while shedding: one shed at a time is enough, and the others' records need
     /// not wait for it.
     shedding: Mutex<()>,
+    /// True once every watched partition is joined: subscriptions wait for it.
+    joined: tokio::sync::watch::Sender<bool>,
 }
 
 struct Table {
@@ -61,6 +63,9 @@ struct Table {
     /// are none, the fan-out does not look at each client's, a field every delivery would
     /// otherwise read from every client (a cache line per client per record).
     floored: usize,
+    /// Partitions watched whose stream is not yet confirmed to start where they were
+    /// watched ([`crate::source::join`]): nothing may be planned against them.
+    pending: BTreeSet<i32>,
 }
 
 /// One record in this many has its fan-out timed (and the replay buffer's gauges set).
@@ -84,6 +89,10 @@ pub struct Begin {
     pub complete: bool,
     /// Older records its session reads from Kafka first, per partition `[from, to)`.
     pub fetch: Vec<(i32, i64, i64)>,
+    /// For `?last=N`: how many of the newest matching fetched records go first.
+    pub older: Option<usize>,
+    /// Records queued from memory before live ones.
+    pub replayed: usize,
 }
 
 impl Hub {
@@ -94,6 +103,7 @@ impl Hub {
             live: Position::default(),
             recent: Recent::new(stream.recent_bytes, budget.clone()),
             floored: 0,
+            pending: BTreeSet::new(),
         };
         Hub {
             shared: Arc::new(Shared {
@@ -105,6 +115,7 @@ impl Hub {
                 metrics,
                 budget,
                 shedding: Mutex::new(()),
+                joined: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -154,7 +165,13 @@ impl Hub {
             Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client.clone()),
         }
         self.gauge(&table);
-        Begin { start: plan.start, complete: plan.complete, fetch: plan.fetch }
+        Begin {
+            start: plan.start,
+            complete: plan.complete,
+            fetch: plan.fetch,
+            older: plan.older,
+            replayed: plan.replay.len(),
+        }
     }
 
     pub fn unsubscribe(&self, client: &Arc<Client>) {
@@ -197,17 +214,38 @@ impl Hub {
         (table.by_key.len(), table.all.len())
     }
 
-    /// Consuming `partition` starts at `next` (at start-up, or a partition added later).
-    pub fn watch(&self, partition: i32, next: i64) {
+    /// Consuming these partitions starts (at start-up, or partitions added later): memory
+    /// holds each from its `next` on, once it is joined.
+    pub fn watch(&self, partitions: &[Watch]) {
         let mut table = self.shared.table.lock();
-        table.live.insert(partition, next);
-        table.recent.watch(partition, next);
+        for w in partitions {
+            table.live.set(w.partition, w.next);
+            table.recent.watch(w.partition, w.next);
+            if w.joined {
+                table.pending.remove(&w.partition);
+            } else {
+                table.pending.insert(w.partition);
+            }
+        }
+        self.shared.joined.send_replace(table.pending.is_empty());
     }
 
-    /// Records held for resume and `?last=`, and their bytes.
-    pub fn recent_size(&self) -> (usize, usize) {
-        let table = self.shared.table.lock();
-        (table.recent.len(), table.recent.bytes())
+    /// The stream of `partition` is confirmed to start where it was watched.
+    pub fn joined(&self, partition: i32) {
+        let mut table = self.shared.table.lock();
+        table.pending.remove(&partition);
+        if table.pending.is_empty() {
+            self.shared.joined.send_replace(true);
+            tracing::info!("every partition joined: the live stream starts where it was watched");
+        }
+    }
+
+    /// Waits until every partition is joined (so a subscription can be planned against
+    /// where the stream really is), at most `within`; whether it is.
+    pub async fn wait_joined(&self, within: std::time::Duration) -> bool {
+        let mut joined = self.shared.joined.subscribe();
+        let waited = tokio::time::timeout(within, joined.wait_for(|j| *j)).await;
+        matches!(waited, Ok(Ok(_)))
     }
 
     fn deliver(&self, record: Record) {
@@ -228,10 +266,29 @@ impl Hub {
         let started = sampled.then(Instant::now);
         {
             let mut table = shared.table.lock();
-            let Table { by_key, all, live, recent, floored } = &mut *table;
+            let Table { by_key, all, live, recent, floored, .. } = &mut *table;
             let floored = *floored > 0;
             // The stream moves past a tombstone too: cursors name positions, not records.
-            live.advance(partition, offset);
+            match live.next_mut(partition) {
+                Some(next) if offset == *next => *next = offset + 1,
+                // Below where the stream is: dispatched already (a broker serving a batch
+                // again, a reset backwards). Never twice.
+                Some(next) if offset < *next => {
+                    metrics.record_skipped("behind");
+                    return;
+                }
+                // A jump: whatever lay between is not held (see Recent::jumped).
+                Some(next) => {
+                    metrics.offset_jump(partition, *next, offset);
+                    *next = offset + 1;
+                    recent.jumped(partition, offset);
+                }
+                // A partition nobody said was watched: held from this record on.
+                None => {
+                    live.set(partition, offset + 1);
+                    recent.watch(partition, offset);
+                }
+            }
             if !tombstone {
                 let keyed = stamped.record.key.as_ref().and_then(|k| by_key.get(k));
                 let cursor = || Cursor { tag: shared.tag, position: live.clone() }.encode();
@@ -343,8 +400,12 @@ impl Dispatch for Hub {
         self.deliver(record);
     }
 
-    fn watch(&self, partition: i32, next: i64) {
-        Hub::watch(self, partition, next);
+    fn watch(&self, partitions: &[Watch]) {
+        Hub::watch(self, partitions);
+    }
+
+    fn joined(&self, partition: i32) {
+        Hub::joined(self, partition);
     }
 }
 
@@ -363,11 +424,14 @@ mod tests {
         (Arc::new(c), rx)
     }
 
+    /// Offsets rise from record to record, as a partition's do.
+    static OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
     fn record(key: Option<&'static str>, value: Option<&'static str>) -> Record {
         Record {
             topic: Arc::from("t"),
             partition: 0,
-            offset: 0,
+            offset: OFFSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             timestamp: None,
             key: key.map(|k| Bytes::from_static(k.as_bytes())),
             value: value.map(|v| Bytes::from_static(v.as_bytes())),
@@ -523,5 +587,69 @@ mod tests {
         assert_eq!(hub.sizes(), (1, 0));
         hub.unsubscribe(&a);
         assert_eq!(hub.sizes(), (0, 0));
+    }
+
+    fn at(partition: i32, offset: i64, value: &'static str) -> Record {
+        Record { partition, offset, ..record(Some("k"), Some(value)) }
+    }
+
+    fn watch(hub: &Hub, partitions: &[(i32, i64, bool)]) {
+        let w: Vec<Watch> =
+            partitions.iter().map(|&(partition, next, joined)| Watch { partition, next, joined }).collect();
+        Hub::watch(hub, &w);
+    }
+
+    #[test]
+    fn a_record_below_the_live_position_is_never_delivered_again() {
+        let metrics = Metrics::new();
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded(), STREAM);
+        watch(&hub, &[(0, 10, true)]);
+        let (c, mut rx) = client(Subscription::All, 8);
+        hub.subscribe(c, &Start::Live);
+        for (offset, v) in [(10, "a"), (11, "b"), (10, "a again"), (11, "b again"), (12, "c")] {
+            hub.dispatch(at(0, offset, v));
+        }
+        assert_eq!(texts(&mut rx), ["a", "b", "c"]);
+        assert!(metrics.render().contains("sluice_records_skipped_total{reason=\"behind\"} 2"));
+    }
+
+    #[test]
+    fn a_jump_of_the_live_stream_is_counted_and_not_claimed_as_held() {
+        let metrics = Metrics::new();
+        let stream =
+            StreamSettings { recent_bytes: 1 << 20, limits: Limits { kafka: true, max_fetch: 1000 }, ..STREAM };
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded(), stream);
+        watch(&hub, &[(0, 0, true)]);
+        hub.dispatch(at(0, 0, "a"));
+        hub.dispatch(at(0, 1, "b"));
+        // Offsets 2..7 never came: a reset, or a batch the broker skipped.
+        hub.dispatch(at(0, 7, "h"));
+        assert_eq!(metrics.offset_jumps.get(), 1);
+        // A client that had seen "a" resumes: "b" is in memory, but what followed it up to
+        // the jump may exist in Kafka, so all of it is read from there.
+        let (c, mut rx) = client(Subscription::All, 8);
+        let begin = hub.subscribe(c, &Start::After(Position::new(vec![(0, 1)])));
+        assert_eq!(begin.fetch, [(0, 1, 7)]);
+        assert_eq!(texts(&mut rx), ["h"]);
+    }
+
+    #[tokio::test]
+    async fn subscriptions_wait_until_every_partition_is_joined() {
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
+        let none = std::time::Duration::ZERO;
+        assert!(!hub.wait_joined(none).await, "nothing watched yet");
+        watch(&hub, &[(0, 5, true), (1, 9, false), (2, 3, false)]);
+        assert!(!hub.wait_joined(none).await);
+        hub.joined(1);
+        assert!(!hub.wait_joined(none).await);
+        let waiting = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.wait_joined(std::time::Duration::from_secs(10)).await }
+        });
+        hub.joined(2);
+        assert!(waiting.await.unwrap());
+        // A partition added later starts joined (nothing before its first offset).
+        watch(&hub, &[(3, 0, true)]);
+        assert!(hub.wait_joined(none).await);
     }
 }

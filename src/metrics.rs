@@ -127,6 +127,10 @@ pub struct Metrics {
     /// Partitions of `input` that make no progress while records wait in them.
     pub stuck_partitions: Gauge,
     pub partition_stalls: Counter,
+    /// Times the live stream of a partition skipped offsets (transaction markers,
+    /// compaction, a position reset after retention passed it): resumes across such a jump
+    /// read it from Kafka rather than trust memory.
+    pub offset_jumps: Counter,
     /// TLS certificate reloads (SIGHUP), by outcome.
     tls_reloads: Family<Label, Counter>,
     /// Clients that subscribed with a cursor, by how it was served (`memory`, `kafka`,
@@ -219,6 +223,7 @@ impl Metrics {
             queue_bound_sheds: Counter::default(),
             stuck_partitions: Gauge::default(),
             partition_stalls: Counter::default(),
+            offset_jumps: Counter::default(),
             tls_reloads: Family::default(),
             resumes: Family::default(),
             consumer_lag: Family::default(),
@@ -289,6 +294,11 @@ impl Metrics {
         );
         r.register("stuck_partitions", "Partitions making no progress while records wait", m.stuck_partitions.clone());
         r.register("partition_stalls", "Times a partition was found stuck", m.partition_stalls.clone());
+        r.register(
+            "offset_jumps",
+            "Times the live stream of a partition skipped offsets (markers, compaction, a reset)",
+            m.offset_jumps.clone(),
+        );
         r.register("tls_reloads", "TLS certificate reloads, by outcome", m.tls_reloads.clone());
         r.register("resumes", "Clients that subscribed with a cursor, by how it was served", m.resumes.clone());
         r.register("consumer_lag", "Records behind the end of each consumed partition", m.consumer_lag.clone());
@@ -376,6 +386,21 @@ impl Metrics {
     /// [`Metrics::kafka_error`] (it reports each failed reconnect of an outage).
     pub fn admit_kafka_log(&self, facility: &str) -> Option<u64> {
         self.logs.admit(&format!("librdkafka {facility}"), KAFKA_LOG_PERIOD)
+    }
+
+    /// The live stream of `partition` went from `expected` to `offset`: counted, and logged
+    /// at most once a period (a transactional topic jumps at every commit marker).
+    pub fn offset_jump(&self, partition: i32, expected: i64, offset: i64) {
+        self.offset_jumps.inc();
+        if let Some(skipped) = self.logs.admit("offset jump", KAFKA_LOG_PERIOD) {
+            tracing::info!(
+                partition,
+                expected,
+                offset,
+                similar_jumps_not_logged = skipped,
+                "the live stream skipped offsets: resumes across them are read from Kafka"
+            );
+        }
     }
 
     pub fn resumed(&self, how: &'static str) {

@@ -59,6 +59,20 @@ impl Position {
         }
     }
 
+    /// The next offset of `partition`, to compare and move in one lookup.
+    pub fn next_mut(&mut self, partition: i32) -> Option<&mut i64> {
+        self.index(partition).ok().map(|i| &mut self.offsets[i].1)
+    }
+
+    /// Moves `partition`'s next offset forward to `next` (never back); starts watching it
+    /// there if it was not.
+    pub fn raise(&mut self, partition: i32, next: i64) {
+        match self.index(partition) {
+            Ok(i) => self.offsets[i].1 = self.offsets[i].1.max(next),
+            Err(i) => self.offsets.insert(i, (partition, next)),
+        }
+    }
+
     /// Sets `partition`'s next offset, forward or back.
     pub fn set(&mut self, partition: i32, next: i64) {
         match self.index(partition) {

@@ -56,6 +56,12 @@ impl Recent {
         self.covered_from.insert(partition, next);
     }
 
+    /// The live stream of `partition` jumped to `offset`: what lies before it is not held
+    /// (there may be nothing there, or the broker skipped it; Kafka will tell).
+    pub fn jumped(&mut self, partition: i32, offset: i64) {
+        self.covered_from.raise(partition, offset);
+    }
+
     /// Holds a record just dispatched, letting the oldest go past the bound.
     pub fn push(&mut self, stamped: Arc<Stamped>) {
         let r = &stamped.record;
@@ -143,6 +149,10 @@ pub struct Plan {
     /// The cursor is ahead of this gateway in some partitions (it came from a replica
     /// further along): live records below it are not sent again.
     pub floor: Option<Position>,
+    /// For `?last=N` when memory holds fewer than N: how many of the newest matching
+    /// records of `fetch` go first (memory does not reach back far enough, as right after a
+    /// start).
+    pub older: Option<usize>,
 }
 
 /// Limits on what a subscriber may ask for.
@@ -165,15 +175,24 @@ pub struct Limits {
 /// differed): then the greater of the two.
 pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent: &Recent, limits: Limits) -> Plan {
     match start {
-        Start::Live => Plan { replay: vec![], fetch: vec![], start: live.clone(), complete: true, floor: None },
+        Start::Live => {
+            Plan { replay: vec![], fetch: vec![], start: live.clone(), complete: true, floor: None, older: None }
+        }
         Start::Oldest => {
             let from = recent.covered_from.clone();
             let replay = replay_after(&from, live, subscription, recent, usize::MAX);
-            Plan { replay, fetch: vec![], start: from, complete: false, floor: None }
+            Plan { replay, fetch: vec![], start: from, complete: false, floor: None, older: None }
         }
         Start::Last(n) => {
             let replay = replay_after(&Position::default(), live, subscription, recent, *n);
-            Plan { replay, fetch: vec![], start: live.clone(), complete: true, floor: None }
+            let (fetch, older) = if replay.len() < *n && limits.kafka {
+                let fetch = last_from_kafka(*n, subscription, live, recent, limits);
+                let older = (!fetch.is_empty()).then_some(*n - replay.len());
+                (fetch, older)
+            } else {
+                (vec![], None)
+            };
+            Plan { replay, fetch, start: live.clone(), complete: true, floor: None, older }
         }
         Start::After(cursor) => {
             let mut complete = true;
@@ -194,6 +213,16 @@ pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent:
                     from.insert(partition, wanted);
                 }
             }
+            // A partition the cursor names that this gateway does not consume yet (added to
+            // the topic, seen by the replica that made the cursor first): when it is
+            // watched here, from its beginning, what the cursor already had is not sent
+            // again.
+            for (partition, wanted) in cursor.iter() {
+                if live.get(partition).is_none() {
+                    floor.get_or_insert_with(Position::default).insert(partition, wanted);
+                    from.insert(partition, wanted);
+                }
+            }
             let behind: u64 = fetch.iter().map(|(_, a, b)| (b - a) as u64).sum();
             if !fetch.is_empty() && (!limits.kafka || behind > limits.max_fetch) {
                 // Memory is all there is: start at the oldest record it holds.
@@ -203,10 +232,42 @@ pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent:
                 fetch.clear();
                 complete = false;
             }
-            let replay = replay_after(&from, live, subscription, recent, usize::MAX);
-            Plan { replay, fetch, start: from, complete, floor }
+            // Memory takes over where Kafka's part ends: for a partition read from Kafka,
+            // from where memory holds it contiguously (it may hold older records, before a
+            // jump, that the fetch delivers already), and no replayed frame's cursor goes
+            // back before what the fetch delivered.
+            let mut replay_from = from.clone();
+            for &(partition, _, held_from) in &fetch {
+                replay_from.set(partition, held_from);
+            }
+            let replay = replay_after(&replay_from, live, subscription, recent, usize::MAX);
+            Plan { replay, fetch, start: from, complete, floor, older: None }
         }
     }
+}
+
+/// What to read from Kafka for `?last=n` when memory holds fewer matching records: the
+/// records of each partition just before the oldest one memory holds. Every key's `n`
+/// newest could all be in one partition, so `n` from each for every key; a single key's
+/// records may be sparse, so a share of `limits.max_fetch` from each, to bound the read.
+fn last_from_kafka(
+    n: usize,
+    subscription: &Subscription,
+    live: &Position,
+    recent: &Recent,
+    limits: Limits,
+) -> Vec<(i32, i64, i64)> {
+    let partitions = live.iter().count().max(1) as u64;
+    let window = match subscription {
+        Subscription::All => n as u64,
+        Subscription::Key(_) => (limits.max_fetch / partitions).max(n as u64),
+    } as i64;
+    live.iter()
+        .filter_map(|(p, next)| {
+            let held_from = recent.covered_from.get(p).unwrap_or(next);
+            (held_from > 0).then(|| (p, (held_from - window).max(0), held_from))
+        })
+        .collect()
 }
 
 fn matches(subscription: &Subscription, stamped: &Stamped) -> bool {
@@ -370,6 +431,64 @@ mod tests {
         assert_eq!(values(&plan), ["0:2", "0:3"]);
         assert!(plan.replay[0].own);
         assert_eq!(plan.replay[0].after.iter().collect::<Vec<_>>(), [(0, 3), (1, 4), (2, 4)]);
+    }
+
+    #[test]
+    fn a_partition_the_cursor_names_that_is_not_consumed_here_yet_gets_a_floor() {
+        let (recent, live) = stream(1 << 20);
+        let cursor = Position::new(vec![(0, 4), (1, 4), (2, 4), (3, 9)]);
+        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        assert!(plan.replay.is_empty() && plan.complete);
+        assert_eq!(plan.floor, Some(Position::new(vec![(3, 9)])));
+        assert_eq!(plan.start.get(3), Some(9));
+    }
+
+    #[test]
+    fn a_jump_of_the_live_stream_is_read_from_kafka_not_claimed_from_memory() {
+        // Partition 1 jumps from 4 to 10 (a batch the broker skipped, or a reset).
+        let (mut recent, mut live) = stream(1 << 20);
+        recent.jumped(1, 10);
+        live.set(1, 10);
+        recent.push(stamped(1, 10, "b"));
+        live.advance(1, 10);
+        let cursor = Position::new(vec![(0, 4), (1, 2), (2, 4)]);
+        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        assert_eq!(plan.fetch, [(1, 2, 10)], "what lies before the jump comes from Kafka");
+        assert_eq!(values(&plan), ["1:10"], "memory only from the jump on");
+        assert!(plan.complete);
+
+        // With memory only, it is no resume.
+        let memory_only = Limits { kafka: false, max_fetch: 1000 };
+        let cursor = Position::new(vec![(0, 4), (1, 2), (2, 4)]);
+        let plan = plan_with(&cursor, &live, &recent, memory_only);
+        assert!(!plan.complete && plan.fetch.is_empty());
+        assert_eq!(plan.start.get(1), Some(10));
+    }
+
+    fn plan_with(cursor: &Position, live: &Position, recent: &Recent, limits: Limits) -> Plan {
+        plan(&Start::After(cursor.clone()), &Subscription::All, live, recent, limits)
+    }
+
+    #[test]
+    fn last_n_reads_from_kafka_what_memory_does_not_hold() {
+        // Room for about six records: the oldest six are gone from memory.
+        let (recent, live) = stream(6 * 262);
+        let got = plan(&Start::Last(8), &Subscription::All, &live, &recent, KAFKA);
+        assert_eq!(values(&got).len(), 6);
+        assert_eq!(got.older, Some(2));
+        assert_eq!(got.fetch, [(0, 0, 2), (1, 0, 2), (2, 0, 2)]);
+        // A key: a share of the fetch limit from each partition.
+        let got = plan_for_key(8, "a", &live, &recent);
+        assert_eq!(values(&got), ["0:2", "0:3"]);
+        assert_eq!(got.older, Some(6));
+        assert_eq!(got.fetch, [(0, 0, 2), (1, 0, 2), (2, 0, 2)]);
+        // Memory holds enough: nothing read.
+        let got = plan(&Start::Last(2), &Subscription::All, &live, &recent, KAFKA);
+        assert!(got.fetch.is_empty() && got.older.is_none());
+    }
+
+    fn plan_for_key(n: usize, key: &'static str, live: &Position, recent: &Recent) -> Plan {
+        plan(&Start::Last(n), &Subscription::Key(Bytes::from_static(key.as_bytes())), live, recent, KAFKA)
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct Opening {
     resumed: Option<bool>,
     /// Older records to read from Kafka first, per partition `[from, to)`.
     fetch: Vec<(i32, i64, i64)>,
+    /// For `?last=N`: how many of the newest matching fetched records go first, and how
+    /// many come from memory (the welcome says how many came in all).
+    older: Option<usize>,
+    last: Option<usize>,
 }
 
 impl Session {
@@ -69,7 +73,8 @@ impl Session {
         if resumed.is_some() {
             app.metrics.resumed(if begin.fetch.is_empty() { "memory" } else { "kafka" });
         }
-        let opening = Opening { start: begin.start, resumed, fetch: begin.fetch };
+        let last = matches!(start, Start::Last(_)).then_some(begin.replayed);
+        let opening = Opening { start: begin.start, resumed, fetch: begin.fetch, older: begin.older, last };
         let tracked = app.tracker.token();
         (Session { app, client, queue, _tracked: tracked, _slot: slot }, opening)
     }
@@ -86,45 +91,46 @@ impl Session {
     /// records read back from Kafka, each with this client's own cursor (they come in
     /// partition order, not in the order the stream dispatched them).
     pub async fn opening(&self, opening: Box<Opening>) -> Vec<Message> {
-        let Opening { mut start, mut resumed, fetch } = *opening;
+        let Opening { mut start, mut resumed, fetch, older, mut last } = *opening;
         let mut frames = Vec::new();
         if !fetch.is_empty() {
             let fetched = match &self.app.history {
                 Some(history) => history.fetch(fetch.clone()).await,
                 None => Default::default(),
             };
-            if !fetched.complete {
-                resumed = Some(false);
-                self.app.metrics.resumed("incomplete");
-            }
-            for &(partition, from) in &fetched.starts {
-                start.set(partition, from);
-            }
-            // Where this client is, record by record: from its cursor, moved past each
-            // record as it is sent.
-            let mut at = start.clone();
-            for record in fetched.records {
-                at.set(record.partition, record.offset + 1);
+            if let Some(wanted) = older {
+                let chosen = newest(fetched.records, wanted, &self.client.subscription);
+                last = last.map(|n| n + chosen.len());
+                frames = self.frames_from_kafka(chosen, start_of(&fetch, &start));
+            } else {
+                if !fetched.complete {
+                    resumed = Some(false);
+                    self.app.metrics.resumed("incomplete");
+                }
+                for &(partition, from) in &fetched.starts {
+                    start.set(partition, from);
+                }
                 // Matched before anything is copied: the reader returns every key's records.
-                if !self.client.subscription.matches(record.key.as_deref()) {
-                    continue;
+                let records = fetched
+                    .records
+                    .into_iter()
+                    .filter(|r| self.client.subscription.matches(r.key.as_deref()))
+                    .collect();
+                frames = self.frames_from_kafka(records, start.clone());
+                if resumed == Some(false) {
+                    // What was missed is gone: delivery starts at the oldest record still
+                    // held in memory or read back.
+                    tracing::info!(from = %self.app.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
                 }
-                let stamped = Stamped::new(Arc::unwrap_or_clone(record));
-                let cursor = self.app.hub.cursor(&at);
-                if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.app.hub.budget()) {
-                    frames.push(frame);
-                }
-            }
-            if resumed == Some(false) {
-                // What was missed is gone: delivery starts at the oldest record still held
-                // in memory or read back.
-                tracing::info!(from = %self.app.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
             }
         }
         if self.app.settings.welcome {
             let mut welcome = serde_json::json!({ "type": "connected", "replyId": &*self.client.id, "cursor": self.app.hub.cursor(&start) });
             if let Some(resumed) = resumed {
                 welcome["resumed"] = resumed.into();
+            }
+            if let Some(last) = last {
+                welcome["last"] = last.into();
             }
             let welcome = welcome.to_string();
             let frame = if self.client.form.is_sse() {
@@ -133,6 +139,22 @@ impl Session {
                 Message::Text(welcome.into())
             };
             frames.insert(0, frame);
+        }
+        frames
+    }
+
+    /// Frames for records read back from Kafka, each with this client's own cursor (they
+    /// come in partition order, not in the order the stream dispatched them): from `at`,
+    /// moved past each record as it is sent.
+    fn frames_from_kafka(&self, records: Vec<Arc<crate::record::Record>>, mut at: Position) -> Vec<Message> {
+        let mut frames = Vec::with_capacity(records.len());
+        for record in records {
+            at.set(record.partition, record.offset + 1);
+            let stamped = Stamped::new(Arc::unwrap_or_clone(record));
+            let cursor = self.app.hub.cursor(&at);
+            if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.app.hub.budget()) {
+                frames.push(frame);
+            }
         }
         frames
     }
@@ -172,6 +194,42 @@ impl Session {
         self.app.metrics.client_messages.inc();
         self.app.outbox.emit(&self.client, Event::Message { data, text });
     }
+}
+
+/// The newest `n` records of `records` (each partition in offset order) that match, oldest
+/// first: taken from the partitions' ends by timestamp, so each partition keeps its order.
+fn newest(
+    records: Vec<Arc<crate::record::Record>>,
+    n: usize,
+    subscription: &crate::client::Subscription,
+) -> Vec<Arc<crate::record::Record>> {
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<Arc<crate::record::Record>>> = Default::default();
+    for r in records.into_iter().filter(|r| r.value.is_some() && subscription.matches(r.key.as_deref())) {
+        by_partition.entry(r.partition).or_default().push(r);
+    }
+    let mut chosen = Vec::with_capacity(n);
+    while chosen.len() < n {
+        let newest = by_partition
+            .iter()
+            .filter_map(|(&p, rs)| rs.last().map(|r| (r.timestamp.unwrap_or(i64::MIN), r.offset, p)))
+            .max();
+        let Some((_, _, p)) = newest else { break };
+        if let Some(r) = by_partition.get_mut(&p).and_then(Vec::pop) {
+            chosen.push(r);
+        }
+    }
+    chosen.reverse();
+    chosen
+}
+
+/// Where a client is before the records read back for `?last=N`: each partition at the
+/// start of what was read, so a cursor of theirs never claims a record it was not sent.
+fn start_of(fetch: &[(i32, i64, i64)], live: &Position) -> Position {
+    let mut at = live.clone();
+    for &(p, from, _) in fetch {
+        at.set(p, from);
+    }
+    at
 }
 
 impl Drop for Session {

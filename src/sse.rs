@@ -54,7 +54,14 @@ pub fn is_event_stream(method: &Method, headers: &HeaderMap) -> bool {
 /// for WebSocket upgrades, before anything is registered.
 pub async fn subscribe(app: App, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let admitted = match admission::admit(&app, &parts).and_then(|a| admission::slot(&app).map(|s| (a, s))) {
+    let admitted = match admission::admit(&app, &parts) {
+        Ok(a) => a,
+        Err(refused) => return admission::refuse(&app, &parts, refused),
+    };
+    if let Err(refused) = admission::joined(&app).await {
+        return admission::refuse(&app, &parts, refused);
+    }
+    let admitted = match admission::slot(&app).map(|s| (admitted, s)) {
         Ok(a) => a,
         Err(refused) => return admission::refuse(&app, &parts, refused),
     };

@@ -66,6 +66,9 @@ pub async fn upgrade(app: App, request: Request) -> Response {
         Ok(a) => a,
         Err(refused) => return admission::refuse(&app, &parts, refused),
     };
+    if let Err(refused) = admission::joined(&app).await {
+        return admission::refuse(&app, &parts, refused);
+    }
     let handshake = handshake(&mut parts)
         .map_err(|r| Refused::Transport { reason: "bad_handshake", response: Box::new(r.into_response()) })
         .and_then(|h| admission::slot(&app).map(|slot| (h, slot)));

@@ -5,13 +5,18 @@
 //! assigns itself all partitions, starts where `--from` says, commits nothing, and picks
 //! up partitions added later (from their beginning: everything in them is new).
 //!
+//! Where each partition starts is checked, not assumed ([`crate::source::join`]): the
+//! hub hears that a partition is joined only once the broker has served the records from
+//! there, and the source is ready only when every partition is.
+//!
 //! librdkafka reconnects by itself when the broker goes away; this module keeps clients
 //! connected meanwhile, and keeps `/readyz` honest by checking the broker every
 //! `check_interval` and on every all-brokers-down error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
@@ -26,8 +31,9 @@ use crate::config::{KafkaConfig, Scope, StartFrom};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::Record;
+use crate::source::join::{Joining, Step};
 use crate::source::progress::Progress;
-use crate::source::Dispatch;
+use crate::source::{Dispatch, Watch};
 
 /// How long start-up waits for the broker before giving up with a clear error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,11 +86,20 @@ pub struct KafkaSource {
     watcher: Arc<Watcher>,
     topic: Arc<str>,
     assigned: BTreeSet<i32>,
+    /// Where each partition starts, as the hub is told before any record.
+    starts: Vec<Watch>,
+    /// The partitions whose start is not yet confirmed by what the broker served.
+    joining: BTreeMap<i32, Joining>,
     check_interval: Duration,
     metrics: Metrics,
     readiness: Readiness,
     progress: Progress,
 }
+
+/// How often the position of a partition that is joining is looked at, and how long a read
+/// served nothing before it steps back (see [`crate::source::join`]).
+const JOIN_CHECK: Duration = Duration::from_millis(100);
+const JOIN_STARVED: Duration = Duration::from_millis(1000);
 
 /// The consumer's own librdkafka settings, under the user's pass-through ones.
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
@@ -95,6 +110,9 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // The default 500 ms makes a quiet topic's records wait for the broker's fetch
     // timeout; under load fetches return full long before either bound.
     ("fetch.wait.max.ms", "100"),
+    // Said, not left to the default (latest): a position retention has passed moves to the
+    // oldest record still there, the least that can be lost. The hub counts the jump.
+    ("auto.offset.reset", "earliest"),
 ];
 
 /// A librdkafka configuration for one kind of client: the brokers, then `own` (its
@@ -185,12 +203,30 @@ impl KafkaSource {
             starts.retain(|(_, o)| *o >= 0);
             starts.extend(ends);
         }
+        // Each partition's first offset: a start after it is checked by reading from one
+        // record earlier (see crate::source::join).
+        let lows: BTreeMap<i32, i64> = offsets(&watcher, topic, &ids, Offset::Beginning, CONNECT_TIMEOUT)
+            .await
+            .map_err(lookup)?
+            .into_iter()
+            .collect();
         let progress = Progress::new(topic, cfg.stuck_after, metrics.clone());
         let mut tpl = TopicPartitionList::new();
+        let mut watches = Vec::with_capacity(starts.len());
+        let mut joining = BTreeMap::new();
         for &(p, offset) in &starts {
-            tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+            let low = lows.get(&p).copied().unwrap_or(0).max(0);
+            let seek = match Joining::new(offset, low) {
+                Some((j, seek)) => {
+                    joining.insert(p, j);
+                    seek
+                }
+                None => offset,
+            };
+            tpl.add_partition_offset(topic, p, Offset::Offset(seek))
                 .map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
             progress.start(p, offset);
+            watches.push(Watch { partition: p, next: offset, joined: !joining.contains_key(&p) });
         }
         consumer.assign(&tpl).map_err(|source| KafkaSourceError::Assign { topic: topic.to_owned(), source })?;
         tracing::info!(topic, partitions = partitions.len(), ?start, "consuming every partition");
@@ -200,6 +236,8 @@ impl KafkaSource {
             watcher,
             topic: Arc::from(topic),
             assigned: partitions,
+            starts: watches,
+            joining,
             check_interval: cfg.check_interval,
             metrics,
             readiness,
@@ -214,10 +252,9 @@ impl KafkaSource {
 
     /// Dispatches records until shutdown. Receive errors are counted and logged; they never
     /// end the loop, since librdkafka recovers from broker outages by itself.
-    pub async fn run(self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken) {
-        for view in self.progress.view() {
-            dispatch.watch(view.partition, view.position);
-        }
+    pub async fn run(mut self, dispatch: Arc<dyn Dispatch>, shutdown: CancellationToken) {
+        dispatch.watch(&self.starts);
+        let joined = Arc::new(AtomicBool::new(false));
         let checker = tokio::spawn(
             Checks {
                 dispatch: dispatch.clone(),
@@ -228,17 +265,31 @@ impl KafkaSource {
                 metrics: self.metrics.clone(),
                 readiness: self.readiness.clone(),
                 progress: self.progress.clone(),
+                joined: joined.clone(),
             }
             .run(shutdown.clone()),
         );
-        self.readiness.set(true, "partitions assigned");
+        let mut joins = Joins { since: Instant::now() };
+        let mut tick = tokio::time::interval(JOIN_CHECK);
+        let consumer = self.consumer.clone();
+        self.settle(&joined);
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                m = self.consumer.recv() => m,
+                m = consumer.recv() => m,
+                _ = tick.tick(), if !self.joining.is_empty() => {
+                    self.check_joining(&dispatch, &mut joins);
+                    self.settle(&joined);
+                    continue;
+                }
             };
             match message {
                 Ok(m) => {
+                    if !self.joining.is_empty() && !self.join_step(&m, &dispatch, &mut joins) {
+                        self.settle(&joined);
+                        continue;
+                    }
+                    self.settle(&joined);
                     self.progress.dispatched(m.partition(), m.offset());
                     dispatch.dispatch(to_record(&m, &self.topic));
                 }
@@ -251,6 +302,87 @@ impl KafkaSource {
         }
         checker.abort();
     }
+
+    /// Once every partition is joined, the source is ready (once).
+    fn settle(&self, joined: &AtomicBool) {
+        if self.joining.is_empty() && !joined.swap(true, Ordering::SeqCst) {
+            self.readiness.set(true, "every partition joined");
+        }
+    }
+
+    /// A record of a partition that may still be joining: whether to dispatch it.
+    fn join_step(&mut self, m: &BorrowedMessage<'_>, dispatch: &Arc<dyn Dispatch>, joins: &mut Joins) -> bool {
+        let p = m.partition();
+        let Some(joining) = self.joining.get_mut(&p) else { return true };
+        match joining.record(m.offset()) {
+            Step::Confirmed => {
+                self.joined(p, dispatch);
+                false
+            }
+            Step::Joined => {
+                self.joined(p, dispatch);
+                true
+            }
+            Step::SeekBack(to) => {
+                tracing::info!(topic = %self.topic, partition = p, start = joining.at, served = m.offset(), seek = to, "the broker skipped records before the start: reading from further back");
+                self.seek(p, to, joins);
+                false
+            }
+        }
+    }
+
+    /// Every few milliseconds while some partition is joining: a position past its start
+    /// with nothing served joins it; a read served nothing for a while steps back.
+    fn check_joining(&mut self, dispatch: &Arc<dyn Dispatch>, joins: &mut Joins) {
+        let positions = match self.consumer.position() {
+            Ok(p) => p,
+            Err(e) => return self.metrics.kafka_error("position", &e),
+        };
+        let starved = joins.since.elapsed() >= JOIN_STARVED;
+        let mut done = Vec::new();
+        let mut seeks = Vec::new();
+        for (&p, joining) in self.joining.iter_mut() {
+            let position = positions.find_partition(&self.topic, p).map(|e| e.offset());
+            match position {
+                Some(Offset::Offset(at)) if joining.passed(at) => done.push(p),
+                _ if starved => {
+                    if let Some(to) = joining.starved() {
+                        seeks.push((p, to));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for p in done {
+            self.joined(p, dispatch);
+        }
+        for (p, to) in seeks {
+            tracing::info!(topic = %self.topic, partition = p, seek = to, "nothing served at the start: reading from further back");
+            self.seek(p, to, joins);
+        }
+    }
+
+    fn seek(&self, partition: i32, to: i64, joins: &mut Joins) {
+        joins.since = Instant::now();
+        // Zero: asynchronous, never blocking this task; records fetched for the old
+        // position are discarded by librdkafka.
+        if let Err(e) = self.consumer.seek(&self.topic, partition, Offset::Offset(to), Duration::ZERO) {
+            self.metrics.kafka_error("seek", &e);
+        }
+    }
+
+    fn joined(&mut self, partition: i32, dispatch: &Arc<dyn Dispatch>) {
+        if self.joining.remove(&partition).is_some() {
+            tracing::debug!(topic = %self.topic, partition, "partition joined");
+            dispatch.joined(partition);
+        }
+    }
+}
+
+/// The clock of the joining checks.
+struct Joins {
+    /// The last seek (or the start): how long the current read has gone unserved.
+    since: Instant,
 }
 
 fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
@@ -334,6 +466,8 @@ struct Checks {
     metrics: Metrics,
     readiness: Readiness,
     progress: Progress,
+    /// Every partition's start is confirmed: only then does an answer make it ready.
+    joined: Arc<AtomicBool>,
 }
 
 impl Checks {
@@ -341,7 +475,7 @@ impl Checks {
     /// watermarks. An answer makes the source ready, assigns any new partition and
     /// updates the lag (and stuck partitions); no answer makes it not ready.
     async fn run(self, shutdown: CancellationToken) {
-        let Checks { dispatch, consumer, watcher, mut assigned, interval, metrics, readiness, progress } = self;
+        let Checks { dispatch, consumer, watcher, mut assigned, interval, metrics, readiness, progress, joined } = self;
         let topic = progress.topic().to_owned();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,20 +494,26 @@ impl Checks {
                         for &p in &new {
                             let _ = tpl.add_partition_offset(&topic, p, Offset::Beginning);
                         }
+                        // Watched before they are assigned, so their first record finds them
+                        // watched. Everything in a new partition is new: from its first
+                        // offset, where nothing can have been skipped.
+                        let watches: Vec<Watch> =
+                            new.iter().map(|&p| Watch { partition: p, next: 0, joined: true }).collect();
+                        dispatch.watch(&watches);
                         match consumer.incremental_assign(&tpl) {
                             Ok(()) => {
                                 tracing::info!(topic = %topic, partitions = ?new, "assigned new partitions");
                                 for &p in &new {
-                                    // Everything in a new partition is new: from its first offset.
                                     progress.start(p, 0);
-                                    dispatch.watch(p, 0);
                                 }
                                 assigned.extend(new);
                             }
                             Err(e) => metrics.kafka_error("assign", &e),
                         }
                     }
-                    readiness.set(true, "broker answered");
+                    if joined.load(Ordering::SeqCst) {
+                        readiness.set(true, "broker answered");
+                    }
                     let ids: Vec<i32> = assigned.iter().copied().collect();
                     match offsets(&watcher, &topic, &ids, Offset::End, timeout).await {
                         Ok(high) => progress.watermarks(&high),

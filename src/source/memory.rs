@@ -32,7 +32,7 @@ struct Shared {
 
 impl MemoryStream {
     pub fn new(dispatch: Arc<dyn Dispatch>) -> Self {
-        dispatch.watch(0, 0);
+        dispatch.watch(&[crate::source::Watch { partition: 0, next: 0, joined: true }]);
         MemoryStream { shared: Arc::new(Shared { dispatch, topic: Arc::from(TOPIC), next_offset: Mutex::new(0) }) }
     }
 

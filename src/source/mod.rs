@@ -4,9 +4,12 @@
 //! - [`kafka`]: every partition of the `input` topic, assigned explicitly.
 //! - [`memory`]: the embedded stream, fed by the admin API and the demo generator.
 //! - [`progress`]: how far consuming is in each partition: lag, stuck partitions.
+//! - [`join`]: where a partition's stream really begins, checked against what the broker
+//!   serves (shared with the history reader).
 //!
 //! [`Readiness`]: crate::readiness::Readiness
 
+pub mod join;
 pub mod kafka;
 pub mod memory;
 pub mod progress;
@@ -18,7 +21,22 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Delivers without waiting on any client.
     fn dispatch(&self, record: Record);
 
-    /// Consuming `partition` starts (or starts again) at `next`: said before its first
-    /// record, so positions and cursors cover it from there.
-    fn watch(&self, _partition: i32, _next: i64) {}
+    /// Consuming these partitions starts: said before their first record, all at once, so
+    /// that no subscriber sees some of them watched and not the others.
+    fn watch(&self, _partitions: &[Watch]) {}
+
+    /// The stream of `partition` is confirmed to go on from where it was watched (see
+    /// [`join`]): from now on its records are dispatched contiguously from there.
+    fn joined(&self, _partition: i32) {}
+}
+
+/// A partition whose consuming starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    pub partition: i32,
+    /// The offset of the next record to dispatch.
+    pub next: i64,
+    /// Nothing can come before `next` (the partition's first offset): confirmed at once,
+    /// without waiting for [`Dispatch::joined`].
+    pub joined: bool,
 }

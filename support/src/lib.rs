@@ -7,6 +7,7 @@
 //!   (its address read from the line it prints).
 //! - [`tansu`]: the Kafka-protocol broker, in memory or on SQLite; topics, producers, readers.
 //! - [`redis`]: a Redis server of its own, which a test may stop and restart.
+//! - [`sse`]: Server-Sent Events clients, read event by event.
 //! - [`gateway`]: the gateway as the tests drive it: admin API, metrics, logs, signals.
 //! - [`ws`]: WebSocket clients: connect with credentials, read frames, close.
 //!
@@ -16,12 +17,14 @@
 pub mod gateway;
 pub mod process;
 pub mod redis;
+pub mod sse;
 pub mod tansu;
 pub mod ws;
 
 pub use gateway::{sluice_command, Events, Sluice};
 pub use process::{free_port, sluice_binary, wait_for_port};
 pub use redis::Redis;
+pub use sse::EventStream;
 pub use tansu::{next_record, reader, topic, Producer, Tansu};
 pub use ws::{
     assert_silent, basic, close, connect, connect_small_window, next_frame, next_frame_within, next_text,

@@ -160,6 +160,18 @@ impl Tansu {
             .unwrap();
         Producer(p)
     }
+
+    /// A producer that holds records for `linger` before sending, so records enqueued
+    /// together reach the broker as one batch per partition (see [`Producer::flush_all`]).
+    pub fn batching_producer(&self, linger: Duration) -> Producer {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("linger.ms", linger.as_millis().to_string())
+            .set("batch.num.messages", "10000")
+            .create()
+            .unwrap();
+        Producer(p)
+    }
 }
 
 fn on_path(name: &str) -> bool {
@@ -234,6 +246,19 @@ impl Producer {
         let mut pending = Vec::with_capacity(values.len());
         for v in values {
             let record: FutureRecord<'_, str, str> = FutureRecord::to(topic).key(key).payload(v);
+            pending.push(self.0.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
+        }
+        for p in pending {
+            p.await.expect("delivery report").map_err(|(e, _)| e).expect("produce");
+        }
+    }
+
+    /// Enqueues every `(key, value)` at once (the partitioner picks each partition by key),
+    /// then waits for every acknowledgement: with a lingering producer, one flush.
+    pub async fn flush_all(&self, topic: &str, records: &[(String, String)]) {
+        let mut pending = Vec::with_capacity(records.len());
+        for (k, v) in records {
+            let record: FutureRecord<'_, str, str> = FutureRecord::to(topic).key(k.as_str()).payload(v.as_str());
             pending.push(self.0.send_result(record).map_err(|(e, _)| e).expect("enqueue"));
         }
         for p in pending {
