@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// Connects with the test credentials; returns the socket and its welcome frame.
@@ -238,64 +237,6 @@ async fn last_n_gives_the_newest_records_of_the_subscription_first() {
     assert_eq!(status(tokio_tungstenite::connect_async(sluice.url("/even?last=x")).await), 400);
     assert_eq!(status(tokio_tungstenite::connect_async(sluice.url("/even?cursor=not-a-cursor")).await), 400);
     assert_eq!(status(tokio_tungstenite::connect_async(sluice.url("/even?cursor=AQ&last=2")).await), 400);
-}
-
-/// Events of a raw `text/event-stream` response: (event, id, data).
-struct EventStream {
-    lines: tokio::io::Lines<BufReader<tokio::net::TcpStream>>,
-}
-
-impl EventStream {
-    async fn open(sluice: &Sluice, path: &str, last_event_id: Option<&str>) -> (EventStream, String) {
-        let mut stream = tokio::net::TcpStream::connect(sluice.addr).await.unwrap();
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nAuthorization: {}\r\n",
-            sluice.addr,
-            basic(USER, PASSWORD)
-        );
-        if let Some(id) = last_event_id {
-            request.push_str(&format!("Last-Event-ID: {id}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut lines = BufReader::new(stream).lines();
-        let mut head = String::new();
-        loop {
-            let line = lines.next_line().await.unwrap().expect("a response head");
-            if line.is_empty() {
-                break;
-            }
-            head.push_str(&line);
-            head.push('\n');
-        }
-        (EventStream { lines }, head)
-    }
-
-    /// The next event; comments (heartbeats) and chunk-size lines of the chunked body
-    /// are skipped.
-    async fn next(&mut self) -> (String, Option<String>, String) {
-        let (mut event, mut id, mut data) = ("message".to_owned(), None, Vec::new());
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(15), self.lines.next_line())
-                .await
-                .expect("an event within 15 s")
-                .unwrap()
-                .expect("stream open");
-            if line.is_empty() {
-                if !data.is_empty() {
-                    return (event, id, data.join("\n"));
-                }
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("event: ") {
-                event = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("id: ") {
-                id = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data.push(v.to_owned());
-            }
-        }
-    }
 }
 
 #[tokio::test]
