@@ -27,8 +27,8 @@ type RouteLabel = [(&'static str, String); 2];
 type Buckets = fn() -> Histogram;
 
 /// Upper bounds, in seconds, of the admin API latency buckets: most answers take well under
-/// a millisecond; listing a hundred thousand clients takes tens of milliseconds; a
-/// disconnect waits for the close handshake, up to 5 s when the client does not answer.
+/// a millisecond; listing a hundred thousand clients takes tens of milliseconds; a request
+/// for a client on another replica of a cluster waits up to 2 s for that replica's answer.
 const ADMIN_LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 

@@ -233,7 +233,8 @@ fn start_of(fetch: &[(i32, i64, i64)], live: &Position) -> Position {
 }
 
 impl Drop for Session {
-    /// Every way out of a session passes here: the client leaves the registry and the hub.
+    /// Every way out of a session passes here: the client leaves the registry (unless a
+    /// disconnect took it out already) and the hub.
     fn drop(&mut self) {
         self.app.registry.remove(&self.client.id);
         self.app.hub.unsubscribe(&self.client);
@@ -242,6 +243,12 @@ impl Drop for Session {
 
 /// The close reason of a client that neither read nor answered for two ping intervals.
 pub const PING_TIMEOUT: &str = "ping timeout";
+
+/// How long a close that Sluice decided (slow consumer, ping timeout, the admin API) may
+/// take on any transport: the close frame or `event: close` going out, and on a WebSocket
+/// the client's answer. Then the connection is simply dropped. The session bounds it
+/// alone: the admin API answers once the close is decided, without waiting for this.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Tracks whether a client is still there: something read from it, or something its
 /// socket took, within the last two ping intervals. Counted in ticks of the ping timer, so

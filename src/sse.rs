@@ -26,13 +26,11 @@ use crate::admission;
 use crate::app::App;
 use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
 use crate::record::{sse_event, Form};
-use crate::session::{End, Liveness, Opening, Session, PING_TIMEOUT};
+use crate::session::{End, Liveness, Opening, Session, CLOSE_TIMEOUT, PING_TIMEOUT};
 use crate::ws::CONNECTION_ID_HEADER;
 
 /// Events written per chunk of the response body.
 const BATCH: usize = 64;
-/// How long the last event (a close, a shutdown's flush) may take to go out.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Aborts the HTTP connection a stream runs on: a client that stopped reading cannot be
 /// sent an end of stream (the socket is full), so its connection is dropped instead.

@@ -31,15 +31,12 @@ use crate::admission::{self, Refused};
 use crate::app::App;
 use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
 use crate::record::Form;
-use crate::session::{End, Liveness, Opening, Session, PING_TIMEOUT};
+use crate::session::{End, Liveness, Opening, Session, CLOSE_TIMEOUT, PING_TIMEOUT};
 
 /// The response header that carries the connection id.
 pub const CONNECTION_ID_HEADER: &str = "sluice-connection-id";
 /// Frames written per batch before the socket is flushed.
 const WRITE_BATCH: usize = 64;
-/// How long a close handshake may take when Sluice closes a client (slow consumer, ping
-/// timeout) before the connection is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-connection read buffer, allocated for every connection: small, because most
 /// clients mostly listen (tungstenite grows it to fit a larger message while reading it).
 const READ_BUFFER: usize = 512;

@@ -21,12 +21,17 @@ fn kafka_replicas(tansu: &Tansu, topic: &str, redis: &Redis, n: usize) -> Vec<Sl
 
 /// `n` replicas on their own embedded streams, sharing one Redis.
 fn embedded_replicas(url: &str, n: usize) -> Vec<Sluice> {
+    embedded_replicas_with(url, n, &[])
+}
+
+/// The same, with these extra arguments for each.
+fn embedded_replicas_with(url: &str, n: usize, extra: &[&str]) -> Vec<Sluice> {
     (0..n)
         .map(|i| {
-            Sluice::start(
-                &["--cluster", url, "--node-id", &format!("e{i}")],
-                &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)],
-            )
+            let node = format!("e{i}");
+            let mut args = vec!["--cluster", url, "--node-id", &node];
+            args.extend_from_slice(extra);
+            Sluice::start(&args, &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)])
         })
         .collect()
 }
@@ -180,6 +185,28 @@ async fn every_replica_lists_inspects_messages_and_disconnects_the_clients_of_al
         assert_eq!(replica.api("POST", &format!("/api/clients/{unknown}/messages"), Some("x")).await.0, 404);
         assert_eq!(replica.api("DELETE", "/api/clients/not-an-id", None).await.0, 404);
     }
+}
+
+#[tokio::test]
+async fn a_disconnect_through_another_replica_answers_before_the_close_handshake() {
+    let redis = Redis::start();
+    // Far more may wait for a client that stopped reading than its socket holds.
+    let r = embedded_replicas_with(&redis.url(), 2, &["--queue-bytes", "67108864", "--queue-capacity", "100000"]);
+    let (mut ws, id) = connect_small_window(&r[0], "/k").await;
+    wait_listed(&r[1], &BTreeSet::from([id.clone()]), Duration::from_secs(15)).await;
+    fill_socket(&r[0], &id).await;
+
+    let (status, body) = r[1].api("DELETE", &format!("/api/clients/{id}?code=4004&reason=elsewhere"), None).await;
+    assert_eq!(status, 204, "{body}");
+    for replica in &r {
+        assert_eq!(replica.api("GET", &format!("/api/clients/{id}"), None).await.0, 404);
+    }
+    // Only now does the client read: its close frame still waited behind the rest.
+    let (_, close) = read_until_close(&mut ws, Duration::from_secs(20)).await;
+    let close = close.expect("the close frame, after the frames the client had not read");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (4004, "elsewhere"));
+    wait_for_eof(&mut ws, Duration::from_secs(20)).await;
+    wait_listed(&r[1], &BTreeSet::new(), Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

@@ -173,7 +173,7 @@ async fn slow_client_is_disconnected_without_blocking_others() {
     tansu.create_topic(&topic, 1).await;
     let sluice = Sluice::with_kafka(&tansu, &topic, &["--queue-capacity", "1024"]);
     let (mut fast, _) = connect(&sluice, "/k").await;
-    let mut slow = connect_small_window(&sluice, "/k").await;
+    let (mut slow, _) = connect_small_window(&sluice, "/k").await;
 
     // Enough to fill the slow client's queue (1024 frames here) and both sockets' buffers.
     const RECORDS: usize = 4000;

@@ -531,7 +531,7 @@ async fn stalled_clients_on_many_keys_stay_under_the_gateway_bound_and_fast_clie
     );
     let mut stalled = Vec::new();
     for i in 0..STALLED {
-        stalled.push(connect_small_window(&sluice, &format!("/s{i}")).await);
+        stalled.push(connect_small_window(&sluice, &format!("/s{i}")).await.0);
     }
     let (mut fast, _) = connect(&sluice, "/fast").await;
     let reader = tokio::spawn(async move {

@@ -20,6 +20,11 @@ async fn kafka_gateway(extra: &[&str]) -> (Tansu, String, Sluice) {
     (tansu, topic, sluice)
 }
 
+/// An embedded-stream gateway (no broker) with the test credentials.
+fn embedded(args: &[&str]) -> Sluice {
+    Sluice::start(args, &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)])
+}
+
 /// Polls GET /api/clients/{id} until `done` holds for it.
 async fn wait_client(sluice: &Sluice, id: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -142,16 +147,103 @@ async fn send_to_one_broadcast_and_disconnect() {
     assert_eq!(next_text(&mut a1).await, "to a");
     assert_eq!(next_text(&mut b).await, "to all");
 
-    // The client answers the close handshake while the DELETE waits for it to end.
     let closing = tokio::spawn(async move { read_until_close(&mut b, Duration::from_secs(10)).await.1 });
     assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id_b}?code=4000&reason=bye"), None).await.0, 204);
-    // DELETE answers once the client has gone: it is no longer found.
+    // DELETE answers once the client is out of the registry: it is no longer found.
     assert_eq!(sluice.api("GET", &format!("/api/clients/{id_b}"), None).await.0, 404);
     let close = closing.await.unwrap().expect("close frame");
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "bye");
     assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id_b}"), None).await.0, 404);
     assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id1}?code=1005"), None).await.0, 400);
+}
+
+/// Lets far more wait for a client that stopped reading than its socket holds, so that
+/// nothing but the admin closes it.
+const PATIENT: [&str; 4] = ["--queue-bytes", "67108864", "--queue-capacity", "100000"];
+
+#[tokio::test]
+async fn disconnecting_a_client_that_does_not_read_answers_before_its_close_handshake() {
+    let sluice = embedded(&PATIENT);
+    let (mut ws, id) = connect_small_window(&sluice, "/k").await;
+    fill_socket(&sluice, &id).await;
+
+    let (status, body) = sluice.api("DELETE", &format!("/api/clients/{id}?code=4000&reason=stalled"), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(sluice.api("GET", &format!("/api/clients/{id}"), None).await.0, 404);
+    assert!(sluice.api("GET", "/api/clients", None).await.1["clients"].as_array().unwrap().is_empty());
+    // Only now does the client read: the close frame still waits behind what it had not
+    // read, so the 204 came while its connection was open and its handshake not begun.
+    let (_, close) = read_until_close(&mut ws, Duration::from_secs(20)).await;
+    let close = close.expect("the close frame, after the frames the client had not read");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (4000, "stalled"));
+    // Never answered: the gateway ends the connection by itself, within its close timeout.
+    wait_for_eof(&mut ws, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn disconnecting_a_client_that_just_sent_a_burst_answers_and_the_client_gets_its_close_frame() {
+    let sluice = embedded(&[]);
+    let (mut ws, id) = connect(&sluice, "/k").await;
+    for i in 0..300 {
+        ws.send(Message::Text(format!("burst {i}").into())).await.unwrap();
+    }
+    // The client reads nothing until the answer: the close handshake cannot end before it.
+    let (status, body) = sluice.api("DELETE", &format!("/api/clients/{id}?code=4001&reason=enough"), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(sluice.api("GET", &format!("/api/clients/{id}"), None).await.0, 404);
+    let (_, close) = read_until_close(&mut ws, Duration::from_secs(20)).await;
+    let close = close.expect("a close frame after the 204");
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (4001, "enough"));
+    // Answered (tungstenite replies as it reads on): the gateway then ends the connection.
+    let end = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("the connection ends");
+    assert!(!matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{end:?}");
+}
+
+#[tokio::test]
+async fn disconnecting_an_event_stream_answers_and_the_stream_ends_with_a_close_event() {
+    let sluice = embedded(&[]);
+    let (mut events, head) = EventStream::open(&sluice, "/k", None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (event, _, welcome) = events.next().await;
+    assert_eq!(event, "connected");
+    let id = serde_json::from_str::<serde_json::Value>(&welcome).unwrap()["replyId"].as_str().unwrap().to_owned();
+
+    let (status, body) = sluice.api("DELETE", &format!("/api/clients/{id}?code=4002&reason=over"), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(sluice.api("GET", &format!("/api/clients/{id}"), None).await.0, 404);
+    let (event, _, data) = events.next().await;
+    assert_eq!(event, "close", "{data}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&data).unwrap(),
+        serde_json::json!({ "code": 4002, "reason": "over" })
+    );
+    events.end(Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn a_disconnect_is_recorded_once_with_the_admins_code_and_reason() {
+    let sluice = embedded(&[]);
+    let mut events = Events::open(&sluice).await;
+    let (mut ws, id) = connect(&sluice, "/k").await;
+    events.find(Duration::from_secs(10), |e| e["type"] == "connect" && e["replyId"] == id.as_str()).await;
+
+    assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id}?code=4003&reason=once"), None).await.0, 204);
+    let (_, close) = read_until_close(&mut ws, Duration::from_secs(20)).await;
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(4003));
+    let left = events.find(Duration::from_secs(20), |e| e["type"] == "disconnect" && e["replyId"] == id.as_str()).await;
+    assert_eq!((&left["code"], &left["reason"]), (&serde_json::json!(4003), &serde_json::json!("once")), "{left}");
+    // A second DELETE finds nothing to close...
+    assert_eq!(sluice.api("DELETE", &format!("/api/clients/{id}"), None).await.0, 404);
+    // ...and nothing records the client again before an event that comes after its end.
+    let (_later, later) = connect(&sluice, "/k").await;
+    loop {
+        let e = events.next(Duration::from_secs(10)).await;
+        if e["type"] == "connect" && e["replyId"] == later.as_str() {
+            break;
+        }
+        assert_ne!(e["replyId"], id.as_str(), "recorded again: {e}");
+    }
 }
 
 /// One admin API request: status, Content-Type, Allow, and the body as JSON (null if not JSON).
@@ -176,7 +268,7 @@ async fn raw_api(
 
 #[tokio::test]
 async fn every_admin_api_refusal_is_a_json_error_with_its_status() {
-    let sluice = Sluice::start(&[], &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let sluice = embedded(&[]);
     let (_ws, id) = connect(&sluice, "/k").await;
     let client = format!("/api/clients/{id}");
     let long_reason = "x".repeat(124);
@@ -342,7 +434,7 @@ async fn publish_puts_a_record_on_the_kafka_stream() {
 
 #[tokio::test]
 async fn embedded_mode_publishes_and_streams_events() {
-    let sluice = Sluice::start(&[], &[("WS_USERNAME", USER), ("WS_PASSWORD", PASSWORD), ("ADMIN_TOKEN", ADMIN_TOKEN)]);
+    let sluice = embedded(&[]);
     let mut feed =
         reqwest::Client::new().get(sluice.http("/api/events")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(feed.status(), 200);

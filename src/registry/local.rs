@@ -26,8 +26,10 @@ pub enum Change {
     Left { id: Arc<str>, key: String },
 }
 
-/// A cheap-to-clone handle on the table of connected clients. A client is in it exactly
-/// while its session lives: the session inserts it, and removes it when dropped.
+/// A cheap-to-clone handle on the table of connected clients. A client is in it from when
+/// its session opens until the session ends or the admin API disconnects it, whichever
+/// comes first: the session inserts it and removes it when dropped, and a disconnect
+/// removes it at once (the session's removal then finds nothing).
 #[derive(Clone, Default)]
 pub struct Registry {
     clients: Arc<RwLock<HashMap<Arc<str>, Arc<Client>>>>,
@@ -36,7 +38,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Adds a client, until [`Registry::remove`] (which the session's drop calls).
+    /// Adds a client, until [`Registry::remove`] (which the session's drop calls, and an
+    /// admin's disconnect before it).
     pub fn insert(&self, client: Arc<Client>) {
         let change = self.changes.get().map(|tx| (tx, client.id.clone(), client.subscription.display()));
         // The id's one allocation is shared by the client and this key.
@@ -46,11 +49,15 @@ impl Registry {
         }
     }
 
-    pub fn remove(&self, id: &str) {
+    /// Takes a client out; `None` when it is not (or no longer) there. Only the removal
+    /// that finds it tells the watcher, so a client leaves exactly once however many times
+    /// it is removed.
+    pub fn remove(&self, id: &str) -> Option<Arc<Client>> {
         let removed = self.clients.write().remove(id);
-        if let (Some(client), Some(tx)) = (removed, self.changes.get()) {
+        if let (Some(client), Some(tx)) = (&removed, self.changes.get()) {
             let _ = tx.send(Change::Left { id: client.id.clone(), key: client.subscription.display() });
         }
+        removed
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
@@ -135,8 +142,13 @@ impl Local {
         }
     }
 
+    /// Closes a client and takes it out of the registry in the same moment, so that what
+    /// the caller does next (a get, the list, a broadcast, on any replica) no longer finds
+    /// it. Its session goes on alone: it sends the close and ends the connection within
+    /// [`CLOSE_TIMEOUT`](crate::session::CLOSE_TIMEOUT), then records the disconnect. Taken
+    /// out first, so that of two disconnects at once exactly one finds the client.
     pub fn disconnect_now(&self, id: &str, close: &Close) -> Result<(), ClientsError> {
-        let client = self.registry.get(id).ok_or_else(|| ClientsError::Unknown(id.to_owned()))?;
+        let client = self.registry.remove(id).ok_or_else(|| ClientsError::Unknown(id.to_owned()))?;
         client.close(close.code, &close.reason);
         Ok(())
     }
@@ -243,6 +255,50 @@ mod tests {
                 Change::Left { id: "a".into(), key: "k".into() },
             ]
         );
+    }
+
+    #[test]
+    fn a_client_removed_twice_leaves_once() {
+        let r = Registry::default();
+        let mut changes = r.watch().expect("the first watcher");
+        r.insert(client("a", Subscription::All));
+        assert!(r.remove("a").is_some());
+        assert!(r.remove("a").is_none(), "the second removal finds nothing");
+        let got: Vec<Change> = std::iter::from_fn(|| changes.try_recv().ok()).collect();
+        assert_eq!(
+            got,
+            [Change::Joined { id: "a".into(), key: "*".into() }, Change::Left { id: "a".into(), key: "*".into() }]
+        );
+    }
+
+    fn local(registry: &Registry) -> Local {
+        let metrics = crate::metrics::Metrics::new();
+        let stream = crate::hub::StreamSettings {
+            tag: 1,
+            recent_bytes: 0,
+            limits: crate::replay::Limits { kafka: false, max_fetch: 0 },
+        };
+        let budget = crate::budget::Budget::new(usize::MAX, Default::default());
+        let hub = Hub::new(crate::config::SlowConsumerPolicy::Disconnect, metrics.clone(), budget, stream);
+        Local::new("n".into(), registry.clone(), hub, None, crate::sink::Outbox::memory(metrics))
+    }
+
+    #[test]
+    fn a_disconnected_client_is_closed_and_out_of_the_registry_at_once() {
+        let r = Registry::default();
+        let (c, _queue) =
+            Client::new(crate::client::tests::info("a", Subscription::All), crate::client::tests::limits(1), 1024);
+        let c = Arc::new(c);
+        r.insert(c.clone());
+        let local = local(&r);
+        let close = Close { code: 4000, reason: "bye".into() };
+        assert_eq!(local.disconnect_now("a", &close), Ok(()));
+        assert!(c.is_closing());
+        assert_eq!(c.close_reason().map(|r| (r.code, r.reason.as_str())), Some((4000, "bye")));
+        assert!(r.get("a").is_none());
+        assert_eq!(local.get_now("a"), Err(ClientsError::Unknown("a".into())));
+        // A second disconnect finds nothing: it is not the first to close the client.
+        assert_eq!(local.disconnect_now("a", &close), Err(ClientsError::Unknown("a".into())));
     }
 
     #[test]

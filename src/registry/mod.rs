@@ -1,7 +1,8 @@
 //! Every connected client, and the one interface the admin API reaches clients through.
 //!
 //! - [`Registry`] (in [`local`]): this process's clients by `replyId`. A session inserts its
-//!   client and removes it when dropped; the hub, replies and shutdown read it.
+//!   client and removes it when dropped; a disconnect removes it at once, while its session
+//!   closes the connection. The hub, replies and shutdown read it.
 //! - [`Clients`]: list, inspect, message, disconnect, broadcast, publish. The API calls only
 //!   this and never asks whether the gateway is clustered.
 //! - [`local::Local`]: the form for one process: every answer comes from its [`Registry`].
@@ -140,8 +141,9 @@ pub fn client_object(c: &Client, node: &str) -> Value {
         "bytesOut": c.outgoing().bytes,
         "queued": c.queued(),
         "dropped": c.dropped(),
-        // Set from the moment a close is decided (slow consumer, admin, ping timeout)
-        // until the client leaves the registry after the close handshake.
+        // Set from the moment a close is decided (slow consumer, ping timeout) until the
+        // client leaves the registry when its session ends; a client closed through the
+        // API leaves it at once.
         "closing": c.close_reason().map(|r| json!({ "code": r.code, "reason": r.reason })),
     })
 }

@@ -1,15 +1,15 @@
 //! The harness Sluice's integration tests and benchmarks share: each process they need —
 //! a Tansu broker, a Redis server, the `sluice` binary — started on a free port and stopped
 //! when dropped, and the clients that drive them (Kafka producers and readers, WebSocket
-//! clients, the admin API).
+//! and event-stream clients, the admin API).
 //!
 //! - [`process`]: free ports, waiting for a listener, and launching the gateway binary
 //!   (its address read from the line it prints).
 //! - [`tansu`]: the Kafka-protocol broker, in memory or on SQLite; topics, producers, readers.
 //! - [`redis`]: a Redis server of its own, which a test may stop and restart.
-//! - [`sse`]: Server-Sent Events clients, read event by event.
 //! - [`gateway`]: the gateway as the tests drive it: admin API, metrics, logs, signals.
 //! - [`ws`]: WebSocket clients: connect with credentials, read frames, close.
+//! - [`sse`]: Server-Sent Events clients: open a stream, read its events.
 //!
 //! Test helpers panic with what went wrong (a test fails where the harness did); the
 //! `launch`/`try_` forms return errors for the benchmarks, which report rather than panic.
@@ -27,8 +27,8 @@ pub use redis::Redis;
 pub use sse::EventStream;
 pub use tansu::{next_record, reader, topic, Producer, Tansu};
 pub use ws::{
-    assert_silent, basic, close, connect, connect_small_window, next_frame, next_frame_within, next_text,
-    next_text_within, read_until_close, try_connect, Ws,
+    assert_silent, basic, close, connect, connect_small_window, fill_socket, next_frame, next_frame_within, next_text,
+    next_text_within, read_until_close, try_connect, wait_for_eof, Ws,
 };
 
 // The clients' crates, for drivers (the benchmarks) that have no dependency of their own on them.

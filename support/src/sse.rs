@@ -1,5 +1,5 @@
-//! Server-Sent Events clients of the gateway: a raw `text/event-stream` response read
-//! event by event, with the request's `Last-Event-ID` when resuming.
+//! Server-Sent Events clients of the gateway: a raw `text/event-stream` response, read
+//! event by event.
 
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// Opens a stream with USER / PASSWORD (and `Last-Event-ID` when given); returns it
+    /// and the response head.
     pub async fn open(sluice: &Sluice, path: &str, last_event_id: Option<&str>) -> (EventStream, String) {
         let mut stream = tokio::net::TcpStream::connect(sluice.addr).await.unwrap();
         let mut request = format!(
@@ -62,6 +64,25 @@ impl EventStream {
                 id = Some(v.to_owned());
             } else if let Some(v) = line.strip_prefix("data: ") {
                 data.push(v.to_owned());
+            }
+        }
+    }
+
+    /// Waits for the end of the body (its last chunk, or the end of the connection);
+    /// panics if another event comes first, or after `within`.
+    pub async fn end(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("the stream had not ended after {within:?}"));
+            match line {
+                Ok(None) | Err(_) => return,
+                // The last chunk of a chunked body has size 0.
+                Ok(Some(line)) if line == "0" => return,
+                Ok(Some(line)) => {
+                    assert!(!line.starts_with("event:") && !line.starts_with("data:"), "after the last event: {line}")
+                }
             }
         }
     }

@@ -36,16 +36,58 @@ pub async fn try_connect(
 }
 
 /// A WebSocket client whose socket has a tiny receive buffer, so that when it stops
-/// reading the server's writes block soon; its welcome frame is read.
-pub async fn connect_small_window(sluice: &Sluice, path: &str) -> Ws {
+/// reading the server's writes block soon; its welcome frame is read. Returns the socket
+/// and the replyId the welcome announced.
+pub async fn connect_small_window(sluice: &Sluice, path: &str) -> (Ws, String) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(sluice.addr).await.unwrap();
     let mut request = sluice.url(path).into_client_request().unwrap();
     request.headers_mut().insert("authorization", basic(USER, PASSWORD).parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.unwrap();
-    next_text(&mut ws).await;
-    ws
+    let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let id = welcome["replyId"].as_str().expect("a replyId in the welcome").to_owned();
+    (ws, id)
+}
+
+/// Fills the socket of a client that does not read (one from [`connect_small_window`])
+/// with 16 MiB of admin messages, far more than its socket buffers hold, and waits until
+/// some of them wait in its queue: the gateway's writes to it are blocked. The gateway
+/// must let that much queue for one client (`--queue-bytes 67108864`).
+pub async fn fill_socket(sluice: &Sluice, id: &str) {
+    let body = "x".repeat(512 * 1024);
+    let path = format!("/api/clients/{id}/messages");
+    for _ in 0..32 {
+        let (status, answer) = sluice.api("POST", &path, Some(&body)).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, client) = sluice.api("GET", &format!("/api/clients/{id}"), None).await;
+        assert_eq!(status, 200, "{client}");
+        if client["queued"].as_u64().is_some_and(|q| q > 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing stayed queued for {id}: {client}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads the connection under `ws` until the server ends it (EOF or reset), answering
+/// nothing: a close frame read before is left unanswered. Panics after `within`.
+pub async fn wait_for_eof(ws: &mut Ws, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.get_mut().read(&mut buf))
+            .await
+        {
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server had not closed the connection after {within:?}"),
+        }
+    }
 }
 
 /// Connects with USER / PASSWORD and reads the welcome frame; returns the socket and the

@@ -140,7 +140,8 @@ impl Cluster {
         }
         match self.directory.owner(id).await {
             Ok(Some(node)) if node != self.local.node() => Ok(node),
-            // Ours in the directory but no longer in the registry: it just left.
+            // Ours in the directory but no longer in the registry: it just left, or was
+            // disconnected (the directory hears of it a moment later).
             Ok(_) => Err(ClientsError::Unknown(id.to_owned())),
             Err(e) => {
                 self.link.down(&e);
