@@ -453,7 +453,9 @@ async fn consumer_lag_is_the_high_watermark_minus_the_position_and_a_stalled_par
         &topic,
         &["--kafka-consumer-property", "fetch.wait.max.ms=15000", "--stuck-partition-timeout", "2"],
     );
-    sluice.wait_status("/readyz", 200, Duration::from_secs(10)).await;
+    // Ready once partition 0's start is confirmed by a record the broker serves, which the
+    // first held fetch brings back only after its 15 s.
+    sluice.wait_status("/readyz", 200, Duration::from_secs(40)).await;
     let (mut ws, _) = connect(&sluice, "/*").await;
     for i in 0..7 {
         p.send(&topic, Some(1), Some(b"k"), Some(format!("new{i}").as_bytes()), &[]).await;

@@ -90,16 +90,25 @@ pub struct KafkaSource {
     starts: Vec<Watch>,
     /// The partitions whose start is not yet confirmed by what the broker served.
     joining: BTreeMap<i32, Joining>,
+    /// See [`starved_after`].
+    starved_after: Duration,
     check_interval: Duration,
     metrics: Metrics,
     readiness: Readiness,
     progress: Progress,
 }
 
-/// How often the position of a partition that is joining is looked at, and how long a read
-/// served nothing before it steps back (see [`crate::source::join`]).
+/// How often the position of a partition that is joining is looked at (see
+/// [`crate::source::join`]).
 const JOIN_CHECK: Duration = Duration::from_millis(100);
-const JOIN_STARVED: Duration = Duration::from_millis(1000);
+
+/// How long a read may be served nothing before it steps back: longer than a fetch the
+/// broker may hold for `fetch.wait.max.ms` (and answer late, as Tansu does even with records
+/// waiting), twice over, so that an answer on its way is not thrown away by a seek.
+fn starved_after(config: &ClientConfig) -> Duration {
+    let wait = config.get("fetch.wait.max.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(500);
+    Duration::from_millis(wait.saturating_mul(2)) + Duration::from_secs(1)
+}
 
 /// The consumer's own librdkafka settings, under the user's pass-through ones.
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
@@ -238,6 +247,7 @@ impl KafkaSource {
             assigned: partitions,
             starts: watches,
             joining,
+            starved_after: starved_after(&config),
             check_interval: cfg.check_interval,
             metrics,
             readiness,
@@ -338,7 +348,7 @@ impl KafkaSource {
             Ok(p) => p,
             Err(e) => return self.metrics.kafka_error("position", &e),
         };
-        let starved = joins.since.elapsed() >= JOIN_STARVED;
+        let starved = joins.since.elapsed() >= self.starved_after;
         let mut done = Vec::new();
         let mut seeks = Vec::new();
         for (&p, joining) in self.joining.iter_mut() {
