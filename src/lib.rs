@@ -42,31 +42,17 @@
 //! - [`app`]: wiring it all together; `run` takes a bound listener and a shutdown token.
 
 pub mod admin;
-pub mod admission;
-pub mod api;
-pub mod app;
 pub mod auth;
-pub mod budget;
 pub mod client;
 pub mod config;
-pub mod console;
-pub mod history;
-pub mod hub;
-pub mod machine;
+pub mod gateway;
 pub mod metrics;
-pub mod origin;
-pub mod position;
-pub mod proxy;
-pub mod quix;
 pub mod readiness;
 pub mod record;
 pub mod registry;
-pub mod replay;
-pub mod replies;
 pub mod secret;
 pub mod server;
 pub mod session;
 pub mod sink;
 pub mod source;
-pub mod sse;
-pub mod ws;
+pub mod stream;

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sluice::app::Gateway;
 use sluice::config::{Command, Config, LogFormat, Options, TokenArgs, DEFAULT_PORT};
+use sluice::gateway::Gateway;
 use tokio_util::sync::CancellationToken;
 
 /// sysexits.h: the settings are wrong.
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     };
     // Before validation: on Quix Cloud the broker address and the topics' real names are
     // known only once the portal has answered. Held until exit: it owns the CA file.
-    let discovered = match runtime.block_on(sluice::quix::discover(&mut options)) {
+    let discovered = match runtime.block_on(sluice::config::quix::discover(&mut options)) {
         Ok(d) => d,
         Err(e) if e.is_config() => {
             eprintln!("config error: {e}");

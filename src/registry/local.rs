@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, Offer};
-use crate::hub::Hub;
 use crate::sink::Outbox;
 use crate::source::memory::MemoryStream;
+use crate::stream::hub::Hub;
 
 use super::{client_object, Clients, ClientsError, Close, Delivered, Filter, Page, Published};
 
@@ -273,12 +273,12 @@ mod tests {
 
     fn local(registry: &Registry) -> Local {
         let metrics = crate::metrics::Metrics::new();
-        let stream = crate::hub::StreamSettings {
+        let stream = crate::stream::hub::StreamSettings {
             tag: 1,
             recent_bytes: 0,
-            limits: crate::replay::Limits { kafka: false, max_fetch: 0 },
+            limits: crate::stream::replay::Limits { kafka: false, max_fetch: 0 },
         };
-        let budget = crate::budget::Budget::new(usize::MAX, Default::default());
+        let budget = crate::record::budget::Budget::new(usize::MAX, Default::default());
         let hub = Hub::new(crate::config::SlowConsumerPolicy::Disconnect, metrics.clone(), budget, stream);
         Local::new("n".into(), registry.clone(), hub, None, crate::sink::Outbox::memory(metrics))
     }

@@ -15,6 +15,7 @@
 
 pub mod cluster;
 pub mod local;
+pub mod replies;
 
 use std::time::SystemTime;
 

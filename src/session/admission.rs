@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::app::App;
 use crate::auth::{AuthError, Authenticator, Identity};
+use crate::client::address::RemoteAddr;
 use crate::client::Subscription;
-use crate::position::Cursor;
-use crate::proxy::RemoteAddr;
-use crate::replay::Start;
+use crate::gateway::App;
+use crate::record::position::Cursor;
+use crate::stream::replay::Start;
 
 /// Seconds a client refused at the connection limit is told to wait before trying again.
 const RETRY_AFTER_SECS: &str = "5";

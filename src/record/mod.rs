@@ -5,6 +5,9 @@
 //! gets a reference, not a copy. SSE events travel the same queues as WebSocket frames,
 //! as binary messages holding the event's bytes.
 
+pub mod budget;
+pub mod position;
+
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +18,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::budget::Budget;
+use crate::record::budget::Budget;
 
 /// One record of the stream, as consumed from Kafka or published to the embedded stream.
 #[derive(Debug, Clone)]

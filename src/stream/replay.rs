@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::budget::Budget;
 use crate::client::Subscription;
-use crate::position::Position;
+use crate::record::budget::Budget;
+use crate::record::position::Position;
 use crate::record::Stamped;
 
 /// Recent records, oldest first, bounded in bytes.

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::App;
 use crate::auth::SigningSecret;
+use crate::gateway::App;
 use crate::registry::{ClientsError, Close, Filter};
 use crate::sink::rfc3339;
 

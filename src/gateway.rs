@@ -11,25 +11,25 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::origin::AllowedOrigins;
 use crate::auth::Authenticator;
-use crate::budget::Budget;
+use crate::client::address::TrustedProxies;
 use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
-use crate::history::History;
-use crate::hub::{Hub, StreamSettings};
 use crate::metrics::Metrics;
-use crate::origin::AllowedOrigins;
-use crate::proxy::TrustedProxies;
 use crate::readiness::Readiness;
+use crate::record::budget::Budget;
 use crate::registry::cluster::{Cluster, ClusterError};
 use crate::registry::local::Local;
+use crate::registry::replies::ReplyRouter;
 use crate::registry::{Clients, Registry};
-use crate::replies::ReplyRouter;
 use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError};
 use crate::source::memory::{self, MemoryStream};
 use crate::source::progress::Progress;
 use crate::source::Dispatch;
+use crate::stream::history::History;
+use crate::stream::hub::{Hub, StreamSettings};
 
 /// Settings each session reads.
 #[derive(Debug, Clone)]
@@ -133,11 +133,11 @@ impl Gateway {
             // Kafka offsets mean the same to every process reading the topic; the embedded
             // stream's start over with each process, so its cursors carry a tag of its own.
             tag: match &config.source {
-                SourceConfig::Kafka(k) => crate::position::topic_tag(&k.topic),
+                SourceConfig::Kafka(k) => crate::record::position::topic_tag(&k.topic),
                 SourceConfig::Memory { .. } => rand::random(),
             },
             recent_bytes: config.replay_buffer_bytes,
-            limits: crate::replay::Limits { kafka, max_fetch: config.max_resume_records },
+            limits: crate::stream::replay::Limits { kafka, max_fetch: config.max_resume_records },
         };
         let hub = Hub::new(config.slow_consumer, metrics.clone(), budget, stream);
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
@@ -161,7 +161,7 @@ impl Gateway {
                 };
                 let progress = Some(source.progress());
                 let history = History::start(k, metrics.clone()).map_err(|e| match e {
-                    crate::history::HistoryError::Config(e) => KafkaSourceError::Config(e),
+                    crate::stream::history::HistoryError::Config(e) => KafkaSourceError::Config(e),
                 })?;
                 (Source::Kafka { input: Box::new(source), replies }, None, outbox, progress, Some(history))
             }

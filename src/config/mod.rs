@@ -5,8 +5,11 @@
 //! `WS_PASSWORD`, `Quix__Broker__Address`, `PORT`) are kept as they are, so a deployment
 //! of that connector can switch to Sluice without renaming anything; so are the ones Quix
 //! Cloud gives every deployment (`Quix__Sdk__Token`, `Quix__Portal__Api`,
-//! `Quix__Workspace__Id`, read by [`crate::quix`]). Sluice's own settings use a `SLUICE_`
+//! `Quix__Workspace__Id`, read by [`crate::config::quix`]). Sluice's own settings use a `SLUICE_`
 //! prefix; the Kafka client settings a `KAFKA_` prefix.
+
+pub mod machine;
+pub mod quix;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -17,8 +20,8 @@ use clap::builder::FalseyValueParser;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::origin::AllowedOrigins;
-use crate::proxy::TrustedProxies;
+use crate::auth::origin::AllowedOrigins;
+use crate::client::address::TrustedProxies;
 use crate::secret::Secret;
 
 /// Every setting, as the user spells it. Flags and environment come from clap; the same
@@ -785,7 +788,7 @@ impl Config {
             bad("--queue-capacity / SLUICE_QUEUE_CAPACITY", "must be at least 1".into());
         }
         let max_queued_bytes = o.max_queued_bytes.unwrap_or_else(|| {
-            let memory = crate::machine::memory_available().unwrap_or(FALLBACK_MEMORY);
+            let memory = crate::config::machine::memory_available().unwrap_or(FALLBACK_MEMORY);
             usize::try_from(memory / 4).unwrap_or(usize::MAX)
         });
         if max_queued_bytes < 1 << 20 {

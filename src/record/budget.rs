@@ -5,7 +5,7 @@
 //! clients is charged here once, when its frame is made, and released when the last queue
 //! (or socket write) holding it lets go: a record fanned out to ten thousand clients counts
 //! once, as it is held once. When the total passes the bound, the hub sheds the clients
-//! holding the most (see [`crate::hub`]).
+//! holding the most (see [`crate::stream::hub`]).
 
 use std::sync::Arc;
 

@@ -2,14 +2,14 @@
 //!
 //! The hub also knows where the stream is (the position after the last record
 //! dispatched, which each record's cursor is made of) and holds the most recent records
-//! ([`crate::replay::Recent`]), so a client can subscribe with what it missed or the last
+//! ([`crate::stream::replay::Recent`]), so a client can subscribe with what it missed or the last
 //! few records first: planned and queued under the same lock as the fan-out, so nothing
 //! falls between replay and live.
 //!
 //! A record is encoded once per form (see [`crate::record::Stamped`]) and each subscriber
 //! gets a reference to the same bytes. Delivery never waits on a client: a full queue is a
 //! decision under the slow-consumer policy, taken here and counted, and so is the
-//! gateway-wide bound on bytes held ([`crate::budget`]): past it, the clients holding the
+//! gateway-wide bound on bytes held ([`crate::record::budget`]): past it, the clients holding the
 //! most are shed, never the ones that keep up.
 
 use std::collections::{BTreeSet, HashMap};
@@ -19,14 +19,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::budget::Budget;
 use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, NO_STAMP, SLOW_CONSUMER};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::Metrics;
-use crate::position::{Cursor, Position};
+use crate::record::budget::Budget;
+use crate::record::position::{Cursor, Position};
 use crate::record::{Record, Stamped};
-use crate::replay::{self, Limits, Recent, Start};
 use crate::source::{Dispatch, Watch};
+use crate::stream::replay::{self, Limits, Recent, Start};
 
 /// A cheap-to-clone handle on the subscription table.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ struct Shared {
     /// Taken for every record and every subscription: one source task dispatches, so it
     /// is contended only by clients connecting and leaving.
     table: Mutex<Table>,
-    /// Tags this stream's cursors (see [`crate::position`]).
+    /// Tags this stream's cursors (see [`crate::record::position`]).
     tag: u32,
     /// Records dispatched, for sampling the fan-out's timing.
     sequence: std::sync::atomic::AtomicU64,
@@ -74,7 +74,7 @@ const SAMPLE: u64 = 16;
 /// The stream a hub serves, for its cursors and replay.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
-    /// See [`crate::position::topic_tag`].
+    /// See [`crate::record::position::topic_tag`].
     pub tag: u32,
     /// Bytes of recent records held for resume and `?last=`.
     pub recent_bytes: usize,

@@ -2,7 +2,10 @@
 //! serves the admin API and the console.
 //!
 //! Every WebSocket upgrade request, on any path, is a subscription and goes to
-//! [`crate::ws`] before routing, so every key stays reachable (even `metrics` or `api`).
+//! [`crate::session::ws`] before routing, so every key stays reachable (even `metrics` or `api`).
+
+pub mod api;
+pub mod console;
 
 use std::net::SocketAddr;
 
@@ -13,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 
-use crate::api::SubscriptionEndpoint;
-use crate::app::App;
+use crate::admin::api::SubscriptionEndpoint;
+use crate::gateway::App;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +38,11 @@ pub fn router(app: App, surface: Surface, subscriptions: SocketAddr, tls: bool) 
         let endpoint = SubscriptionEndpoint { port: subscriptions.port(), tls, same_origin: surface == Surface::Both };
         router = router
             .route("/metrics", get(metrics))
-            .merge(crate::console::routes())
-            .merge(crate::api::routes(app.clone()))
+            .merge(crate::admin::console::routes())
+            .merge(crate::admin::api::routes(app.clone()))
             .layer(Extension(endpoint));
     }
-    let router = router.fallback(crate::api::no_such_endpoint);
+    let router = router.fallback(crate::admin::api::no_such_endpoint);
     let router = if surface != Surface::Admin {
         router.layer(middleware::from_fn_with_state(app.clone(), divert_upgrades))
     } else {
@@ -51,15 +54,16 @@ pub fn router(app: App, surface: Surface, subscriptions: SocketAddr, tls: bool) 
 /// Subscriptions first: a WebSocket upgrade on any path, and a GET asking for an event
 /// stream on any path but the admin feed's, whatever else a path means to plain HTTP.
 async fn divert_upgrades(State(app): State<App>, request: Request, next: Next) -> Response {
-    if crate::ws::is_upgrade(request.headers()) {
-        crate::ws::upgrade(app, request).await
-    } else if crate::sse::is_event_stream(request.method(), request.headers()) && request.uri().path() != "/api/events"
+    if crate::session::ws::is_upgrade(request.headers()) {
+        crate::session::ws::upgrade(app, request).await
+    } else if crate::session::sse::is_event_stream(request.method(), request.headers())
+        && request.uri().path() != "/api/events"
     {
-        crate::sse::subscribe(app, request).await
-    } else if crate::sse::is_preflight(request.method(), request.headers())
+        crate::session::sse::subscribe(app, request).await
+    } else if crate::session::sse::is_preflight(request.method(), request.headers())
         && !request.uri().path().starts_with("/api/")
     {
-        crate::sse::preflight(&app, request.headers())
+        crate::session::sse::preflight(&app, request.headers())
     } else {
         next.run(request).await
     }

@@ -27,10 +27,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::admission::{self, Refused};
-use crate::app::App;
 use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
+use crate::gateway::App;
 use crate::record::Form;
+use crate::session::admission::{self, Refused};
 use crate::session::{End, Liveness, Opening, Session, CLOSE_TIMEOUT, PING_TIMEOUT};
 
 /// The response header that carries the connection id.

@@ -22,12 +22,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::admission;
-use crate::app::App;
 use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
+use crate::gateway::App;
 use crate::record::{sse_event, Form};
+use crate::session::admission;
+use crate::session::ws::CONNECTION_ID_HEADER;
 use crate::session::{End, Liveness, Opening, Session, CLOSE_TIMEOUT, PING_TIMEOUT};
-use crate::ws::CONNECTION_ID_HEADER;
 
 /// Events written per chunk of the response body.
 const BATCH: usize = 64;

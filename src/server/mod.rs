@@ -131,7 +131,7 @@ pub struct Listening {
 /// Accepts connections until shutdown, serving each with `router`. Connection tasks are
 /// spawned on the tracker so shutdown can wait for them. A connection holds one of the
 /// `max_pending` slots only until it upgrades: sessions are limited where they are made
-/// (see [`crate::ws`]), so a full house of clients still leaves room for health checks.
+/// (see [`crate::session::ws`]), so a full house of clients still leaves room for health checks.
 pub async fn serve(listener: TcpListener, router: Router, how: Listening) {
     let pending = Arc::new(Semaphore::new(how.max_pending));
     loop {
@@ -181,7 +181,7 @@ where
 {
     // An event stream whose client stopped reading ends its connection with this: hyper
     // has no write timeout of its own.
-    let abort = crate::sse::Abort::default();
+    let abort = crate::session::sse::Abort::default();
     let aborted = abort.0.clone();
     let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));

@@ -13,6 +13,8 @@
 //! Missing or wrong credentials are a 401 with `WWW-Authenticate`; a key the identity may
 //! not read is a 403. Credentials are never logged.
 
+pub mod origin;
+
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;

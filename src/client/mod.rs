@@ -4,6 +4,8 @@
 //! The hub and the registry hold the same `Arc<Client>`; the session task owns the other
 //! end of the queue and is the only writer to the socket.
 
+pub mod address;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,8 +17,8 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tungstenite::Message;
 
-use crate::position::Position;
-use crate::proxy::RemoteAddr;
+use crate::client::address::RemoteAddr;
+use crate::record::position::Position;
 use crate::record::{sse_event, Form};
 
 /// What a client subscribed to.

@@ -1,8 +1,12 @@
 //! One client's session, whatever its transport: its place in the registry and the hub,
 //! its queue, its slot under `--max-connections`, what it gets before the live stream
 //! (the welcome, and records read back from Kafka when it resumed further back than memory
-//! holds), how its liveness is judged, and how its end is recorded. [`crate::ws`] and
-//! [`crate::sse`] each only move frames between this and their wire.
+//! holds), how its liveness is judged, and how its end is recorded. [`crate::session::ws`] and
+//! [`crate::session::sse`] each only move frames between this and their wire.
+
+pub mod admission;
+pub mod sse;
+pub mod ws;
 
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -10,13 +14,13 @@ use std::time::Duration;
 
 use tungstenite::Message;
 
-use crate::admission::Admitted;
-use crate::app::App;
 use crate::client::{Client, ClientInfo, QueueReceiver};
-use crate::position::Position;
+use crate::gateway::App;
+use crate::record::position::Position;
 use crate::record::{Form, Stamped};
-use crate::replay::Start;
+use crate::session::admission::Admitted;
 use crate::sink::Event;
+use crate::stream::replay::Start;
 
 /// How a session ended, for the log line, the metrics and the disconnect event.
 #[derive(Debug)]

@@ -4,11 +4,11 @@
 
 use crate::client::Offer;
 use crate::config::SlowConsumerPolicy;
-use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::registry::Registry;
 use crate::source::Dispatch;
+use crate::stream::hub::Hub;
 
 pub struct ReplyRouter {
     pub registry: Registry,
@@ -28,7 +28,7 @@ impl Dispatch for ReplyRouter {
         };
         // In the client's transport: a frame, or an SSE `message` event.
         let frame = client.message(self.hub.budget().charge(value));
-        match crate::hub::offer(&client, frame, crate::client::NO_STAMP, self.policy, &self.metrics) {
+        match crate::stream::hub::offer(&client, frame, crate::client::NO_STAMP, self.policy, &self.metrics) {
             Offer::Queued => self.metrics.replies_delivered.inc(),
             Offer::Closed => self.metrics.replies_unknown.inc(),
             Offer::Full => 0,
