@@ -1,9 +1,10 @@
-//! Wiring: builds the gateway from a [`Config`], connects its source, and serves on a
-//! listener it is given until a shutdown token it is given is cancelled. `main` and the
-//! tests run exactly this.
+//! Wiring: builds each part of the gateway from the [`Config`], in order — the hub, the
+//! source, the registry, the sessions and who may open them, the admin surface — connects
+//! the source, and serves on a listener it is given until a shutdown token it is given is
+//! cancelled. `main` and the tests run exactly this. Nothing imports this module: each part
+//! is handed only what it needs.
 
-use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,9 +12,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::origin::AllowedOrigins;
+use crate::admin::Admin;
+use crate::session::admission::Gate;
+use crate::session::{SessionSettings, Sessions, Subscriptions};
+
 use crate::auth::Authenticator;
-use crate::client::address::TrustedProxies;
 use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -26,72 +29,9 @@ use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError};
 use crate::source::memory::{self, MemoryStream};
-use crate::source::progress::Progress;
 use crate::source::Dispatch;
 use crate::stream::history::History;
 use crate::stream::hub::{Hub, StreamSettings};
-
-/// Settings each session reads.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    pub welcome: bool,
-    pub queue: crate::client::QueueLimits,
-    pub ping_interval: Option<Duration>,
-    pub shutdown_timeout: Duration,
-    pub max_message_size: usize,
-    pub stored_message_bytes: usize,
-    /// Largest N of `?last=N`.
-    pub max_last: usize,
-}
-
-/// The shared state every request handler and session sees; cheap to clone.
-#[derive(Clone)]
-pub struct App(Arc<Shared>);
-
-pub struct Shared {
-    pub hub: Hub,
-    /// This process's clients (sessions enter and leave it).
-    pub registry: Registry,
-    /// The clients the admin API manages: this process's, or the whole cluster's.
-    pub clients: Arc<dyn Clients>,
-    /// This replica's name: on every client object and session log line.
-    pub node: Arc<str>,
-    pub auth: Authenticator,
-    pub metrics: Metrics,
-    pub readiness: Readiness,
-    pub settings: SessionSettings,
-    /// Cancelled when shutdown begins: listeners stop, sessions drain and close with 1001.
-    pub shutdown: CancellationToken,
-    /// Every connection and session, so shutdown can wait for them to finish.
-    pub tracker: TaskTracker,
-    /// The embedded stream, when that is the source.
-    pub memory: Option<MemoryStream>,
-    /// Client messages and lifecycle events, out.
-    pub outbox: Outbox,
-    /// The Bearer token of the admin API.
-    pub admin_token: crate::secret::Secret,
-    /// One permit per session (`--max-connections`): an upgrade finding none is refused
-    /// with 503 at once, rather than left to wait for a slot its client gave up on.
-    pub sessions: Arc<Semaphore>,
-    /// Web pages allowed to subscribe besides the gateway's own.
-    pub allowed_origins: AllowedOrigins,
-    /// Proxies whose forwarding headers name the client's address.
-    pub trusted_proxies: TrustedProxies,
-    /// How far consuming `input` is, per partition (Kafka only): `/readyz` shows it.
-    pub progress: Option<Progress>,
-    /// Reads older records back from Kafka for resuming clients (Kafka only).
-    pub history: Option<History>,
-    /// The port of the `--admin-addr` listener, once bound: pages of the console served
-    /// there may subscribe on this one.
-    pub console_port: std::sync::OnceLock<u16>,
-}
-
-impl Deref for App {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -111,7 +51,10 @@ enum Source {
 
 /// A gateway whose source is connected, not yet serving.
 pub struct Gateway {
-    app: App,
+    sessions: Sessions,
+    gate: Arc<Gate>,
+    admin: Admin,
+    readiness: Readiness,
     source: Source,
     tls: Option<Tls>,
     max_pending: usize,
@@ -173,7 +116,8 @@ impl Gateway {
         };
         let node: Arc<str> = Arc::from(config.node_id.as_str());
         let registry = Registry::default();
-        let local = Local::new(node.clone(), registry.clone(), hub.clone(), memory.clone(), outbox.clone());
+        let embedded = memory.is_some();
+        let local = Local::new(node.clone(), registry.clone(), hub.clone(), memory, outbox.clone());
         let (clients, cluster): (Arc<dyn Clients>, _) = match &config.cluster {
             None => (Arc::new(local), None),
             Some(c) => {
@@ -181,14 +125,35 @@ impl Gateway {
                 (cluster.clone(), Some(cluster))
             }
         };
-        let app = App(Arc::new(Shared {
+        let auth = Arc::new(Authenticator::new(&config.auth));
+        let gate = Arc::new(Gate {
+            auth: auth.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            console_port: Arc::new(OnceLock::new()),
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            max_last: config.max_last,
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+        });
+        let admin = Admin::new(crate::admin::Shared {
+            clients,
+            registry: registry.clone(),
+            admin_token: config.admin.token.clone(),
+            auth,
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            progress,
+            outbox: outbox.clone(),
+            embedded,
+            shutdown: shutdown.clone(),
+        });
+        let sessions = Sessions::new(crate::session::Shared {
             hub,
             registry,
-            clients,
-            node,
-            auth: Authenticator::new(&config.auth),
             metrics,
-            readiness,
+            outbox,
+            history,
             settings: SessionSettings {
                 welcome: config.welcome,
                 queue: crate::client::QueueLimits { frames: config.queue_capacity, bytes: config.queue_bytes },
@@ -196,22 +161,16 @@ impl Gateway {
                 shutdown_timeout: config.shutdown_timeout,
                 max_message_size: config.max_message_size,
                 stored_message_bytes: config.stored_message_bytes,
-                max_last: config.max_last,
             },
-            outbox,
-            admin_token: config.admin.token.clone(),
             shutdown,
             tracker: TaskTracker::new(),
-            memory,
-            sessions: Arc::new(Semaphore::new(config.max_connections)),
-            allowed_origins: config.allowed_origins.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-            progress,
-            history,
-            console_port: std::sync::OnceLock::new(),
-        }));
+            node,
+        });
         Ok(Gateway {
-            app,
+            sessions,
+            gate,
+            admin,
+            readiness,
             source,
             tls,
             max_pending: config.max_pending_connections,
@@ -221,8 +180,9 @@ impl Gateway {
         })
     }
 
-    pub fn app(&self) -> &App {
-        &self.app
+    /// The gateway's metrics, for what runs beside it (the TLS reload on SIGHUP).
+    pub fn metrics(&self) -> &Metrics {
+        &self.sessions.metrics
     }
 
     /// The TLS configuration, for reloading its files (SIGHUP).
@@ -234,7 +194,8 @@ impl Gateway {
     /// queues and close with 1001, all within the shutdown timeout. With `admin`, the admin
     /// API, metrics and console are served there instead of on `listener`.
     pub async fn serve(self, listener: TcpListener, admin: Option<TcpListener>) {
-        let app = self.app;
+        let app = self.sessions;
+        let subs = Subscriptions { gate: self.gate.clone(), sessions: app.clone() };
         let source_task = match self.source {
             Source::Kafka { input, replies } => {
                 if let Some(replies) = replies {
@@ -250,7 +211,7 @@ impl Gateway {
                 tokio::spawn(input.run(dispatch, app.shutdown.clone()))
             }
             Source::Memory { demo, stream } => {
-                app.readiness.set(true, "embedded stream");
+                self.readiness.set(true, "embedded stream");
                 let shutdown = app.shutdown.clone();
                 tokio::spawn(async move {
                     if demo {
@@ -272,15 +233,21 @@ impl Gateway {
         let subscriptions = listener.local_addr().unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let tls = listening.tls.is_some();
         if let Some(port) = admin.as_ref().and_then(|a| a.local_addr().ok()).map(|a| a.port()) {
-            let _ = app.console_port.set(port);
+            let _ = self.gate.console_port.set(port);
         }
         let admin_task = admin.map(|admin| {
-            let router = crate::admin::router(app.clone(), crate::admin::Surface::Admin, subscriptions, tls);
+            let router = crate::admin::router(
+                self.admin.clone(),
+                subs.clone(),
+                crate::admin::Surface::Admin,
+                subscriptions,
+                tls,
+            );
             tokio::spawn(crate::server::serve(admin, router, listening.clone()))
         });
         let surface =
             if admin_task.is_some() { crate::admin::Surface::Subscriptions } else { crate::admin::Surface::Both };
-        let router = crate::admin::router(app.clone(), surface, subscriptions, tls);
+        let router = crate::admin::router(self.admin.clone(), subs, surface, subscriptions, tls);
         crate::server::serve(listener, router, listening).await;
         // The accept loop ends only on shutdown: tell every session to drain and close. A
         // session registered after this sees the cancelled token when it starts.
@@ -290,7 +257,7 @@ impl Gateway {
         if let Some(task) = admin_task {
             let _ = task.await;
         }
-        app.readiness.set(false, "shutting down");
+        self.readiness.set(false, "shutting down");
         let _ = source_task.await;
         app.tracker.close();
         let clients = app.registry.len();

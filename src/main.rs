@@ -196,7 +196,7 @@ async fn run(config: Config) -> ExitCode {
     let cluster = config.cluster.as_ref().map_or_else(|| "off".to_owned(), |c| c.display());
     tracing::info!(node = %config.node_id, %cluster, %addr, "started");
 
-    tokio::spawn(stop_on_signal(signals, gateway.tls().cloned(), gateway.app().metrics.clone(), shutdown));
+    tokio::spawn(stop_on_signal(signals, gateway.tls().cloned(), gateway.metrics().clone(), shutdown));
     gateway.serve(listener, admin).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS

@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::admin::Admin;
 use crate::auth::SigningSecret;
-use crate::gateway::App;
 use crate::registry::{ClientsError, Close, Filter};
 use crate::sink::rfc3339;
 
@@ -173,7 +173,7 @@ impl<S: Send + Sync> FromRequest<S> for Payload {
 
 /// The `/api` routes: the OpenAPI document, open to all; everything else behind the token
 /// check. Every request is counted and timed by route, however it ends.
-pub fn routes(app: App) -> Router<App> {
+pub fn routes(app: Admin) -> Router<Admin> {
     let guarded = Router::new()
         .route("/api/clients", get(list_clients))
         .route("/api/clients/{id}", get(get_client).delete(disconnect))
@@ -205,7 +205,7 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method)
 }
 
-async fn require_token(State(app): State<App>, request: Request, next: Next) -> Response {
+async fn require_token(State(app): State<Admin>, request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -224,7 +224,7 @@ async fn require_token(State(app): State<App>, request: Request, next: Next) -> 
 /// Counts each request by outcome and times it by route: the route's pattern
 /// (`/api/clients/{id}`), never the path, whose ids would make a series per client. The
 /// time is until the response head: an event stream's life is not its latency.
-async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+async fn observe(State(app): State<Admin>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
@@ -253,7 +253,7 @@ const MAX_PAGE: usize = 1000;
 
 /// Clients ordered by id; `next` is the cursor for the following page, null on the last;
 /// `"partial":true` when some replicas could not be asked.
-async fn list_clients(State(app): State<App>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
+async fn list_clients(State(app): State<Admin>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
@@ -271,12 +271,12 @@ fn partial(mut body: Value, partial: bool) -> Value {
     body
 }
 
-async fn get_client(State(app): State<App>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+async fn get_client(State(app): State<Admin>, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
     Ok(Json(app.clients.get(&id).await?))
 }
 
 async fn send_to_client(
-    State(app): State<App>,
+    State(app): State<Admin>,
     ApiPath(id): ApiPath<String>,
     Payload(body): Payload,
 ) -> ApiResult<Response> {
@@ -311,7 +311,7 @@ const MAX_REASON_BYTES: usize = 123;
 /// [`CLOSE_TIMEOUT`](crate::session::CLOSE_TIMEOUT), and a client that does not read cannot
 /// make an operator's request wait.
 async fn disconnect(
-    State(app): State<App>,
+    State(app): State<Admin>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DisconnectQuery>,
 ) -> ApiResult<StatusCode> {
@@ -344,7 +344,7 @@ struct BroadcastQuery {
 }
 
 async fn broadcast(
-    State(app): State<App>,
+    State(app): State<Admin>,
     ApiQuery(q): ApiQuery<BroadcastQuery>,
     Payload(body): Payload,
 ) -> Json<Value> {
@@ -352,13 +352,17 @@ async fn broadcast(
     Json(partial(json!({ "delivered": d.delivered }), d.partial))
 }
 
-async fn publish(State(app): State<App>, ApiPath(key): ApiPath<String>, Payload(body): Payload) -> ApiResult<Response> {
+async fn publish(
+    State(app): State<Admin>,
+    ApiPath(key): ApiPath<String>,
+    Payload(body): Payload,
+) -> ApiResult<Response> {
     let published = app.clients.publish(&key, body).await?;
     Ok((StatusCode::ACCEPTED, Json(partial(published.placed, published.partial))).into_response())
 }
 
 /// Server-sent events: every connect, disconnect and client message, as it happens.
-async fn events(State(app): State<App>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+async fn events(State(app): State<Admin>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let feed = app.outbox.feed();
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = match feed.recv().await {
@@ -452,7 +456,7 @@ impl TokenRequest {
 
 /// A client token for browsers (which cannot send Basic credentials on a WebSocket), signed
 /// with the gateway's secret: the configured one, or the one this process drew at start-up.
-async fn mint_token(State(app): State<App>, Payload(body): Payload) -> ApiResult<Response> {
+async fn mint_token(State(app): State<Admin>, Payload(body): Payload) -> ApiResult<Response> {
     let request = TokenRequest::parse(&body)?;
     let ttl = Duration::from_secs(request.ttl.unwrap_or(DEFAULT_TOKEN_TTL));
     let (token, expires) = app.auth.mint(&request.sub, request.keys.as_deref(), ttl);
@@ -475,7 +479,7 @@ pub struct SubscriptionEndpoint {
 }
 
 /// What the console needs to know about this gateway.
-async fn info(State(app): State<App>, Extension(endpoint): Extension<SubscriptionEndpoint>) -> Json<Value> {
+async fn info(State(app): State<Admin>, Extension(endpoint): Extension<SubscriptionEndpoint>) -> Json<Value> {
     let secret = match app.auth.signing_secret() {
         SigningSecret::Configured => "configured",
         SigningSecret::Generated => "generated",
@@ -487,7 +491,7 @@ async fn info(State(app): State<App>, Extension(endpoint): Extension<Subscriptio
             "port": endpoint.port,
             "sameOrigin": endpoint.same_origin,
         },
-        "source": if app.memory.is_some() { "embedded" } else { "kafka" },
+        "source": if app.embedded { "embedded" } else { "kafka" },
         "node": app.clients.node(),
         "clients": app.registry.len(),
         "tokens": {

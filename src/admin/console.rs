@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::gateway::App;
+use crate::admin::Admin;
 
 const PAGE: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
@@ -20,7 +20,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-pub fn routes() -> Router<App> {
+pub fn routes() -> Router<Admin> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
         .route("/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))

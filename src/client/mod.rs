@@ -19,7 +19,7 @@ use tungstenite::Message;
 
 use crate::client::address::RemoteAddr;
 use crate::record::position::Position;
-use crate::record::{sse_event, Form};
+use crate::record::{payload, sse_event, Form};
 
 /// What a client subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -470,15 +470,6 @@ impl Drop for QueueReceiver {
     fn drop(&mut self) {
         self.0.state.fetch_or(RECEIVER_GONE, Ordering::AcqRel);
         *self.0.frames.lock() = Frames::default();
-    }
-}
-
-/// The payload a frame carries (empty for control frames without one).
-pub fn payload(frame: &Message) -> &[u8] {
-    match frame {
-        Message::Text(t) => t.as_bytes(),
-        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
-        Message::Close(_) | Message::Frame(_) => &[],
     }
 }
 

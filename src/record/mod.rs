@@ -102,7 +102,7 @@ impl Stamped {
     /// Payload bytes of the frames built so far (charged to the budget, and held as long as
     /// this record is).
     pub fn built_bytes(&self) -> usize {
-        let len = |m: Option<&Message>| m.map_or(0, |m| crate::client::payload(m).len());
+        let len = |m: Option<&Message>| m.map_or(0, |m| payload(m).len());
         len(self.verbatim.get().and_then(Option::as_ref))
             + len(self.envelope.get())
             + len(self.sse.get())
@@ -271,6 +271,15 @@ impl Serialize for Headers<'_> {
     }
 }
 
+/// The payload a frame carries (empty for control frames without one).
+pub fn payload(frame: &Message) -> &[u8] {
+    match frame {
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
+        Message::Close(_) | Message::Frame(_) => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +310,7 @@ mod tests {
         let stamped = Stamped::new(record(Some("k"), Some(b"0123456789")));
         let verbatim = stamped.frame(Form::Verbatim, &budget, cursor).cloned().unwrap();
         let envelope = stamped.frame(Form::Envelope, &budget, cursor).cloned().unwrap();
-        assert_eq!(budget.held(), 10 + crate::client::payload(&envelope).len());
+        assert_eq!(budget.held(), 10 + payload(&envelope).len());
         drop((stamped, verbatim, envelope));
         assert_eq!(budget.held(), 0);
     }

@@ -25,6 +25,12 @@ use tower::ServiceExt;
 use crate::config::TlsFiles;
 use crate::metrics::Metrics;
 
+/// Aborts the HTTP connection a request came on, from the handler that serves it: an event
+/// stream whose client stopped reading cannot be sent an end of stream (the socket is
+/// full), so its connection is dropped instead. Every request carries one.
+#[derive(Clone, Default)]
+pub struct Abort(pub CancellationToken);
+
 /// How long a client may take over the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept: the usual cause (no file descriptors) needs time to clear.
@@ -181,7 +187,7 @@ where
 {
     // An event stream whose client stopped reading ends its connection with this: hyper
     // has no write timeout of its own.
-    let abort = crate::session::sse::Abort::default();
+    let abort = Abort::default();
     let aborted = abort.0.clone();
     let service = router.map_request(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(remote));

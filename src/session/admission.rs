@@ -11,11 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::sync::OwnedSemaphorePermit;
 
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
+
+use crate::auth::origin::AllowedOrigins;
 use crate::auth::{AuthError, Authenticator, Identity};
-use crate::client::address::RemoteAddr;
+use crate::client::address::{RemoteAddr, TrustedProxies};
 use crate::client::Subscription;
-use crate::gateway::App;
+use crate::metrics::Metrics;
 use crate::record::position::Cursor;
+use crate::stream::hub::Hub;
 use crate::stream::replay::Start;
 
 /// Seconds a client refused at the connection limit is told to wait before trying again.
@@ -23,6 +29,27 @@ const RETRY_AFTER_SECS: &str = "5";
 /// How long a subscription waits for the stream to be joined at start-up (a fetch or two)
 /// before it is refused as not yet possible.
 const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Everything an admission decision reads: built from its own parts (no socket, no broker),
+/// so a decision can be tested alone.
+pub struct Gate {
+    pub auth: Arc<Authenticator>,
+    /// Web pages allowed to subscribe besides the gateway's own.
+    pub allowed_origins: AllowedOrigins,
+    /// Proxies whose forwarding headers name the client's address.
+    pub trusted_proxies: TrustedProxies,
+    /// The port of the `--admin-addr` listener, once bound: pages of the console served
+    /// there may subscribe here.
+    pub console_port: Arc<OnceLock<u16>>,
+    /// One permit per session (`--max-connections`): an upgrade finding none is refused
+    /// with 503 at once, rather than left to wait for a slot its client gave up on.
+    pub slots: Arc<Semaphore>,
+    /// Largest N of `?last=N`.
+    pub max_last: usize,
+    /// Whose cursors a client may bring, and whether the stream is joined yet.
+    pub hub: Hub,
+    pub metrics: Metrics,
+}
 
 /// A request that may subscribe.
 pub struct Admitted {
@@ -62,7 +89,7 @@ pub fn params(uri: &Uri) -> Params {
 
 /// What a subscriber asked to get first: the records after its cursor (`?cursor=`, or
 /// `Last-Event-ID` for an EventSource reconnecting), or the last N (`?last=N`).
-fn start(app: &App, params: &Params, last_event_id: Option<&str>) -> Result<Start, Refused> {
+fn start(gate: &Gate, params: &Params, last_event_id: Option<&str>) -> Result<Start, Refused> {
     let cursor = params.cursor.as_deref().or(last_event_id).map(str::trim).filter(|c| !c.is_empty());
     match (cursor, params.last.as_deref()) {
         (Some(_), Some(_)) => Err(Refused::BadRequest("cursor and last cannot be used together".into())),
@@ -71,10 +98,10 @@ fn start(app: &App, params: &Params, last_event_id: Option<&str>) -> Result<Star
             // A cursor of another stream (another topic, or an embedded stream that has
             // restarted) names offsets of something else: start at the oldest record held,
             // and say it was not a resume.
-            Ok(if app.hub.is_ours(&cursor) { Start::After(cursor.position) } else { Start::Oldest })
+            Ok(if gate.hub.is_ours(&cursor) { Start::After(cursor.position) } else { Start::Oldest })
         }
         (None, Some(n)) => {
-            let most = app.settings.max_last;
+            let most = gate.max_last;
             match n.trim().parse::<usize>() {
                 Ok(0) => Ok(Start::Live),
                 Ok(n) if n <= most => Ok(Start::Last(n)),
@@ -157,55 +184,62 @@ impl Refused {
     }
 }
 
-/// The client's address: the TCP peer, or what a trusted proxy says.
-pub fn remote(app: &App, parts: &request::Parts) -> RemoteAddr {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    app.trusted_proxies.client(peer, &parts.headers)
-}
-
-/// Checks the path, the origin and the credentials, in that order.
-pub fn admit(app: &App, parts: &request::Parts) -> Result<Admitted, Refused> {
-    let remote = remote(app, parts);
-    let subscription = subscription_from_path(parts.uri.path()).map_err(Refused::BadPath)?;
-    if !app.allowed_origins.permits(&parts.headers, app.console_port.get().copied()) {
-        return Err(Refused::Origin);
+impl Gate {
+    /// The client's address: the TCP peer, or what a trusted proxy says.
+    pub fn remote(&self, parts: &request::Parts) -> RemoteAddr {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.trusted_proxies.client(peer, &parts.headers)
     }
-    let params = params(&parts.uri);
-    let identity = app
-        .auth
-        .authenticate(&parts.headers, params.token.as_deref())
-        .and_then(|id| Authenticator::authorize(&id, &subscription).map(|()| id))
-        .map_err(Refused::Auth)?;
-    let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let start = start(app, &params, last_event_id)?;
-    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(Admitted { subscription, identity, remote, user_agent, params, start })
-}
 
-/// Waits (bounded) until the stream is joined in every partition: no subscription is
-/// planned against a start the broker has not confirmed, so none is told it resumed when it
-/// did not, nor handed a cursor the stream may skip past.
-pub async fn joined(app: &App) -> Result<(), Refused> {
-    if app.hub.wait_joined(JOIN_WAIT).await {
-        Ok(())
-    } else {
-        Err(Refused::Starting)
+    /// Whether a page of this origin (if any) may subscribe.
+    pub fn permits_origin(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.allowed_origins.permits(headers, self.console_port.get().copied())
     }
-}
 
-/// A session slot, or [`Refused::Full`] at once.
-pub fn slot(app: &App) -> Result<OwnedSemaphorePermit, Refused> {
-    app.sessions.clone().try_acquire_owned().map_err(|_| Refused::Full)
-}
+    /// Checks the path, the origin and the credentials, in that order.
+    pub fn admit(&self, parts: &request::Parts) -> Result<Admitted, Refused> {
+        let remote = self.remote(parts);
+        let subscription = subscription_from_path(parts.uri.path()).map_err(Refused::BadPath)?;
+        if !self.permits_origin(&parts.headers) {
+            return Err(Refused::Origin);
+        }
+        let params = params(&parts.uri);
+        let identity = self
+            .auth
+            .authenticate(&parts.headers, params.token.as_deref())
+            .and_then(|id| Authenticator::authorize(&id, &subscription).map(|()| id))
+            .map_err(Refused::Auth)?;
+        let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        let start = start(self, &params, last_event_id)?;
+        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Admitted { subscription, identity, remote, user_agent, params, start })
+    }
 
-/// Counts and logs a refusal, and gives the answer to send.
-pub fn refuse(app: &App, parts: &request::Parts, refused: Refused) -> Response {
-    app.metrics.upgrade_refused(refused.reason(), &remote(app, parts), parts.uri.path());
-    refused.into_response(&app.auth)
+    /// Waits (bounded) until the stream is joined in every partition: no subscription is
+    /// planned against a start the broker has not confirmed, so none is told it resumed
+    /// when it did not, nor handed a cursor the stream may skip past.
+    pub async fn joined(&self) -> Result<(), Refused> {
+        if self.hub.wait_joined(JOIN_WAIT).await {
+            Ok(())
+        } else {
+            Err(Refused::Starting)
+        }
+    }
+
+    /// A session slot, or [`Refused::Full`] at once.
+    pub fn slot(&self) -> Result<OwnedSemaphorePermit, Refused> {
+        self.slots.clone().try_acquire_owned().map_err(|_| Refused::Full)
+    }
+
+    /// Counts and logs a refusal, and gives the answer to send.
+    pub fn refuse(&self, parts: &request::Parts, refused: Refused) -> Response {
+        self.metrics.upgrade_refused(refused.reason(), &self.remote(parts), parts.uri.path());
+        refused.into_response(&self.auth)
+    }
 }
 
 #[cfg(test)]

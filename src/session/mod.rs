@@ -8,19 +8,81 @@ pub mod admission;
 pub mod sse;
 pub mod ws;
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tungstenite::Message;
 
 use crate::client::{Client, ClientInfo, QueueReceiver};
-use crate::gateway::App;
+use crate::metrics::Metrics;
 use crate::record::position::Position;
 use crate::record::{Form, Stamped};
-use crate::session::admission::Admitted;
-use crate::sink::Event;
+use crate::registry::Registry;
+use crate::session::admission::{Admitted, Gate};
+use crate::sink::{Event, Outbox};
+use crate::stream::history::History;
+use crate::stream::hub::Hub;
 use crate::stream::replay::Start;
+
+/// Settings each session reads.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub welcome: bool,
+    pub queue: crate::client::QueueLimits,
+    pub ping_interval: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub max_message_size: usize,
+    pub stored_message_bytes: usize,
+}
+
+/// What every session shares, and all it needs: where records come from and clients are
+/// listed, where events go, its settings, and the shutdown it drains on. Cheap to clone;
+/// built from parts that need no socket or broker, so a session can be tested alone.
+#[derive(Clone)]
+pub struct Sessions(Arc<Shared>);
+
+pub struct Shared {
+    pub hub: Hub,
+    /// This process's clients (sessions enter and leave it).
+    pub registry: Registry,
+    pub metrics: Metrics,
+    /// Client messages and lifecycle events, out.
+    pub outbox: Outbox,
+    /// Reads older records back from Kafka for resuming clients (Kafka only).
+    pub history: Option<History>,
+    pub settings: SessionSettings,
+    /// Cancelled when shutdown begins: sessions drain and close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every session, so shutdown can wait for them to finish.
+    pub tracker: TaskTracker,
+    /// This replica's name, on every session's log lines.
+    pub node: Arc<str>,
+}
+
+impl Sessions {
+    pub fn new(shared: Shared) -> Sessions {
+        Sessions(Arc::new(shared))
+    }
+}
+
+impl Deref for Sessions {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Where subscriptions come in: who may subscribe, and the sessions they then open. What
+/// the subscription endpoints ([`ws::upgrade`], [`sse::subscribe`]) are given.
+#[derive(Clone)]
+pub struct Subscriptions {
+    pub gate: Arc<Gate>,
+    pub sessions: Sessions,
+}
 
 /// How a session ended, for the log line, the metrics and the disconnect event.
 #[derive(Debug)]
@@ -32,7 +94,7 @@ pub enum End {
 }
 
 pub struct Session {
-    pub app: App,
+    pub sessions: Sessions,
     pub client: Arc<Client>,
     pub queue: QueueReceiver,
     _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
@@ -61,7 +123,7 @@ impl Session {
     /// Registers a new client and subscribes it (with what it asked to replay queued
     /// first). If the transport never starts, the session's drop takes it out again.
     pub fn open(
-        app: App,
+        sessions: Sessions,
         admitted: Admitted,
         form: Form,
         slot: tokio::sync::OwnedSemaphorePermit,
@@ -69,26 +131,26 @@ impl Session {
         let Admitted { subscription, identity, remote, user_agent, start, .. } = admitted;
         let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
         let info = ClientInfo { id, subscription, form, user: identity.user, remote, user_agent };
-        let (client, queue) = Client::new(info, app.settings.queue, app.settings.stored_message_bytes);
+        let (client, queue) = Client::new(info, sessions.settings.queue, sessions.settings.stored_message_bytes);
         let client = Arc::new(client);
-        app.registry.insert(client.clone());
-        let begin = app.hub.subscribe(client.clone(), &start);
+        sessions.registry.insert(client.clone());
+        let begin = sessions.hub.subscribe(client.clone(), &start);
         let resumed = matches!(start, Start::After(_) | Start::Oldest).then_some(begin.complete);
         if resumed.is_some() {
-            app.metrics.resumed(if begin.fetch.is_empty() { "memory" } else { "kafka" });
+            sessions.metrics.resumed(if begin.fetch.is_empty() { "memory" } else { "kafka" });
         }
         let last = matches!(start, Start::Last(_)).then_some(begin.replayed);
         let opening = Opening { start: begin.start, resumed, fetch: begin.fetch, older: begin.older, last };
-        let tracked = app.tracker.token();
-        (Session { app, client, queue, _tracked: tracked, _slot: slot }, opening)
+        let tracked = sessions.tracker.token();
+        (Session { sessions, client, queue, _tracked: tracked, _slot: slot }, opening)
     }
 
     /// The client is connected: counted, logged, and reported as an event.
     pub fn started(&self) {
-        self.app.metrics.connections.inc();
-        self.app.metrics.connections_opened.inc();
+        self.sessions.metrics.connections.inc();
+        self.sessions.metrics.connections_opened.inc();
         tracing::info!(remote = %self.client.remote, user = self.client.user.as_deref().unwrap_or("-"), "connected");
-        self.app.outbox.emit(&self.client, Event::Connect);
+        self.sessions.outbox.emit(&self.client, Event::Connect);
     }
 
     /// What goes out before the queue: the welcome frame (unless `--no-welcome`), then the
@@ -98,7 +160,7 @@ impl Session {
         let Opening { mut start, mut resumed, fetch, older, mut last } = *opening;
         let mut frames = Vec::new();
         if !fetch.is_empty() {
-            let fetched = match &self.app.history {
+            let fetched = match &self.sessions.history {
                 Some(history) => history.fetch(fetch.clone()).await,
                 None => Default::default(),
             };
@@ -109,7 +171,7 @@ impl Session {
             } else {
                 if !fetched.complete {
                     resumed = Some(false);
-                    self.app.metrics.resumed("incomplete");
+                    self.sessions.metrics.resumed("incomplete");
                 }
                 for &(partition, from) in &fetched.starts {
                     start.set(partition, from);
@@ -124,12 +186,12 @@ impl Session {
                 if resumed == Some(false) {
                     // What was missed is gone: delivery starts at the oldest record still
                     // held in memory or read back.
-                    tracing::info!(from = %self.app.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
+                    tracing::info!(from = %self.sessions.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
                 }
             }
         }
-        if self.app.settings.welcome {
-            let mut welcome = serde_json::json!({ "type": "connected", "replyId": &*self.client.id, "cursor": self.app.hub.cursor(&start) });
+        if self.sessions.settings.welcome {
+            let mut welcome = serde_json::json!({ "type": "connected", "replyId": &*self.client.id, "cursor": self.sessions.hub.cursor(&start) });
             if let Some(resumed) = resumed {
                 welcome["resumed"] = resumed.into();
             }
@@ -155,8 +217,8 @@ impl Session {
         for record in records {
             at.set(record.partition, record.offset + 1);
             let stamped = Stamped::new(Arc::unwrap_or_clone(record));
-            let cursor = self.app.hub.cursor(&at);
-            if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.app.hub.budget()) {
+            let cursor = self.sessions.hub.cursor(&at);
+            if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.sessions.hub.budget()) {
                 frames.push(frame);
             }
         }
@@ -165,7 +227,7 @@ impl Session {
 
     /// Records how the session ended: metrics, a log line, the disconnect event.
     pub fn finish(&self, end: End) {
-        let metrics = &self.app.metrics;
+        let metrics = &self.sessions.metrics;
         metrics.connections.dec();
         let (code, reason) = match &end {
             End::Closed { code, reason, by_client } => {
@@ -178,7 +240,7 @@ impl Session {
                 (1006, error.as_str())
             }
         };
-        self.app.outbox.emit(&self.client, Event::Disconnect { code, reason });
+        self.sessions.outbox.emit(&self.client, Event::Disconnect { code, reason });
     }
 
     /// A batch just reached the socket: the age of the record it started with (a batch's
@@ -188,15 +250,15 @@ impl Session {
         if let Some(stamp) = self.queue.stamp() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             let age_ms = (now.as_millis() as i64).saturating_sub(stamp).max(0);
-            self.app.metrics.record_age_seconds.observe(age_ms as f64 / 1000.0);
+            self.sessions.metrics.record_age_seconds.observe(age_ms as f64 / 1000.0);
         }
     }
 
     /// A message from the client: counted, recorded, and passed on (never waited on).
     pub fn client_message(&self, data: &[u8], text: bool) {
         self.client.received(data);
-        self.app.metrics.client_messages.inc();
-        self.app.outbox.emit(&self.client, Event::Message { data, text });
+        self.sessions.metrics.client_messages.inc();
+        self.sessions.outbox.emit(&self.client, Event::Message { data, text });
     }
 }
 
@@ -240,8 +302,8 @@ impl Drop for Session {
     /// Every way out of a session passes here: the client leaves the registry (unless a
     /// disconnect took it out already) and the hub.
     fn drop(&mut self) {
-        self.app.registry.remove(&self.client.id);
-        self.app.hub.unsubscribe(&self.client);
+        self.sessions.registry.remove(&self.client.id);
+        self.sessions.hub.unsubscribe(&self.client);
     }
 }
 

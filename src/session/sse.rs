@@ -19,23 +19,18 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
-use crate::gateway::App;
+use crate::client::{Signal, CLOSE_GOING_AWAY};
+use crate::record::payload;
 use crate::record::{sse_event, Form};
-use crate::session::admission;
+use crate::server::Abort;
+use crate::session::admission::Gate;
 use crate::session::ws::CONNECTION_ID_HEADER;
-use crate::session::{End, Liveness, Opening, Session, CLOSE_TIMEOUT, PING_TIMEOUT};
+use crate::session::{End, Liveness, Opening, Session, Subscriptions, CLOSE_TIMEOUT, PING_TIMEOUT};
 
 /// Events written per chunk of the response body.
 const BATCH: usize = 64;
-
-/// Aborts the HTTP connection a stream runs on: a client that stopped reading cannot be
-/// sent an end of stream (the socket is full), so its connection is dropped instead.
-#[derive(Clone, Default)]
-pub struct Abort(pub CancellationToken);
 
 /// Whether a request asks for an event stream: a GET that accepts `text/event-stream`.
 pub fn is_event_stream(method: &Method, headers: &HeaderMap) -> bool {
@@ -50,18 +45,18 @@ pub fn is_event_stream(method: &Method, headers: &HeaderMap) -> bool {
 
 /// Admits an event-stream request and answers with the stream; refusals are answered as
 /// for WebSocket upgrades, before anything is registered.
-pub async fn subscribe(app: App, request: Request) -> Response {
+pub async fn subscribe(subs: Subscriptions, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let admitted = match admission::admit(&app, &parts) {
+    let admitted = match subs.gate.admit(&parts) {
         Ok(a) => a,
-        Err(refused) => return admission::refuse(&app, &parts, refused),
+        Err(refused) => return subs.gate.refuse(&parts, refused),
     };
-    if let Err(refused) = admission::joined(&app).await {
-        return admission::refuse(&app, &parts, refused);
+    if let Err(refused) = subs.gate.joined().await {
+        return subs.gate.refuse(&parts, refused);
     }
-    let admitted = match admission::slot(&app).map(|s| (admitted, s)) {
+    let admitted = match subs.gate.slot().map(|s| (admitted, s)) {
         Ok(a) => a,
-        Err(refused) => return admission::refuse(&app, &parts, refused),
+        Err(refused) => return subs.gate.refuse(&parts, refused),
     };
     let abort = parts.extensions.get::<Abort>().cloned().unwrap_or_default();
     // Admitted, so its origin (if any) is allowed: say so to the browser, whose
@@ -71,11 +66,11 @@ pub async fn subscribe(app: App, request: Request) -> Response {
         let envelope = admitted.0.params.envelope;
         (admitted, Form::new(true, envelope))
     };
-    let (session, opening) = Session::open(app, admitted, form, slot);
+    let (session, opening) = Session::open(subs.sessions, admitted, form, slot);
     let id = session.client.id.clone();
     // One chunk in flight: a client that does not read holds one chunk, not its queue.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), transport = "sse", node = %session.app.node);
+    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), transport = "sse", node = %session.sessions.node);
     tokio::spawn(session.run_sse(tx, Box::new(opening), abort).instrument(span));
 
     let body =
@@ -109,9 +104,8 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 
 /// Answers a browser asking whether a page of another origin may open an event stream
 /// here with credentials or `Last-Event-ID`: yes, for the origins subscriptions accept.
-pub fn preflight(app: &App, headers: &HeaderMap) -> Response {
-    let allowed =
-        headers.contains_key(header::ORIGIN) && app.allowed_origins.permits(headers, app.console_port.get().copied());
+pub fn preflight(gate: &Gate, headers: &HeaderMap) -> Response {
+    let allowed = headers.contains_key(header::ORIGIN) && gate.permits_origin(headers);
     let mut response = Response::new(Body::empty());
     if !allowed {
         *response.status_mut() = StatusCode::FORBIDDEN;
@@ -140,7 +134,7 @@ enum Stop {
 impl Session {
     async fn run_sse(mut self, tx: mpsc::Sender<Bytes>, opening: Box<Opening>, abort: Abort) {
         self.started();
-        let mut live = Liveness::new(self.app.settings.ping_interval);
+        let mut live = Liveness::new(self.sessions.settings.ping_interval);
         let frames = self.opening(opening).await;
         // EventSource waits about three seconds before reconnecting: one is enough, and a
         // resumed stream loses nothing by coming back sooner.
@@ -151,8 +145,8 @@ impl Session {
         if let Some(last) = frames.last() {
             self.client.sent(frames.len() as u64, chunk.len() as u64, payload(last));
         }
-        self.app.metrics.frames_sent.inc_by(frames.len() as u64);
-        self.app.metrics.bytes_sent.inc_by(chunk.len() as u64);
+        self.sessions.metrics.frames_sent.inc_by(frames.len() as u64);
+        self.sessions.metrics.bytes_sent.inc_by(chunk.len() as u64);
         let end = match self.send(&tx, chunk.freeze(), &mut live).await {
             Ok(()) => self.pump_sse(&tx, &mut live).await,
             Err(stop) => self.stopped(stop, &tx).await,
@@ -165,7 +159,7 @@ impl Session {
     }
 
     async fn pump_sse(&mut self, tx: &mpsc::Sender<Bytes>, live: &mut Liveness) -> End {
-        if self.app.shutdown.is_cancelled() {
+        if self.sessions.shutdown.is_cancelled() {
             self.client.shut_down();
         }
         loop {
@@ -181,8 +175,8 @@ impl Session {
                                     self.delivered();
                                 }
                                 self.client.sent(count, bytes, payload(&last));
-                                self.app.metrics.frames_sent.inc_by(count);
-                                self.app.metrics.bytes_sent.inc_by(bytes);
+                                self.sessions.metrics.frames_sent.inc_by(count);
+                                self.sessions.metrics.bytes_sent.inc_by(bytes);
                             }
                             Err(stop) => return self.stopped(stop, tx).await,
                         }
@@ -271,7 +265,7 @@ impl Session {
             Stop::Signal(Signal::Shutdown) => (CLOSE_GOING_AWAY, "shutting down".to_owned(), true),
         };
         let deadline = if flush {
-            self.app.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250))
+            self.sessions.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250))
         } else {
             CLOSE_TIMEOUT
         };

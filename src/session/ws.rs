@@ -27,11 +27,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::client::{payload, Signal, CLOSE_GOING_AWAY};
-use crate::gateway::App;
+use crate::client::{Signal, CLOSE_GOING_AWAY};
+use crate::record::payload;
 use crate::record::Form;
-use crate::session::admission::{self, Refused};
-use crate::session::{End, Liveness, Opening, Session, CLOSE_TIMEOUT, PING_TIMEOUT};
+use crate::session::admission::Refused;
+use crate::session::{End, Liveness, Opening, Session, Subscriptions, CLOSE_TIMEOUT, PING_TIMEOUT};
 
 /// The response header that carries the connection id.
 pub const CONNECTION_ID_HEADER: &str = "sluice-connection-id";
@@ -57,29 +57,29 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Handles an upgrade request: admit it (path, origin, credentials), check the opening
 /// handshake, take a session slot, register the client, and answer 101 with its id.
 /// Refusals never open a socket.
-pub async fn upgrade(app: App, request: Request) -> Response {
+pub async fn upgrade(subs: Subscriptions, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let admitted = match admission::admit(&app, &parts) {
+    let admitted = match subs.gate.admit(&parts) {
         Ok(a) => a,
-        Err(refused) => return admission::refuse(&app, &parts, refused),
+        Err(refused) => return subs.gate.refuse(&parts, refused),
     };
-    if let Err(refused) = admission::joined(&app).await {
-        return admission::refuse(&app, &parts, refused);
+    if let Err(refused) = subs.gate.joined().await {
+        return subs.gate.refuse(&parts, refused);
     }
     let handshake = handshake(&mut parts)
         .map_err(|r| Refused::Transport { reason: "bad_handshake", response: Box::new(r.into_response()) })
-        .and_then(|h| admission::slot(&app).map(|slot| (h, slot)));
+        .and_then(|h| subs.gate.slot().map(|slot| (h, slot)));
     let ((on_upgrade, accept), slot) = match handshake {
         Ok(h) => h,
-        Err(refused) => return admission::refuse(&app, &parts, refused),
+        Err(refused) => return subs.gate.refuse(&parts, refused),
     };
     let form = Form::new(false, admitted.params.envelope);
     // Subscribed before the 101 goes out: a client that has its answer receives every
     // record dispatched from then on. If the upgrade fails, the task below ends and the
     // session's drop takes the client out again.
-    let (session, opening) = Session::open(app, admitted, form, slot);
+    let (session, opening) = Session::open(subs.sessions, admitted, form, slot);
     let id = session.client.id.clone();
-    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), node = %session.app.node);
+    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), node = %session.sessions.node);
     tokio::spawn(session.run_websocket(on_upgrade, Box::new(opening)).instrument(span));
 
     let mut response = Response::new(Body::empty());
@@ -232,7 +232,7 @@ impl Session {
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
             let mut socket = match on_upgrade.await {
-                Ok(upgraded) => websocket(upgraded, self.app.settings.max_message_size).await,
+                Ok(upgraded) => websocket(upgraded, self.sessions.settings.max_message_size).await,
                 Err(e) => return tracing::debug!(error = %e, "upgrade failed after the 101"),
             };
             self.started();
@@ -257,8 +257,8 @@ impl Session {
         if let Some(last) = frames.last() {
             self.client.sent(count, bytes, payload(last));
         }
-        self.app.metrics.frames_sent.inc_by(count);
-        self.app.metrics.bytes_sent.inc_by(bytes);
+        self.sessions.metrics.frames_sent.inc_by(count);
+        self.sessions.metrics.bytes_sent.inc_by(bytes);
         Ok(())
     }
 
@@ -267,11 +267,11 @@ impl Session {
     /// the write path stays inline, as boxing it costs an allocation per batch (measured in
     /// BENCHMARKS.md).
     async fn pump(&mut self, socket: &mut Socket) -> End {
-        let mut live = Liveness::new(self.app.settings.ping_interval);
+        let mut live = Liveness::new(self.sessions.settings.ping_interval);
 
         // Shutdown reaches sessions through their queues (Gateway::serve signals every
         // registered client); one registered after that signal finds the token cancelled.
-        if self.app.shutdown.is_cancelled() {
+        if self.sessions.shutdown.is_cancelled() {
             self.client.shut_down();
         }
         loop {
@@ -402,8 +402,8 @@ impl Session {
                     if let Some(last) = &batch.last {
                         self.client.sent(batch.count, batch.bytes, payload(last));
                     }
-                    self.app.metrics.frames_sent.inc_by(batch.count);
-                    self.app.metrics.bytes_sent.inc_by(batch.bytes);
+                    self.sessions.metrics.frames_sent.inc_by(batch.count);
+                    self.sessions.metrics.bytes_sent.inc_by(batch.bytes);
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Error(e))),
@@ -445,7 +445,7 @@ impl Session {
     /// Closes for shutdown: everything already queued is sent first, then 1001, within
     /// the shutdown deadline.
     async fn shut_down(&mut self, socket: &mut Socket) -> End {
-        let deadline = self.app.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250));
+        let deadline = self.sessions.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250));
         let started = Instant::now();
         let mut count = 0u64;
         let mut bytes = 0u64;
@@ -458,8 +458,8 @@ impl Session {
             socket.flush().await
         })
         .await;
-        self.app.metrics.frames_sent.inc_by(count);
-        self.app.metrics.bytes_sent.inc_by(bytes);
+        self.sessions.metrics.frames_sent.inc_by(count);
+        self.sessions.metrics.bytes_sent.inc_by(bytes);
         if !matches!(drained, Ok(Ok(()))) {
             return End::Lost("could not flush queued frames before the shutdown deadline".into());
         }
