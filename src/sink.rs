@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use base64::Engine;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
@@ -21,6 +20,7 @@ use tokio::sync::broadcast;
 use crate::client::Client;
 use crate::config::{KafkaConfig, Scope};
 use crate::metrics::Metrics;
+use crate::record::Text;
 
 /// Events kept for feed subscribers that fall behind; older ones are skipped for them.
 const FEED_BACKLOG: usize = 1024;
@@ -178,7 +178,9 @@ fn event_json(client: &Client, event: &Event<'_>) -> String {
             v["reason"] = (*reason).into();
         }
         Event::Message { data, text } => {
-            let (data, encoding) = encode_data(data, *text);
+            // A binary frame stays marked binary even when its bytes are UTF-8.
+            let data = if *text { Text::of(data) } else { Text::base64(data) };
+            let (data, encoding) = (data.as_str(), data.encoding());
             v["data"] = data.into();
             if let Some(e) = encoding {
                 v["encoding"] = e.into();
@@ -186,14 +188,6 @@ fn event_json(client: &Client, event: &Event<'_>) -> String {
         }
     }
     v.to_string()
-}
-
-/// Message data for JSON: the text itself, or base64 for binary.
-pub fn encode_data(data: &[u8], text: bool) -> (String, Option<&'static str>) {
-    match (text, std::str::from_utf8(data)) {
-        (true, Ok(s)) => (s.to_owned(), None),
-        _ => (base64::engine::general_purpose::STANDARD.encode(data), Some("base64")),
-    }
 }
 
 pub fn rfc3339(t: SystemTime) -> String {

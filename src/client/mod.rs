@@ -19,7 +19,7 @@ use tungstenite::Message;
 
 use crate::client::address::RemoteAddr;
 use crate::record::position::Position;
-use crate::record::{payload, sse_event, Form};
+use crate::record::{payload, sse_event, Form, Text};
 
 /// What a client subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -170,13 +170,9 @@ impl Client {
     /// form: a text (UTF-8) or binary frame, or an SSE `message` event.
     pub fn message(&self, body: Bytes) -> Message {
         if self.form.is_sse() {
-            match std::str::from_utf8(&body) {
-                Ok(_) => Message::Binary(sse_event(Some("message"), None, &body)),
-                Err(_) => {
-                    use base64::Engine;
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
-                    Message::Binary(sse_event(Some("message-binary"), None, encoded.as_bytes()))
-                }
+            match Text::of(&body) {
+                Text::Utf8(text) => Message::Binary(sse_event(Some("message"), None, text.as_bytes())),
+                Text::Base64(encoded) => Message::Binary(sse_event(Some("message-binary"), None, encoded.as_bytes())),
             }
         } else {
             crate::record::frame(body)

@@ -187,13 +187,9 @@ pub fn sse_event(event: Option<&str>, id: Option<&str>, data: &[u8]) -> Bytes {
 /// A record's value as an SSE event: the text as `data:`, or for a binary value its
 /// base64 under `event: binary` (SSE carries text only).
 fn sse_record(cursor: &str, value: Option<&[u8]>) -> Bytes {
-    let value = value.unwrap_or_default();
-    match std::str::from_utf8(value) {
-        Ok(_) => sse_event(None, Some(cursor), value),
-        Err(_) => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-            sse_event(Some("binary"), Some(cursor), encoded.as_bytes())
-        }
+    match Text::of(value.unwrap_or_default()) {
+        Text::Utf8(text) => sse_event(None, Some(cursor), text.as_bytes()),
+        Text::Base64(encoded) => sse_event(Some("binary"), Some(cursor), encoded.as_bytes()),
     }
 }
 
@@ -211,12 +207,12 @@ pub fn frame(value: Bytes) -> Message {
 pub fn envelope_json(r: &Record, cursor: Option<&str>) -> String {
     let value = match r.value.as_deref() {
         None => EnvelopeValue::Null,
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => match serde_json::from_str::<&RawValue>(text) {
+        Some(bytes) => match Text::of(bytes) {
+            Text::Utf8(text) => match serde_json::from_str::<&RawValue>(text) {
                 Ok(raw) => EnvelopeValue::Json(raw),
                 Err(_) => EnvelopeValue::Text(text),
             },
-            Err(_) => EnvelopeValue::Base64(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Text::Base64(encoded) => EnvelopeValue::Base64(encoded),
         },
     };
     let envelope = Envelope {
@@ -268,6 +264,41 @@ impl Serialize for Headers<'_> {
             map.serialize_entry(name, &value.as_deref().map(String::from_utf8_lossy))?;
         }
         map.end()
+    }
+}
+
+/// A payload where only text can go (JSON, an SSE event): the text itself when it is
+/// UTF-8, else its base64. Every place that carries bytes as text goes through this, so
+/// they all agree on what a reader must decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text<'a> {
+    Utf8(&'a str),
+    Base64(String),
+}
+
+impl<'a> Text<'a> {
+    pub fn of(bytes: &'a [u8]) -> Text<'a> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Text::Utf8(text),
+            Err(_) => Text::base64(bytes),
+        }
+    }
+
+    /// Base64 whatever the bytes are (a binary frame's payload stays marked binary).
+    pub fn base64(bytes: &[u8]) -> Text<'a> {
+        Text::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Utf8(t) => t,
+            Text::Base64(b) => b,
+        }
+    }
+
+    /// `Some("base64")` for base64: the `encoding` fields of the JSON forms.
+    pub fn encoding(&self) -> Option<&'static str> {
+        matches!(self, Text::Base64(_)).then_some("base64")
     }
 }
 

@@ -159,8 +159,8 @@ fn last_message(a: &Activity) -> Value {
             json!({ "data": std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(), "at": rfc3339(at) })
         }
         Err(_) => {
-            let (data, encoding) = crate::sink::encode_data(data, false);
-            json!({ "data": data, "encoding": encoding, "at": rfc3339(at) })
+            let data = crate::record::Text::base64(data);
+            json!({ "data": data.as_str(), "encoding": data.encoding(), "at": rfc3339(at) })
         }
     }
 }
