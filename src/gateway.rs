@@ -17,7 +17,8 @@ use crate::session::admission::Gate;
 use crate::session::{SessionSettings, Sessions, Subscriptions};
 
 use crate::auth::Authenticator;
-use crate::config::{Config, SlowConsumerPolicy, SourceConfig, StartFrom};
+use crate::client::SlowConsumerPolicy;
+use crate::config::{Config, SourceConfig};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::budget::Budget;
@@ -27,7 +28,7 @@ use crate::registry::replies::ReplyRouter;
 use crate::registry::{Clients, Registry};
 use crate::server::{Listening, Tls, TlsError};
 use crate::sink::Outbox;
-use crate::source::kafka::{KafkaSource, KafkaSourceError};
+use crate::source::kafka::{KafkaSource, KafkaSourceError, StartFrom};
 use crate::source::memory::{self, MemoryStream};
 use crate::source::Dispatch;
 use crate::stream::history::History;

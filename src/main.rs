@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sluice::config::{Command, Config, LogFormat, Options, TokenArgs, DEFAULT_PORT};
+use sluice::config::{Command, Config, LogFormat, Options, TokenArgs, SETTING};
 use sluice::gateway::Gateway;
 use tokio_util::sync::CancellationToken;
 
@@ -81,7 +81,7 @@ fn healthcheck(options: &Options) -> ExitCode {
         Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
     };
-    let addr = SocketAddr::new(host, options.port.unwrap_or(DEFAULT_PORT));
+    let addr = SocketAddr::new(host, options.port());
     let scheme = if options.tls_cert.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}/healthz");
     let answer =
@@ -125,11 +125,14 @@ fn healthcheck(options: &Options) -> ExitCode {
 /// `sluice token`: a client token signed with the configured secret, on stdout.
 fn print_token(options: &Options, args: &TokenArgs) -> ExitCode {
     let Some(secret) = options.jwt_secret.as_ref().filter(|s| !s.expose().is_empty()) else {
-        eprintln!("config error: --jwt-secret / SLUICE_JWT_SECRET: required to sign a token (the gateway must have the same one)");
+        eprintln!(
+            "config error: {}: required to sign a token (the gateway must have the same one)",
+            SETTING.jwt_secret
+        );
         return ExitCode::from(EXIT_CONFIG);
     };
     if secret.expose().len() < 32 {
-        eprintln!("config error: --jwt-secret / SLUICE_JWT_SECRET: must be at least 32 bytes long");
+        eprintln!("config error: {}: must be at least 32 bytes long", SETTING.jwt_secret);
         return ExitCode::from(EXIT_CONFIG);
     }
     println!("{}", sluice::auth::mint(secret, &args.sub, args.keys.as_deref(), args.ttl));
@@ -149,7 +152,7 @@ async fn run(config: Config) -> ExitCode {
     let listener = match sluice::server::bind(config.listen) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: --port / PORT: cannot listen on {}: {e}", config.listen);
+            eprintln!("error: {}: cannot listen on {}: {e}", SETTING.port, config.listen);
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
@@ -158,7 +161,7 @@ async fn run(config: Config) -> ExitCode {
         Some(addr) => match sluice::server::bind(addr) {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("error: --admin-addr / SLUICE_ADMIN_ADDR: cannot listen on {addr}: {e}");
+                eprintln!("error: {}: cannot listen on {addr}: {e}", SETTING.admin_addr);
                 return ExitCode::from(EXIT_UNAVAILABLE);
             }
         },
@@ -169,13 +172,22 @@ async fn run(config: Config) -> ExitCode {
     // generated password must not end up in a log pipeline.
     if config.auth.generated_password {
         if let Some((user, password)) = config.auth.users.first() {
-            println!("generated credentials (set WS_USERNAME and WS_PASSWORD to choose your own): user {user:?}, password {:?}", password.expose());
+            println!(
+                "generated credentials (set {} and {} to choose your own): user {user:?}, password {:?}",
+                SETTING.ws_username.env,
+                SETTING.ws_password.env,
+                password.expose()
+            );
         }
     } else if config.auth.allow_anonymous && config.auth.users.is_empty() && config.auth.jwt_secret.is_none() {
-        println!("warning: --allow-anonymous: anyone who can reach this port can subscribe");
+        println!("warning: {}: anyone who can reach this port can subscribe", SETTING.allow_anonymous.flag());
     }
     if config.admin.generated_token {
-        println!("generated admin token (set ADMIN_TOKEN to choose your own): {}", config.admin.token.expose());
+        println!(
+            "generated admin token (set {} to choose your own): {}",
+            SETTING.admin_token.env,
+            config.admin.token.expose()
+        );
     }
     let http = if config.tls.is_some() { "https" } else { "http" };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());

@@ -18,9 +18,9 @@ use rdkafka::Message as _;
 use tokio::sync::broadcast;
 
 use crate::client::Client;
-use crate::config::{KafkaConfig, Scope};
 use crate::metrics::Metrics;
 use crate::record::Text;
+use crate::source::kafka::{KafkaSettings, Scope};
 
 /// Events kept for feed subscribers that fall behind; older ones are skipped for them.
 const FEED_BACKLOG: usize = 1024;
@@ -86,7 +86,7 @@ impl Outbox {
 
     /// Client messages and events also go to Kafka, to the topics configured; published
     /// records go to `input`.
-    pub fn kafka(cfg: &KafkaConfig, metrics: Metrics) -> Result<Outbox, KafkaError> {
+    pub fn kafka(cfg: &KafkaSettings, metrics: Metrics) -> Result<Outbox, KafkaError> {
         let kafka = {
             let buffer = cfg.produce_buffer.to_string();
             let config = crate::source::kafka::client_config(

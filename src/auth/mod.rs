@@ -24,9 +24,20 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::client::Subscription;
-use crate::config::AuthConfig;
 use crate::secret::Secret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Who may connect, as the settings say (config builds it from `WS_USERNAME`,
+/// `WS_PASSWORD`, `--jwt-secret` and `--allow-anonymous`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Basic-auth users. Empty with no JWT secret means anonymous (only when allowed).
+    pub users: Vec<(String, Secret)>,
+    pub jwt_secret: Option<Secret>,
+    pub allow_anonymous: bool,
+    /// True when the only user's password was generated at start-up and must be printed.
+    pub generated_password: bool,
+}
 
 /// Who a request authenticated as, and what it may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +112,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(cfg: &AuthConfig) -> Self {
+    pub fn new(cfg: &AuthSettings) -> Self {
         let users = cfg.users.iter().map(|(u, p)| (u.clone(), digest(p.expose().as_bytes()))).collect();
         let (secret, source) = match &cfg.jwt_secret {
             Some(s) => (s.clone(), SigningSecret::Configured),
@@ -250,7 +261,7 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn auth(anonymous: bool) -> Authenticator {
-        Authenticator::new(&AuthConfig {
+        Authenticator::new(&AuthSettings {
             users: vec![("alice".into(), Secret::new("pa:ss word"))],
             jwt_secret: Some(Secret::new(SECRET)),
             allow_anonymous: anonymous,
@@ -342,7 +353,7 @@ mod tests {
 
     #[test]
     fn without_a_configured_secret_the_gateway_accepts_only_its_own_tokens() {
-        let cfg = AuthConfig {
+        let cfg = AuthSettings {
             users: vec![("alice".into(), Secret::new("pw"))],
             jwt_secret: None,
             allow_anonymous: false,

@@ -21,6 +21,15 @@ use crate::client::address::RemoteAddr;
 use crate::record::position::Position;
 use crate::record::{payload, sse_event, Form, Text};
 
+/// What happens to a client whose outgoing queue is full (`--slow-consumer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Close it with 1008 "slow consumer": it can reconnect and knows it missed records.
+    Disconnect,
+    /// Drop the frame that does not fit and keep the client (counted in a metric).
+    DropNewest,
+}
+
 /// What a client subscribed to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subscription {

@@ -24,8 +24,9 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 
-use crate::config::{KafkaValue, Options};
+use super::{Options, Setting, SETTING};
 use crate::secret::Secret;
+use crate::source::kafka::KafkaValue;
 
 /// Where the Quix client libraries look when `Quix__Portal__Api` is not set.
 pub const DEFAULT_PORTAL_API: &str = "https://portal-api.platform.quix.io/";
@@ -47,9 +48,9 @@ const QUIX_CLIENT_DEFAULTS: &[(&str, &str)] =
 /// A CA certificate is a few kilobytes; anything much larger is not one.
 const MAX_CERTIFICATE_BYTES: usize = 1 << 20;
 
-const TOKEN: &str = "--quix-sdk-token / Quix__Sdk__Token";
-const PORTAL: &str = "--quix-portal-api / Quix__Portal__Api";
-const WORKSPACE: &str = "--quix-workspace-id / Quix__Workspace__Id";
+const TOKEN: Setting = SETTING.quix_sdk_token;
+const PORTAL: Setting = SETTING.quix_portal_api;
+const WORKSPACE: Setting = SETTING.quix_workspace_id;
 
 /// Why discovery failed. Each message names the setting to look at.
 #[derive(Debug, thiserror::Error)]

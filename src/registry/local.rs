@@ -279,7 +279,7 @@ mod tests {
             limits: crate::stream::replay::Limits { kafka: false, max_fetch: 0 },
         };
         let budget = crate::record::budget::Budget::new(usize::MAX, Default::default());
-        let hub = Hub::new(crate::config::SlowConsumerPolicy::Disconnect, metrics.clone(), budget, stream);
+        let hub = Hub::new(crate::client::SlowConsumerPolicy::Disconnect, metrics.clone(), budget, stream);
         Local::new("n".into(), registry.clone(), hub, None, crate::sink::Outbox::memory(metrics))
     }
 

@@ -2,8 +2,7 @@
 //! `replyId` is the record's key, value verbatim. Records for no connected client are
 //! counted and dropped (the client has gone; nobody else may read its replies).
 
-use crate::client::Offer;
-use crate::config::SlowConsumerPolicy;
+use crate::client::{Offer, SlowConsumerPolicy};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::registry::Registry;

@@ -4,7 +4,7 @@
 
 use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::config::TlsFiles;
 use crate::metrics::Metrics;
 
 /// Aborts the HTTP connection a request came on, from the handler that serves it: an event
@@ -35,6 +34,13 @@ pub struct Abort(pub CancellationToken);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept: the usual cause (no file descriptors) needs time to clear.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The PEM files `--tls-cert` and `--tls-key` name: read at start-up and again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -13,6 +13,8 @@
 //! connected meanwhile, and keeps `/readyz` honest by checking the broker every
 //! `check_interval` and on every all-brokers-down error.
 
+mod settings;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,13 +29,14 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{KafkaConfig, Scope, StartFrom};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::Record;
 use crate::source::join::{Joining, Step};
 use crate::source::progress::Progress;
 use crate::source::{Dispatch, Watch};
+
+pub use self::settings::{KafkaSettings, KafkaValue, Scope, StartFrom};
 
 /// How long start-up waits for the broker before giving up with a clear error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,7 +130,7 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
 /// A librdkafka configuration for one kind of client: the brokers, then `own` (its
 /// defaults), then the user's security and pass-through properties that apply to it, which
 /// win.
-pub fn client_config(cfg: &KafkaConfig, own: &[(&str, &str)], kind: Scope) -> ClientConfig {
+pub fn client_config(cfg: &KafkaSettings, own: &[(&str, &str)], kind: Scope) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers).set("client.id", "sluice").set_log_level(RDKafkaLogLevel::Warning);
     for (key, value) in own {
@@ -166,7 +169,7 @@ impl KafkaSource {
     /// Creates the consumer, checks the broker and the topic, and assigns every partition
     /// at the configured start. Fails with one clear error naming the setting.
     pub async fn connect(
-        cfg: &KafkaConfig,
+        cfg: &KafkaSettings,
         topic: &str,
         start: StartFrom,
         metrics: Metrics,

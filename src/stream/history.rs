@@ -13,10 +13,10 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{KafkaConfig, Scope};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::source::join::{Joining, Step};
+use crate::source::kafka::{KafkaSettings, Scope};
 
 /// How long one pass may take before what it has is returned.
 const PASS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -54,7 +54,7 @@ pub enum HistoryError {
 
 impl History {
     /// Starts the reader on a thread of its own (librdkafka's poll blocks).
-    pub fn start(cfg: &KafkaConfig, metrics: Metrics) -> Result<History, HistoryError> {
+    pub fn start(cfg: &KafkaSettings, metrics: Metrics) -> Result<History, HistoryError> {
         let group = format!("sluice-history-{}", uuid::Uuid::new_v4().simple());
         let consumer: BaseConsumer = crate::source::kafka::client_config(cfg, HISTORY_DEFAULTS, Scope::Consumer)
             .set("group.id", &group)

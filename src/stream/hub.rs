@@ -19,8 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::client::{Client, Offer, Subscription, CLOSE_POLICY_VIOLATION, NO_STAMP, SLOW_CONSUMER};
-use crate::config::SlowConsumerPolicy;
+use crate::client::{Client, Offer, SlowConsumerPolicy, Subscription, CLOSE_POLICY_VIOLATION, NO_STAMP, SLOW_CONSUMER};
 use crate::metrics::Metrics;
 use crate::record::budget::Budget;
 use crate::record::position::{Cursor, Position};

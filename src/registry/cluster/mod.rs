@@ -20,6 +20,7 @@ pub mod link;
 pub mod presence;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +30,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 
 use self::bus::{Bus, Op};
 use self::directory::{Directory, Writer};
@@ -57,6 +58,26 @@ pub enum ClusterError {
     CaFile { path: String, error: std::io::Error },
 }
 
+/// Where the replicas of a cluster meet.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `redis://` or `rediss://`; may carry a password, hence a secret.
+    pub url: Secret,
+    /// The CA that verifies a `rediss://` Redis, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClusterSettings {
+    /// The URL without its credentials, for logs.
+    pub fn display(&self) -> String {
+        let url = self.url.expose();
+        match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://****@{}", &url[at + 1..]),
+            _ => url.to_owned(),
+        }
+    }
+}
+
 /// This replica's handle on the cluster. Cheap to share: `Arc` it.
 pub struct Cluster {
     local: Local,
@@ -73,7 +94,7 @@ impl Cluster {
     /// Joins the cluster: starts the directory writer, the pub/sub connection and the
     /// heartbeat, and waits (briefly) for the first heartbeat so that a replica that can
     /// reach Redis serves the whole cluster from its first request.
-    pub async fn start(config: &ClusterConfig, local: Local, metrics: Metrics) -> Result<Cluster, ClusterError> {
+    pub async fn start(config: &ClusterSettings, local: Local, metrics: Metrics) -> Result<Cluster, ClusterError> {
         let node: Arc<str> = Arc::from(local.node());
         let client = match &config.ca_file {
             None => redis::Client::open(config.url.expose())?,
