@@ -424,9 +424,9 @@ impl Metrics {
     }
 
     /// The producer refused a record (its buffer is full: Kafka slow or away).
-    pub fn produce_refused(&self, topic: &str, client: &crate::client::Client, error: &dyn std::fmt::Display) {
+    pub fn produce_refused(&self, topic: &str, client: &str, error: &dyn std::fmt::Display) {
         if let Some(skipped) = self.produce_log.admit(1) {
-            tracing::warn!(topic, client = %client.id, %error, similar_failures_not_logged = skipped, "client message or event refused: producer buffer full");
+            tracing::warn!(topic, client, %error, similar_failures_not_logged = skipped, "client message or event refused: producer buffer full");
         }
         self.produce_refused.get_or_create(&[("topic", topic.to_owned())]).inc();
     }

@@ -142,7 +142,7 @@ impl Outbox {
             );
         }
         if let Err((e, _)) = kafka.producer.send(record) {
-            self.shared.metrics.produce_refused(topic, client, &e);
+            self.shared.metrics.produce_refused(topic, &client.id, &e);
         }
     }
 

@@ -64,6 +64,7 @@ impl Budget {
         Bytes::from_owner(Charged { bytes, budget: self.shared.clone() })
     }
 
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         usize::try_from(self.shared.held.get()).unwrap_or(0)
     }

@@ -66,11 +66,6 @@ impl Form {
     pub fn is_envelope(self) -> bool {
         matches!(self, Form::Envelope | Form::SseEnvelope)
     }
-
-    /// Whether frames in this form carry the record's cursor.
-    pub fn has_cursor(self) -> bool {
-        self != Form::Verbatim
-    }
 }
 
 /// A record and the frames it becomes, each built on first use and then shared by every

@@ -91,11 +91,6 @@ impl Position {
     pub fn iter(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
         self.offsets.iter().copied()
     }
-
-    /// Records between this position and `later`, over every partition.
-    pub fn records_until(&self, later: &Position) -> u64 {
-        later.iter().map(|(p, next)| (next - self.get(p).unwrap_or(0)).max(0) as u64).sum()
-    }
 }
 
 /// A position as handed to clients: tagged with the stream it belongs to.
@@ -221,8 +216,6 @@ mod tests {
         p.advance(0, 4);
         p.advance(3, 7);
         assert_eq!(p.iter().collect::<Vec<_>>(), [(0, 11), (1, 0), (3, 8)]);
-        let later = Position::new(vec![(0, 15), (1, 2), (3, 8), (4, 3)]);
-        assert_eq!(p.records_until(&later), 9, "4 on 0, 2 on 1, none on 3, 3 on 4");
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Registry {
         self.clients.read().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

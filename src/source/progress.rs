@@ -148,11 +148,6 @@ impl Progress {
             .collect()
     }
 
-    /// The partitions being watched.
-    pub fn partitions(&self) -> Vec<i32> {
-        self.shared.partitions.lock().keys().copied().collect()
-    }
-
     pub fn topic(&self) -> &str {
         &self.shared.topic
     }

@@ -208,6 +208,7 @@ impl Hub {
     }
 
     /// Subscribers now: (keys with at least one client, clients on `/*`).
+    #[cfg(test)]
     pub fn sizes(&self) -> (usize, usize) {
         let table = self.shared.table.lock();
         (table.by_key.len(), table.all.len())

@@ -102,10 +102,6 @@ impl Recent {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn bytes(&self) -> usize {
         self.bytes
     }
