@@ -607,4 +607,86 @@ mod tests {
         assert!(delete["responses"]["204"]["description"].as_str().unwrap().ends_with(&within));
         assert!(delete["responses"].get("202").is_none());
     }
+
+    /// The admin surface as the gateway builds it, from parts that need no socket or broker:
+    /// this process's registry holding one client.
+    fn admin_with_a_client() -> (Admin, std::sync::Arc<crate::client::Client>, crate::client::QueueReceiver) {
+        use crate::auth::{AuthSettings, Authenticator};
+        use crate::client::{Client, SlowConsumerPolicy, Subscription};
+        use crate::metrics::Metrics;
+        use crate::record::budget::Budget;
+        use crate::registry::local::Local;
+        use crate::registry::Registry;
+        use crate::secret::Secret;
+        use crate::sink::Outbox;
+        use crate::stream::hub::{Hub, StreamSettings};
+        use std::sync::Arc;
+
+        let metrics = Metrics::new();
+        let stream = StreamSettings {
+            tag: 1,
+            recent_bytes: 0,
+            limits: crate::stream::replay::Limits { kafka: false, max_fetch: 0 },
+        };
+        let hub = Hub::new(
+            SlowConsumerPolicy::Disconnect,
+            metrics.clone(),
+            Budget::new(usize::MAX, Default::default()),
+            stream,
+        );
+        let registry = Registry::default();
+        let outbox = Outbox::memory(metrics.clone());
+        let (client, queue) =
+            Client::new(crate::client::tests::info("c1", Subscription::All), crate::client::tests::limits(8), 1024);
+        let client = Arc::new(client);
+        registry.insert(client.clone());
+        let local = Local::new("n1".into(), registry.clone(), hub, None, outbox.clone());
+        let auth = AuthSettings { users: vec![], jwt_secret: None, allow_anonymous: true, generated_password: false };
+        let admin = Admin::new(crate::admin::Shared {
+            clients: Arc::new(local),
+            registry,
+            admin_token: Secret::new("t0ken"),
+            auth: Arc::new(Authenticator::new(&auth)),
+            metrics: metrics.clone(),
+            readiness: crate::readiness::Readiness::new(metrics),
+            progress: None,
+            outbox,
+            embedded: true,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        });
+        // The queue's other end is the session's: the caller keeps it.
+        (admin, client, queue)
+    }
+
+    async fn call(admin: &Admin, method: &str, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let response = routes(admin.clone())
+            .with_state(admin.clone())
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn handlers_list_and_disconnect_clients_behind_the_token() {
+        let (admin, client, _queue) = admin_with_a_client();
+        assert_eq!(call(&admin, "GET", "/api/clients", None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(&admin, "GET", "/api/clients", Some("wrong")).await.0, StatusCode::UNAUTHORIZED);
+        let (status, page) = call(&admin, "GET", "/api/clients", Some("t0ken")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["clients"][0]["replyId"], "c1", "{page}");
+
+        let (status, _) = call(&admin, "DELETE", "/api/clients/c1?code=4000&reason=bye", Some("t0ken")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(client.close_reason().map(|r| (r.code, r.reason.clone())), Some((4000, "bye".to_owned())));
+        assert_eq!(call(&admin, "GET", "/api/clients/c1", Some("t0ken")).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(call(&admin, "DELETE", "/api/clients/c1", Some("t0ken")).await.0, StatusCode::NOT_FOUND);
+    }
 }

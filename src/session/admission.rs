@@ -264,4 +264,90 @@ mod tests {
         assert!(p.envelope);
         assert!(!params(&"/k".parse().unwrap()).envelope);
     }
+
+    use crate::auth::AuthSettings;
+    use crate::client::SlowConsumerPolicy;
+    use crate::record::budget::Budget;
+    use crate::secret::Secret;
+    use crate::source::{Dispatch, Watch};
+    use crate::stream::hub::StreamSettings;
+    use crate::stream::replay::Limits;
+
+    /// A gate as the gateway builds one, from parts that need no socket or broker.
+    fn gate(max_connections: usize) -> Gate {
+        let metrics = Metrics::new();
+        let stream = StreamSettings { tag: 7, recent_bytes: 1 << 20, limits: Limits { kafka: false, max_fetch: 0 } };
+        let hub = Hub::new(
+            SlowConsumerPolicy::Disconnect,
+            metrics.clone(),
+            Budget::new(usize::MAX, Default::default()),
+            stream,
+        );
+        Gate {
+            auth: Arc::new(Authenticator::new(&AuthSettings {
+                users: vec![("ann".into(), Secret::new("pw"))],
+                jwt_secret: None,
+                allow_anonymous: false,
+                generated_password: false,
+            })),
+            allowed_origins: AllowedOrigins::default(),
+            trusted_proxies: TrustedProxies::default(),
+            console_port: Arc::new(OnceLock::new()),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_last: 10,
+            hub,
+            metrics,
+        }
+    }
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> request::Parts {
+        let mut r = axum::http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap().into_parts().0
+    }
+
+    const ANN: (&str, &str) = ("authorization", "Basic YW5uOnB3");
+
+    #[test]
+    fn a_decision_checks_path_origin_and_credentials_before_anything_opens() {
+        let gate = gate(1);
+        let admitted = gate.admit(&request("/sensor-1?envelope=true&last=3", &[ANN])).expect("admitted");
+        assert_eq!(admitted.subscription, Subscription::Key(bytes::Bytes::from_static(b"sensor-1")));
+        assert_eq!(admitted.identity.user.as_deref(), Some("ann"));
+        assert_eq!(admitted.start, Start::Last(3));
+
+        let refused = |r: Result<Admitted, Refused>| r.err().map(|e| e.reason()).unwrap_or("admitted");
+        assert_eq!(refused(gate.admit(&request("/", &[ANN]))), "bad_path");
+        assert_eq!(refused(gate.admit(&request("/k", &[]))), "missing");
+        assert_eq!(refused(gate.admit(&request("/k", &[ANN, ("origin", "https://evil.example")]))), "origin");
+        assert_eq!(refused(gate.admit(&request("/k?last=11", &[ANN]))), "bad_request");
+        assert_eq!(refused(gate.admit(&request("/k?cursor=%21%21", &[ANN]))), "bad_request");
+        // A well-formed cursor of another stream is no resume: everything held, then live.
+        let other = Cursor { tag: 8, position: Default::default() }.encode();
+        assert_eq!(gate.admit(&request(&format!("/k?cursor={other}"), &[ANN])).unwrap().start, Start::Oldest);
+    }
+
+    #[test]
+    fn a_full_gateway_refuses_at_once_and_frees_the_slot_when_a_session_ends() {
+        let gate = gate(1);
+        let slot = gate.slot().expect("a free slot");
+        assert_eq!(gate.slot().err().map(|e| e.reason()), Some("connection_limit"));
+        drop(slot);
+        assert!(gate.slot().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_subscription_waits_for_the_stream_to_be_joined() {
+        let gate = gate(1);
+        Dispatch::watch(&gate.hub, &[Watch { partition: 0, next: 5, joined: false }]);
+        let waiting = tokio::spawn({
+            let hub = gate.hub.clone();
+            async move { hub.wait_joined(std::time::Duration::from_secs(10)).await }
+        });
+        Dispatch::joined(&gate.hub, 0);
+        assert!(waiting.await.unwrap());
+        assert!(gate.joined().await.is_ok());
+    }
 }
