@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::admin::Admin;
 use crate::auth::SigningSecret;
+use crate::client::fit_close_reason;
 use crate::registry::{ClientsError, Close, Filter};
 use crate::sink::rfc3339;
 
@@ -302,13 +303,12 @@ fn sendable_close_code(code: u16) -> bool {
 /// boundary. Characters rather than bytes, so that the OpenAPI document can state the bound
 /// (JSON Schema's `maxLength` counts characters).
 const MAX_REASON_CHARS: usize = 123;
-const MAX_REASON_BYTES: usize = 123;
 
 /// Closes a client and answers once the close is decided and the client is out of the
 /// registry (of whichever replica holds it), so that what the caller does next (a GET, the
 /// list) no longer finds it. The close frame and the end of the connection follow without
 /// holding the request: the client's session bounds them by
-/// [`CLOSE_TIMEOUT`](crate::session::CLOSE_TIMEOUT), and a client that does not read cannot
+/// [`CLOSE_TIMEOUT`](crate::session::pump::CLOSE_TIMEOUT), and a client that does not read cannot
 /// make an operator's request wait.
 async fn disconnect(
     State(app): State<Admin>,
@@ -327,15 +327,6 @@ async fn disconnect(
     }
     app.clients.disconnect(&id, Close { code, reason: fit_close_reason(&reason).to_owned() }).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The longest prefix of `reason` that fits a close frame, ending on a character boundary.
-fn fit_close_reason(reason: &str) -> &str {
-    let mut end = reason.len().min(MAX_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }
 
 #[derive(Deserialize)]
@@ -546,16 +537,6 @@ mod tests {
     }
 
     #[test]
-    fn a_close_reason_is_cut_to_the_frame_on_a_character_boundary() {
-        assert_eq!(fit_close_reason("bye"), "bye");
-        let long = "é".repeat(100);
-        let fitted = fit_close_reason(&long);
-        assert_eq!(fitted.len(), 122);
-        assert!(long.starts_with(fitted));
-        assert_eq!(fit_close_reason(&"x".repeat(123)).len(), 123);
-    }
-
-    #[test]
     fn only_codes_a_server_may_send_are_sendable() {
         for code in [1000, 1003, 1007, 1011, 3000, 4999] {
             assert!(sendable_close_code(code), "{code}");
@@ -603,7 +584,7 @@ mod tests {
         assert_eq!(delete["parameters"][1]["schema"]["maxLength"], MAX_REASON_CHARS);
         // DELETE never waits for the close: one answer for a client found, naming the
         // bound the session keeps on its own.
-        let within = format!("within {} s", crate::session::CLOSE_TIMEOUT.as_secs());
+        let within = format!("within {} s", crate::session::pump::CLOSE_TIMEOUT.as_secs());
         assert!(delete["responses"]["204"]["description"].as_str().unwrap().ends_with(&within));
         assert!(delete["responses"].get("202").is_none());
     }

@@ -64,6 +64,18 @@ pub struct CloseReason {
     pub reason: String,
 }
 
+/// The most bytes of a reason a WebSocket close frame carries (125 less the code).
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// The longest prefix of `reason` that fits a close frame, ending on a character boundary.
+pub fn fit_close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 pub const SLOW_CONSUMER: &str = "slow consumer";
@@ -496,6 +508,16 @@ fn record(activity: &Mutex<Activity>, messages: u64, bytes: u64, kept: &[u8]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_reason_is_cut_to_the_frame_on_a_character_boundary() {
+        assert_eq!(fit_close_reason("bye"), "bye");
+        let long = "é".repeat(100);
+        let fitted = fit_close_reason(&long);
+        assert_eq!(fitted.len(), 122);
+        assert!(long.starts_with(fitted));
+        assert_eq!(fit_close_reason(&"x".repeat(123)).len(), 123);
+    }
 
     pub(crate) fn info(id: &str, subscription: Subscription) -> ClientInfo {
         ClientInfo {

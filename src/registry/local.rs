@@ -146,7 +146,7 @@ impl Local {
     /// Closes a client and takes it out of the registry in the same moment, so that what
     /// the caller does next (a get, the list, a broadcast, on any replica) no longer finds
     /// it. Its session goes on alone: it sends the close and ends the connection within
-    /// [`CLOSE_TIMEOUT`](crate::session::CLOSE_TIMEOUT), then records the disconnect. Taken
+    /// [`CLOSE_TIMEOUT`](crate::session::pump::CLOSE_TIMEOUT), then records the disconnect. Taken
     /// out first, so that of two disconnects at once exactly one finds the client.
     pub fn disconnect_now(&self, id: &str, close: &Close) -> Result<(), ClientsError> {
         let client = self.registry.remove(id).ok_or_else(|| ClientsError::Unknown(id.to_owned()))?;

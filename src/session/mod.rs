@@ -1,16 +1,26 @@
 //! One client's session, whatever its transport: its place in the registry and the hub,
 //! its queue, its slot under `--max-connections`, what it gets before the live stream
 //! (the welcome, and records read back from Kafka when it resumed further back than memory
-//! holds), how its liveness is judged, and how its end is recorded. [`crate::session::ws`] and
-//! [`crate::session::sse`] each only move frames between this and their wire.
+//! holds), and how its end is recorded.
+//!
+//! - `admission`: who may subscribe, decided before anything is opened.
+//! - `pump`: one loop for every transport — batches out, client messages in, liveness,
+//!   slow-consumer and admin closes, shutdown drain, close codes and counters.
+//! - `transport`: the seam a wire implements (write, flush, read, keep-alive, close frame).
+//! - `ws`, `sse`: the WebSocket upgrade and the event-stream response, each with its
+//!   [`transport::Transport`].
 
 pub mod admission;
+pub mod pump;
 pub mod sse;
+pub mod transport;
 pub mod ws;
+
+#[cfg(test)]
+mod tests;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -245,7 +255,7 @@ impl Session {
 
     /// A batch just reached the socket: the age of the record it started with (a batch's
     /// first frame waited longest), when it was a record's. Called for a sample of batches
-    /// (see [`Liveness::wrote`]).
+    /// (see [`pump::Liveness::wrote`]).
     pub fn delivered(&self) {
         if let Some(stamp) = self.queue.stamp() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -304,76 +314,5 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.sessions.registry.remove(&self.client.id);
         self.sessions.hub.unsubscribe(&self.client);
-    }
-}
-
-/// The close reason of a client that neither read nor answered for two ping intervals.
-pub const PING_TIMEOUT: &str = "ping timeout";
-
-/// How long a close that Sluice decided (slow consumer, ping timeout, the admin API) may
-/// take on any transport: the close frame or `event: close` going out, and on a WebSocket
-/// the client's answer. Then the connection is simply dropped. The session bounds it
-/// alone: the admin API answers once the close is decided, without waiting for this.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Tracks whether a client is still there: something read from it, or something its
-/// socket took, within the last two ping intervals. Counted in ticks of the ping timer, so
-/// that a sign of life is a flag set, not a clock read, on the path of every batch.
-pub struct Liveness {
-    ping: Option<tokio::time::Interval>,
-    pub every: Duration,
-    /// A sign of life since the last tick.
-    pub alive: bool,
-    /// Ticks in a row without one.
-    quiet: u8,
-    /// Batches written since the last one whose record age was measured.
-    batches: u8,
-}
-
-/// One batch in this many has its record's age measured: a histogram shared by every
-/// session takes a lock per observation, which on every batch cost a fifth of the fan-out
-/// rate (BENCHMARKS.md); a sample shows the same distribution.
-const AGE_SAMPLE: u8 = 16;
-
-impl Liveness {
-    /// Ticks every `every` (no timer at all when `None`: each one is an allocation per
-    /// connection).
-    pub fn new(every: Option<Duration>) -> Liveness {
-        Liveness {
-            ping: every.map(|every| {
-                let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ping
-            }),
-            every: every.unwrap_or_default(),
-            alive: false,
-            quiet: 0,
-            batches: 0,
-        }
-    }
-
-    /// A batch reached the socket: a sign of life, and whether to measure its age.
-    pub fn wrote(&mut self) -> bool {
-        self.alive = true;
-        self.batches += 1;
-        if self.batches == AGE_SAMPLE {
-            self.batches = 0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// `Ready(true)` at a tick that ends the second interval in a row without a sign of
-    /// life, `Ready(false)` at other ticks; never with pings off.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>, progressed: &mut bool) -> Poll<bool> {
-        let Some(ping) = &mut self.ping else { return Poll::Pending };
-        ready!(ping.poll_tick(cx));
-        if std::mem::take(&mut self.alive) | std::mem::take(progressed) {
-            self.quiet = 0;
-        } else {
-            self.quiet = self.quiet.saturating_add(1);
-        }
-        Poll::Ready(self.quiet >= 2)
     }
 }

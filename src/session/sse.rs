@@ -11,7 +11,9 @@
 //! code and reason when Sluice ends the stream.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -19,18 +21,18 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
 use tracing::Instrument;
 
-use crate::client::{Signal, CLOSE_GOING_AWAY};
+use tungstenite::Message;
+
 use crate::record::payload;
 use crate::record::{sse_event, Form};
 use crate::server::Abort;
 use crate::session::admission::Gate;
+use crate::session::transport::{Incoming, Lost, Transport};
 use crate::session::ws::CONNECTION_ID_HEADER;
-use crate::session::{End, Liveness, Opening, Session, Subscriptions, CLOSE_TIMEOUT, PING_TIMEOUT};
-
-/// Events written per chunk of the response body.
-const BATCH: usize = 64;
+use crate::session::{Session, Subscriptions};
 
 /// Whether a request asks for an event stream: a GET that accepts `text/event-stream`.
 pub fn is_event_stream(method: &Method, headers: &HeaderMap) -> bool {
@@ -71,7 +73,10 @@ pub async fn subscribe(subs: Subscriptions, request: Request) -> Response {
     // One chunk in flight: a client that does not read holds one chunk, not its queue.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), transport = "sse", node = %session.sessions.node);
-    tokio::spawn(session.run_sse(tx, Box::new(opening), abort).instrument(span));
+    // EventSource waits about three seconds before reconnecting: one is enough, and a
+    // resumed stream loses nothing by coming back sooner.
+    let stream = EventStream::new(tx, b"retry: 1000\n\n", abort);
+    tokio::spawn(session.run(stream, Box::new(opening)).instrument(span));
 
     let body =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
@@ -122,165 +127,82 @@ pub fn preflight(gate: &Gate, headers: &HeaderMap) -> Response {
     response
 }
 
-/// Why a chunk could not go out.
-enum Stop {
-    Signal(Signal),
-    /// The client took nothing for two ping intervals.
-    Idle,
-    /// The connection is gone (the body was dropped).
-    Gone,
+/// An event stream as a session's transport: frames (already SSE events) are gathered into
+/// one chunk of the response body per batch; one chunk is in flight at a time, so a client
+/// that does not read holds one chunk, not its queue. One-way: the client is heard from only
+/// when it goes away.
+pub struct EventStream {
+    chunks: PollSender<Bytes>,
+    /// The chunk being gathered.
+    chunk: BytesMut,
+    /// Ready when the response body is dropped: the client went away.
+    gone: Pin<Box<dyn Future<Output = ()> + Send>>,
+    reported_gone: bool,
+    /// Drops the connection under a stream that cannot be ended cleanly.
+    abort: Abort,
 }
 
-impl Session {
-    async fn run_sse(mut self, tx: mpsc::Sender<Bytes>, opening: Box<Opening>, abort: Abort) {
-        self.started();
-        let mut live = Liveness::new(self.sessions.settings.ping_interval);
-        let frames = self.opening(opening).await;
-        // EventSource waits about three seconds before reconnecting: one is enough, and a
-        // resumed stream loses nothing by coming back sooner.
-        let mut chunk = BytesMut::from(&b"retry: 1000\n\n"[..]);
-        for frame in &frames {
-            chunk.extend_from_slice(payload(frame));
-        }
-        if let Some(last) = frames.last() {
-            self.client.sent(frames.len() as u64, chunk.len() as u64, payload(last));
-        }
-        self.sessions.metrics.frames_sent.inc_by(frames.len() as u64);
-        self.sessions.metrics.bytes_sent.inc_by(chunk.len() as u64);
-        let end = match self.send(&tx, chunk.freeze(), &mut live).await {
-            Ok(()) => self.pump_sse(&tx, &mut live).await,
-            Err(stop) => self.stopped(stop, &tx).await,
-        };
-        if matches!(end, End::Lost(_)) {
-            // Whatever is stuck in the connection goes with it.
-            abort.0.cancel();
-        }
-        self.finish(end);
-    }
+const GONE: &str = "the client closed the event stream";
 
-    async fn pump_sse(&mut self, tx: &mpsc::Sender<Bytes>, live: &mut Liveness) -> End {
-        if self.sessions.shutdown.is_cancelled() {
-            self.client.shut_down();
-        }
-        loop {
-            tokio::select! {
-                biased;
-                next = self.queue.next() => match next {
-                    Ok(first) => {
-                        let (chunk, count, last) = self.batch(first);
-                        let bytes = chunk.len() as u64;
-                        match self.send(tx, chunk, live).await {
-                            Ok(()) => {
-                                if live.wrote() {
-                                    self.delivered();
-                                }
-                                self.client.sent(count, bytes, payload(&last));
-                                self.sessions.metrics.frames_sent.inc_by(count);
-                                self.sessions.metrics.bytes_sent.inc_by(bytes);
-                            }
-                            Err(stop) => return self.stopped(stop, tx).await,
-                        }
-                    }
-                    Err(signal) => return self.stopped(Stop::Signal(signal), tx).await,
-                },
-                _ = tx.closed() => return End::Lost("the client closed the event stream".into()),
-                expired = std::future::poll_fn(|cx| live.poll_expired(cx, &mut false)) => {
-                    if expired {
-                        return self.stopped(Stop::Idle, tx).await;
-                    }
-                    // A comment line: keeps proxies from closing an idle stream, and shows
-                    // whether the client still reads.
-                    if let Err(stop) = self.send(tx, Bytes::from_static(b": keep-alive\n\n"), live).await {
-                        return self.stopped(stop, tx).await;
-                    }
-                }
-            }
+impl EventStream {
+    /// A stream whose chunks go to `tx`, opening with `prelude`.
+    fn new(tx: mpsc::Sender<Bytes>, prelude: &[u8], abort: Abort) -> EventStream {
+        let watch = tx.clone();
+        EventStream {
+            chunks: PollSender::new(tx),
+            chunk: BytesMut::from(prelude),
+            gone: Box::pin(async move { watch.closed().await }),
+            reported_gone: false,
+            abort,
         }
     }
+}
 
-    /// `first` and whatever else is queued (up to a batch), as one chunk.
-    fn batch(&mut self, first: tungstenite::Message) -> (Bytes, u64, tungstenite::Message) {
-        let mut chunk = BytesMut::from(payload(&first));
-        let mut last = first;
-        let mut count = 1;
-        while count < BATCH as u64 {
-            let Some(next) = self.queue.try_recv() else { break };
-            chunk.extend_from_slice(payload(&next));
-            last = next;
-            count += 1;
-        }
-        (chunk.freeze(), count, last)
+impl Transport for EventStream {
+    const AWAITS_CLOSE_REPLY: bool = false;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
+        // A batch is bounded by the pump; the chunk waits for room when it is flushed.
+        Poll::Ready(Ok(()))
     }
 
-    /// Hands a chunk to the response body, yielding to close signals and giving up on a
-    /// client that takes nothing for two ping intervals.
-    async fn send(&mut self, tx: &mpsc::Sender<Bytes>, chunk: Bytes, live: &mut Liveness) -> Result<(), Stop> {
-        let mut blocked = false;
-        let result = loop {
-            tokio::select! {
-                biased;
-                signal = self.queue.signalled() => break Err(Stop::Signal(signal)),
-                permit = tx.reserve() => match permit {
-                    Ok(permit) => {
-                        permit.send(chunk);
-                        live.alive = true;
-                        break Ok(());
-                    }
-                    Err(_) => break Err(Stop::Gone),
-                },
-                expired = std::future::poll_fn(|cx| live.poll_expired(cx, &mut false)) => {
-                    if expired {
-                        break Err(Stop::Idle);
-                    }
-                    if !blocked {
-                        blocked = true;
-                        self.client.set_blocked(true);
-                    }
-                }
-            }
-        };
-        if blocked {
-            self.client.set_blocked(false);
-        }
-        result
+    fn start_send(&mut self, frame: Message) -> Result<(), Lost> {
+        self.chunk.extend_from_slice(payload(&frame));
+        Ok(())
     }
 
-    /// Ends the stream: for a close or a shutdown, the queued events (shutdown only) and an
-    /// `event: close` go out first if the client takes them in time.
-    async fn stopped(&mut self, stop: Stop, tx: &mpsc::Sender<Bytes>) -> End {
-        let (code, reason, flush) = match stop {
-            Stop::Gone => return End::Lost("the client closed the event stream".into()),
-            Stop::Idle => {
-                self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
-                (CLOSE_GOING_AWAY, PING_TIMEOUT.to_owned(), false)
-            }
-            Stop::Signal(Signal::Close) => {
-                let r = self
-                    .client
-                    .close_reason()
-                    .cloned()
-                    .unwrap_or(crate::client::CloseReason { code: 1000, reason: String::new() });
-                (r.code, r.reason, false)
-            }
-            Stop::Signal(Signal::Shutdown) => (CLOSE_GOING_AWAY, "shutting down".to_owned(), true),
-        };
-        let deadline = if flush {
-            self.sessions.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250))
-        } else {
-            CLOSE_TIMEOUT
-        };
-        let mut last = BytesMut::new();
-        if flush {
-            while let Some(frame) = self.queue.try_recv() {
-                last.extend_from_slice(payload(&frame));
-            }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
+        if self.chunk.is_empty() {
+            return Poll::Ready(Ok(()));
         }
+        ready!(self.chunks.poll_reserve(cx)).map_err(|_| Lost(GONE.into()))?;
+        let chunk = self.chunk.split().freeze();
+        self.chunks.send_item(chunk).map_err(|_| Lost(GONE.into()))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        if !self.reported_gone {
+            ready!(self.gone.as_mut().poll(cx));
+            self.reported_gone = true;
+        }
+        Poll::Ready(Incoming::Lost(GONE.into()))
+    }
+
+    fn keep_alive(&self) -> Message {
+        // A comment line: keeps proxies from closing an idle stream, and shows whether the
+        // client still reads.
+        Message::Binary(Bytes::from_static(b": keep-alive\n\n"))
+    }
+
+    fn close_frame(&self, code: u16, reason: &str) -> Message {
         let close = serde_json::json!({ "code": code, "reason": reason }).to_string();
-        last.extend_from_slice(&sse_event(Some("close"), None, close.as_bytes()));
-        match tokio::time::timeout(deadline, tx.send(last.freeze())).await {
-            Ok(Ok(())) => End::Closed { code, reason, by_client: false },
-            _ => End::Lost(format!("{reason} (the close event could not be sent: the client stopped reading)")),
-        }
+        Message::Binary(sse_event(Some("close"), None, close.as_bytes()))
+    }
+
+    fn abort(&mut self) {
+        // Whatever is stuck in the connection goes with it.
+        self.abort.0.cancel();
     }
 }
 

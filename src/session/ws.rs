@@ -1,25 +1,20 @@
-//! WebSocket subscriptions: the upgrade (authenticated before anything is opened) and the
-//! session that pumps a client's queue into its socket.
-//!
-//! One task per client does everything for it: writes queued frames in batches, reads
-//! what the client sends, pings, and closes with the right code. A write that blocks
-//! (a client that does not read) still yields to the close signal, so a slow client can
-//! always be closed and never holds anything but itself.
+//! WebSocket subscriptions: the upgrade (authenticated before anything is opened), and the
+//! WebSocket as a session's [`Transport`]: frames out, client messages in, pings, close
+//! frames, and read errors mapped to their close codes. The session pump
+//! ([`crate::session::pump`]) does the rest.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, request, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{Sink, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::either::Either;
 use tracing::Instrument;
@@ -27,16 +22,14 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
-use crate::client::{Signal, CLOSE_GOING_AWAY};
-use crate::record::payload;
+use crate::client::fit_close_reason;
 use crate::record::Form;
 use crate::session::admission::Refused;
-use crate::session::{End, Liveness, Opening, Session, Subscriptions, CLOSE_TIMEOUT, PING_TIMEOUT};
+use crate::session::transport::{Incoming, Lost, Transport};
+use crate::session::{End, Opening, Session, Subscriptions};
 
 /// The response header that carries the connection id.
 pub const CONNECTION_ID_HEADER: &str = "sluice-connection-id";
-/// Frames written per batch before the socket is flushed.
-const WRITE_BATCH: usize = 64;
 /// Per-connection read buffer, allocated for every connection: small, because most
 /// clients mostly listen (tungstenite grows it to fit a larger message while reading it).
 const READ_BUFFER: usize = 512;
@@ -167,341 +160,96 @@ async fn websocket(upgraded: Upgraded, max_message_size: usize) -> Socket {
     }
 }
 
-/// One batch of frames on its way into the socket. Written against the sink's poll
-/// methods rather than as an async block, so that what every idle session reserves for
-/// writing is these few fields (memory per connection, BENCHMARKS.md).
-struct Batch {
-    /// The frame to hand to the socket next.
-    next: Option<Message>,
-    count: u64,
-    bytes: u64,
-    /// The batch's last frame, for the registry: one reference count per batch.
-    last: Option<Message>,
-    /// The socket took a frame since the idle check last looked: the client is reading.
-    progressed: bool,
-    /// The socket was found full during this batch (and the client marked blocked).
-    blocked: bool,
+/// A WebSocket as a session's transport: tungstenite's stream, whose errors on reading
+/// become the close codes RFC 6455 gives them.
+pub struct WebSocket(Socket);
+
+fn lost(error: tungstenite::Error) -> Lost {
+    Lost(error.to_string())
 }
 
-impl Batch {
-    fn poll_write(
-        &mut self,
-        socket: &mut Socket,
-        queue: &crate::client::QueueReceiver,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), tungstenite::Error>> {
-        let mut socket = Pin::new(socket);
-        while let Some(frame) = self.next.take() {
-            if socket.as_mut().poll_ready(cx)?.is_pending() {
-                self.next = Some(frame);
-                return Poll::Pending;
-            }
-            self.count += 1;
-            self.progressed = true;
-            self.bytes += payload(&frame).len() as u64;
-            self.next = if self.count < WRITE_BATCH as u64 { queue.try_recv() } else { None };
-            if self.next.is_none() {
-                self.last = Some(frame.clone());
-            }
-            socket.as_mut().start_send(frame)?;
-        }
-        socket.poll_flush(cx)
+impl Transport for WebSocket {
+    const AWAITS_CLOSE_REPLY: bool = true;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(lost)
+    }
+
+    fn start_send(&mut self, frame: Message) -> Result<(), Lost> {
+        Pin::new(&mut self.0).start_send(frame).map_err(lost)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Lost>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(lost)
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
+        Poll::Ready(match ready!(self.0.poll_next_unpin(cx)) {
+            None => Incoming::Lost("connection closed without a close frame".into()),
+            Some(Err(error)) => read_failed(error),
+            Some(Ok(Message::Close(frame))) => Incoming::Closed(closed_by_client(frame)),
+            Some(Ok(Message::Text(text))) => Incoming::Message { data: text.into(), text: true },
+            Some(Ok(Message::Binary(data))) => Incoming::Message { data, text: false },
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Incoming::Alive,
+        })
+    }
+
+    fn keep_alive(&self) -> Message {
+        Message::Ping(Bytes::new())
+    }
+
+    fn close_frame(&self, code: u16, reason: &str) -> Message {
+        // The frame's reason is at most 123 bytes; the log and event keep it whole.
+        let reason = Utf8Bytes::from(fit_close_reason(reason).to_owned());
+        Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason }))
     }
 }
 
-/// What interrupted a batch write.
-enum Interrupt {
-    Signal(Signal),
-    /// The socket took nothing, and nothing was heard, for two ping intervals.
-    Idle,
-    Error(tungstenite::Error),
+/// The client sent a close frame (tungstenite has queued the echo). A close frame with a
+/// code no endpoint may send (RFC 6455 §7.4) is a protocol error, which tungstenite answers
+/// with 1002 "Protocol violation" and hands over in place of the client's frame: that is
+/// recorded as what it is, Sluice's close for a violation.
+fn closed_by_client(frame: Option<CloseFrame>) -> End {
+    match frame {
+        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => {
+            End::Closed { code: 1002, reason: "invalid close frame from the client".into(), by_client: false }
+        }
+        Some(f) => End::Closed { code: u16::from(f.code), reason: f.reason.to_string(), by_client: true },
+        None => End::Closed { code: 1005, reason: String::new(), by_client: true },
+    }
+}
+
+/// A read failed: a protocol violation closes with 1002, a message over the size limit
+/// with 1009, invalid UTF-8 in a text message with 1007 (RFC 6455 §7.1.7); anything else
+/// is a lost connection.
+fn read_failed(error: tungstenite::Error) -> Incoming {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let (code, reason) = match &error {
+        WsError::Protocol(violation) => (1002, format!("protocol error: {violation}")),
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big".to_owned()),
+        WsError::Capacity(other) => (1009, other.to_string()),
+        WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message".to_owned()),
+        _ => return Incoming::Lost(error.to_string()),
+    };
+    Incoming::Violation { code, reason }
 }
 
 impl Session {
     /// The session's task: waits for hyper to hand the connection over, then serves it.
-    ///
-    /// Every live connection holds this future for its whole life, so it is kept small:
-    /// written as a block that uses `self` where it was captured (an `async fn` with a
-    /// `mut self` would hold a second copy), and holding nothing it does not need while
-    /// waiting.
-    #[allow(clippy::manual_async_fn, reason = "an async fn taking `mut self` would hold a second copy of it")]
+    #[allow(clippy::manual_async_fn, reason = "an async fn taking `self` would hold a second copy of it")]
     fn run_websocket(
-        mut self,
+        self,
         on_upgrade: OnUpgrade,
         opening: Box<Opening>,
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
-            let mut socket = match on_upgrade.await {
+            let socket = match on_upgrade.await {
                 Ok(upgraded) => websocket(upgraded, self.sessions.settings.max_message_size).await,
                 Err(e) => return tracing::debug!(error = %e, "upgrade failed after the 101"),
             };
-            self.started();
-            let end = match Box::pin(self.send_opening(&mut socket, opening)).await {
-                Ok(()) => self.pump(&mut socket).await,
-                Err(e) => End::Lost(e.to_string()),
-            };
-            self.finish(end);
+            self.run(WebSocket(socket), opening).await
         }
     }
-
-    /// The welcome frame and any records read back from Kafka, before the queue.
-    async fn send_opening(&mut self, socket: &mut Socket, opening: Box<Opening>) -> Result<(), tungstenite::Error> {
-        let frames = self.opening(opening).await;
-        let (mut count, mut bytes) = (0u64, 0u64);
-        for frame in &frames {
-            count += 1;
-            bytes += payload(frame).len() as u64;
-            socket.feed(frame.clone()).await?;
-        }
-        socket.flush().await?;
-        if let Some(last) = frames.last() {
-            self.client.sent(count, bytes, payload(last));
-        }
-        self.sessions.metrics.frames_sent.inc_by(count);
-        self.sessions.metrics.bytes_sent.inc_by(bytes);
-        Ok(())
-    }
-
-    /// The loop every idle client waits in. The cold paths (closing, read errors) are
-    /// boxed, so the state held per idle connection is only what waiting and writing need;
-    /// the write path stays inline, as boxing it costs an allocation per batch (measured in
-    /// BENCHMARKS.md).
-    async fn pump(&mut self, socket: &mut Socket) -> End {
-        let mut live = Liveness::new(self.sessions.settings.ping_interval);
-
-        // Shutdown reaches sessions through their queues (Gateway::serve signals every
-        // registered client); one registered after that signal finds the token cancelled.
-        if self.sessions.shutdown.is_cancelled() {
-            self.client.shut_down();
-        }
-        loop {
-            tokio::select! {
-                biased;
-                next = self.queue.next() => {
-                    let written = match next {
-                        Ok(frame) => self.write_batch(socket, frame, &mut live).await,
-                        Err(signal) => Err(Interrupt::Signal(signal)),
-                    };
-                    match written {
-                        // The socket took the batch: the client is reading.
-                        Ok(()) => {
-                            if live.wrote() {
-                                self.delivered();
-                            }
-                        }
-                        Err(Interrupt::Signal(Signal::Close)) => return Box::pin(self.close_requested(socket)).await,
-                        Err(Interrupt::Signal(Signal::Shutdown)) => return Box::pin(self.shut_down(socket)).await,
-                        Err(Interrupt::Idle) => {
-                            self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
-                            return Box::pin(self.close_requested(socket)).await;
-                        }
-                        Err(Interrupt::Error(e)) => return End::Lost(e.to_string()),
-                    }
-                }
-                incoming = socket.next() => {
-                    live.alive = true;
-                    match incoming {
-                        None => return End::Lost("connection closed without a close frame".into()),
-                        Some(Err(e)) => return Box::pin(self.read_failed(socket, e)).await,
-                        Some(Ok(Message::Close(frame))) => return Box::pin(self.closed_by_client(socket, frame)).await,
-                        Some(Ok(Message::Text(text))) => self.client_message(text.as_bytes(), true),
-                        Some(Ok(Message::Binary(data))) => self.client_message(&data, false),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    }
-                }
-                expired = std::future::poll_fn(|cx| live.poll_expired(cx, &mut false)) => {
-                    if expired {
-                        self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
-                        continue;
-                    }
-                    // A client that stopped reading blocks this write: it must still yield
-                    // to the close signal, and give up when the client's time is up.
-                    // A ping that cannot even be sent before the next tick: nothing is going
-                    // out to this client, nor coming from it.
-                    let left = live.every;
-                    let sent = tokio::select! {
-                        biased;
-                        signal = self.queue.signalled() => match signal {
-                            Signal::Close => return Box::pin(self.close_requested(socket)).await,
-                            Signal::Shutdown => return Box::pin(self.shut_down(socket)).await,
-                        },
-                        sent = tokio::time::timeout(left, socket.send(Message::Ping(Bytes::new()))) => sent,
-                    };
-                    match sent {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return End::Lost(e.to_string()),
-                        Err(_) => {
-                            self.client.close(CLOSE_GOING_AWAY, PING_TIMEOUT);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The client sent a close frame: tungstenite has queued the echo; send it. A close
-    /// frame with a code no endpoint may send (RFC 6455 §7.4) is a protocol error, which
-    /// tungstenite answers with 1002 "Protocol violation" and hands over in place of the
-    /// client's frame: that is recorded as what it is, Sluice's close for a violation.
-    async fn closed_by_client(&mut self, socket: &mut Socket, frame: Option<CloseFrame>) -> End {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush()).await;
-        match frame {
-            Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => {
-                End::Closed { code: 1002, reason: "invalid close frame from the client".into(), by_client: false }
-            }
-            Some(f) => End::Closed { code: u16::from(f.code), reason: f.reason.to_string(), by_client: true },
-            None => End::Closed { code: 1005, reason: String::new(), by_client: true },
-        }
-    }
-
-    /// A read failed: a protocol violation closes with 1002, a message over the size limit
-    /// with 1009, invalid UTF-8 in a text message with 1007 (RFC 6455 §7.1.7: fail the
-    /// connection, sending a close frame when possible); anything else is a lost
-    /// connection.
-    async fn read_failed(&mut self, socket: &mut Socket, error: tungstenite::Error) -> End {
-        use tungstenite::error::{CapacityError, Error as WsError};
-        let (code, reason) = match &error {
-            WsError::Protocol(violation) => (1002, format!("protocol error: {violation}")),
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big".to_owned()),
-            WsError::Capacity(other) => (1009, other.to_string()),
-            WsError::Utf8(_) => (1007, "invalid UTF-8 in a text message".to_owned()),
-            _ => return End::Lost(error.to_string()),
-        };
-        // The close frame's reason is at most 123 bytes; the log and event keep it whole.
-        let short = truncate_utf8(&reason, 123);
-        self.client.close(code, short);
-        // A client that broke the protocol is not waited on for its close frame.
-        if close(socket, code, short, FAILED_CLOSE_TIMEOUT, false).await {
-            End::Closed { code, reason, by_client: false }
-        } else {
-            End::Lost(format!("{reason} (the close frame could not be sent)"))
-        }
-    }
-
-    /// Writes `first` and whatever else is queued (up to a batch), then flushes once. Yields
-    /// to a close request or shutdown even while the socket is blocked.
-    fn write_batch<'a>(
-        &'a mut self,
-        socket: &'a mut Socket,
-        first: Message,
-        live: &'a mut Liveness,
-    ) -> impl std::future::Future<Output = Result<(), Interrupt>> + 'a {
-        // A poll function over the batch, not an async block: every idle session reserves
-        // room for this future, and this way it is the batch and three references.
-        let mut batch = Batch { next: Some(first), count: 0, bytes: 0, last: None, progressed: false, blocked: false };
-        std::future::poll_fn(move |cx| {
-            let written = batch.poll_write(socket, &self.queue, cx);
-            // Marked on the way in and out of a full socket only: a client that keeps up
-            // costs nothing here.
-            if written.is_pending() != batch.blocked {
-                batch.blocked = written.is_pending();
-                self.client.set_blocked(batch.blocked);
-            }
-            match written {
-                Poll::Ready(Ok(())) => {
-                    if let Some(last) = &batch.last {
-                        self.client.sent(batch.count, batch.bytes, payload(last));
-                    }
-                    self.sessions.metrics.frames_sent.inc_by(batch.count);
-                    self.sessions.metrics.bytes_sent.inc_by(batch.bytes);
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Error(e))),
-                Poll::Pending => {}
-            }
-            if let Poll::Ready(signal) = self.queue.poll_signalled(cx) {
-                return Poll::Ready(Err(Interrupt::Signal(signal)));
-            }
-            // The socket is full: the ping timer still runs, so a client that stopped
-            // reading is closed like one that stopped answering.
-            loop {
-                match live.poll_expired(cx, &mut batch.progressed) {
-                    Poll::Ready(true) => return Poll::Ready(Err(Interrupt::Idle)),
-                    // Not yet: look again, which registers for the next tick.
-                    Poll::Ready(false) => continue,
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        })
-    }
-
-    /// Closes because something asked for it (slow consumer, admin, ping timeout): queued
-    /// frames are not sent, the close frame is, and the handshake gets a bounded time. A
-    /// client whose socket is full never gets the frame: that is recorded as a lost
-    /// connection (1006), as the client sees it, with the reason Sluice had.
-    async fn close_requested(&mut self, socket: &mut Socket) -> End {
-        let reason = self
-            .client
-            .close_reason()
-            .cloned()
-            .unwrap_or(crate::client::CloseReason { code: 1000, reason: String::new() });
-        if close(socket, reason.code, &reason.reason, CLOSE_TIMEOUT, true).await {
-            End::Closed { code: reason.code, reason: reason.reason, by_client: false }
-        } else {
-            End::Lost(format!("{} (the close frame could not be sent: the client stopped reading)", reason.reason))
-        }
-    }
-
-    /// Closes for shutdown: everything already queued is sent first, then 1001, within
-    /// the shutdown deadline.
-    async fn shut_down(&mut self, socket: &mut Socket) -> End {
-        let deadline = self.sessions.settings.shutdown_timeout.saturating_sub(Duration::from_millis(250));
-        let started = Instant::now();
-        let mut count = 0u64;
-        let mut bytes = 0u64;
-        let drained = tokio::time::timeout(deadline, async {
-            while let Some(frame) = self.queue.try_recv() {
-                count += 1;
-                bytes += payload(&frame).len() as u64;
-                socket.feed(frame).await?;
-            }
-            socket.flush().await
-        })
-        .await;
-        self.sessions.metrics.frames_sent.inc_by(count);
-        self.sessions.metrics.bytes_sent.inc_by(bytes);
-        if !matches!(drained, Ok(Ok(()))) {
-            return End::Lost("could not flush queued frames before the shutdown deadline".into());
-        }
-        let reason = "shutting down";
-        if close(socket, CLOSE_GOING_AWAY, reason, deadline.saturating_sub(started.elapsed()), true).await {
-            End::Closed { code: CLOSE_GOING_AWAY, reason: reason.into(), by_client: false }
-        } else {
-            End::Lost("shutting down (the close frame could not be sent)".into())
-        }
-    }
-}
-
-/// How long Sluice tries to send the close frame to a client that broke the protocol.
-const FAILED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Sends a close frame and, with `await_reply`, waits (bounded) for the client's, so the
-/// connection is not reset under data the client has not read yet. Whether the frame was
-/// written out: a client whose socket stays full never receives it.
-async fn close(socket: &mut Socket, code: u16, reason: &str, within: Duration, await_reply: bool) -> bool {
-    let deadline = Instant::now() + within;
-    let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from(reason.to_owned()) };
-    let sent = matches!(tokio::time::timeout_at(deadline, socket.send(Message::Close(Some(frame)))).await, Ok(Ok(())));
-    if sent && await_reply {
-        let _ = tokio::time::timeout_at(deadline, async {
-            while let Some(message) = socket.next().await {
-                if matches!(message, Ok(Message::Close(_)) | Err(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    sent
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
