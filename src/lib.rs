@@ -26,7 +26,8 @@
 //! - [`auth`]: Basic and JWT credentials, client tokens, which web pages may subscribe.
 //! - [`server`]: the listeners: the accept loop (plain TCP or TLS), the connection limit.
 //! - `session`: who may subscribe (admission), and one session per client whatever its
-//!   transport: WebSocket and Server-Sent Events.
+//!   transport: one pump (queue, liveness, closes, counters) behind a narrow `Transport`
+//!   seam that WebSocket and Server-Sent Events each implement.
 //! - `admin`: plain HTTP beside the subscriptions: health, readiness, metrics, the admin
 //!   API and the console.
 //! - [`config`]: settings from flags, environment and a TOML file, each declared once and
