@@ -1,5 +1,5 @@
-//! Wiring: builds each part of the gateway from the [`Config`], in order — the hub, the
-//! source, the registry, the sessions and who may open them, the admin surface — connects
+//! Wiring: builds each part of the gateway from the [`Config`], in order — a hub and a
+//! source for each topic, the registry, the sessions and who may open them, the admin surface — connects
 //! the source, and serves on a listener it is given until a shutdown token it is given is
 //! cancelled. `main` and the tests run exactly this. Nothing imports this module: each part
 //! is handed only what it needs.
@@ -33,6 +33,7 @@ use crate::source::memory::{self, MemoryStream};
 use crate::source::Dispatch;
 use crate::stream::history::History;
 use crate::stream::hub::{Hub, StreamSettings};
+use crate::stream::{Streams, Topic};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,7 +47,7 @@ pub enum StartError {
 
 enum Source {
     // Boxed: a consumer's handles are large, and this enum is built once.
-    Kafka { input: Box<KafkaSource>, replies: Option<Box<KafkaSource>> },
+    Kafka { inputs: Vec<(Box<KafkaSource>, Hub)>, replies: Option<Box<KafkaSource>> },
     Memory { demo: bool, stream: MemoryStream },
 }
 
@@ -73,21 +74,32 @@ impl Gateway {
         let readiness = Readiness::new(metrics.clone());
         let budget = Budget::new(config.max_queued_bytes, metrics.queued_bytes.clone());
         let kafka = matches!(config.source, SourceConfig::Kafka(_));
-        let stream = StreamSettings {
-            // Kafka offsets mean the same to every process reading the topic; the embedded
-            // stream's start over with each process, so its cursors carry a tag of its own.
-            tag: match &config.source {
-                SourceConfig::Kafka(k) => crate::record::position::topic_tag(&k.topic),
-                SourceConfig::Memory { .. } => rand::random(),
-            },
-            recent_bytes: config.replay_buffer_bytes,
-            limits: crate::stream::replay::Limits { kafka, max_fetch: config.max_resume_records },
+        let hub = |tag: u32| {
+            let stream = StreamSettings {
+                tag,
+                recent_bytes: config.replay_buffer_bytes,
+                limits: crate::stream::replay::Limits { kafka, max_fetch: config.max_resume_records },
+            };
+            Hub::new(config.slow_consumer, metrics.clone(), budget.clone(), stream)
         };
-        let hub = Hub::new(config.slow_consumer, metrics.clone(), budget, stream);
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-        let (source, memory, outbox, progress, history) = match &config.source {
+        let (source, topics, memory, outbox, progress) = match &config.source {
             SourceConfig::Kafka(k) => {
-                let source = KafkaSource::connect(k, &k.topic, k.start, metrics.clone(), readiness.clone()).await?;
+                let mut inputs = Vec::new();
+                let mut topics = Vec::new();
+                let mut progress = Vec::new();
+                for name in &k.topics {
+                    // Kafka offsets mean the same to every process reading the topic: its
+                    // cursors are tagged with the topic's name.
+                    let hub = hub(crate::record::position::topic_tag(name));
+                    let source = KafkaSource::connect(k, name, k.start, metrics.clone(), readiness.part(name)).await?;
+                    progress.push(source.progress());
+                    let history = History::start(k, name, metrics.clone()).map_err(|e| match e {
+                        crate::stream::history::HistoryError::Config(e) => KafkaSourceError::Config(e),
+                    })?;
+                    topics.push(Topic { name: Arc::from(name.as_str()), hub: hub.clone(), history: Some(history) });
+                    inputs.push((Box::new(source), hub));
+                }
                 let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
                 let replies = match &k.replies {
                     // Replies are for clients connected now: start at the end.
@@ -103,18 +115,20 @@ impl Gateway {
                     )),
                     None => None,
                 };
-                let progress = Some(source.progress());
-                let history = History::start(k, metrics.clone()).map_err(|e| match e {
-                    crate::stream::history::HistoryError::Config(e) => KafkaSourceError::Config(e),
-                })?;
-                (Source::Kafka { input: Box::new(source), replies }, None, outbox, progress, Some(history))
+                (Source::Kafka { inputs, replies }, topics, None, outbox, progress)
             }
             SourceConfig::Memory { demo } => {
+                // The embedded stream starts over with each process: its cursors carry a tag
+                // of their own.
+                let hub = hub(rand::random());
                 let stream = MemoryStream::new(Arc::new(hub.clone()));
                 let source = Source::Memory { demo: *demo, stream: stream.clone() };
-                (source, Some(stream), Outbox::memory(metrics.clone()), None, None)
+                let topic = Topic { name: Arc::from(memory::TOPIC), hub, history: None };
+                (source, vec![topic], Some(stream), Outbox::memory(metrics.clone()), Vec::new())
             }
         };
+        let streams = Streams::new(topics);
+        let hub = streams.default_topic().hub.clone();
         let node: Arc<str> = Arc::from(config.node_id.as_str());
         let registry = Registry::default();
         let embedded = memory.is_some();
@@ -134,7 +148,7 @@ impl Gateway {
             console_port: Arc::new(OnceLock::new()),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             max_last: config.max_last,
-            hub: hub.clone(),
+            streams: streams.clone(),
             metrics: metrics.clone(),
         });
         let admin = Admin::new(crate::admin::Shared {
@@ -150,11 +164,10 @@ impl Gateway {
             shutdown: shutdown.clone(),
         });
         let sessions = Sessions::new(crate::session::Shared {
-            hub,
+            streams,
             registry,
             metrics,
             outbox,
-            history,
             settings: SessionSettings {
                 welcome: config.welcome,
                 queue: crate::client::QueueLimits { frames: config.queue_capacity, bytes: config.queue_bytes },
@@ -162,6 +175,8 @@ impl Gateway {
                 shutdown_timeout: config.shutdown_timeout,
                 max_message_size: config.max_message_size,
                 stored_message_bytes: config.stored_message_bytes,
+                max_subscriptions: config.max_subscriptions,
+                max_last: config.max_last,
             },
             shutdown,
             tracker: TaskTracker::new(),
@@ -197,28 +212,33 @@ impl Gateway {
     pub async fn serve(self, listener: TcpListener, admin: Option<TcpListener>) {
         let app = self.sessions;
         let subs = Subscriptions { gate: self.gate.clone(), sessions: app.clone() };
-        let source_task = match self.source {
-            Source::Kafka { input, replies } => {
+        let source_tasks: Vec<_> = match self.source {
+            Source::Kafka { inputs, replies } => {
                 if let Some(replies) = replies {
                     let router = ReplyRouter {
                         registry: app.registry.clone(),
-                        hub: app.hub.clone(),
+                        hub: app.streams.default_topic().hub.clone(),
                         metrics: app.metrics.clone(),
                         policy: self.slow_consumer,
                     };
                     tokio::spawn(replies.run(Arc::new(router), app.shutdown.clone()));
                 }
-                let dispatch: Arc<dyn Dispatch> = Arc::new(app.hub.clone());
-                tokio::spawn(input.run(dispatch, app.shutdown.clone()))
+                inputs
+                    .into_iter()
+                    .map(|(input, hub)| {
+                        let dispatch: Arc<dyn Dispatch> = Arc::new(hub);
+                        tokio::spawn(input.run(dispatch, app.shutdown.clone()))
+                    })
+                    .collect()
             }
             Source::Memory { demo, stream } => {
                 self.readiness.set(true, "embedded stream");
                 let shutdown = app.shutdown.clone();
-                tokio::spawn(async move {
+                vec![tokio::spawn(async move {
                     if demo {
                         memory::run_demo(stream, Duration::from_millis(500), shutdown).await;
                     }
-                })
+                })]
             }
         };
 
@@ -259,7 +279,9 @@ impl Gateway {
             let _ = task.await;
         }
         self.readiness.set(false, "shutting down");
-        let _ = source_task.await;
+        for task in source_tasks {
+            let _ = task.await;
+        }
         app.tracker.close();
         let clients = app.registry.len();
         tracing::info!(clients, timeout = ?app.settings.shutdown_timeout, "draining");

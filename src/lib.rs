@@ -10,6 +10,8 @@
 //! - `record`: the record as consumed; its position in the stream and the cursor that
 //!   names it; its frames and envelope, built once per record and shared by every
 //!   subscriber; the gateway-wide bound on bytes those frames hold.
+//! - `selector`: what a subscription selects — topic, exact keys or a pattern, header and
+//!   JSON-field conditions — parsed once and bounded; key patterns and their coverage.
 //! - `client`: one connected client: who it is and where from (behind trusted proxies),
 //!   what it subscribed to, its bounded outgoing queue and the policy when it is full, the
 //!   signal that closes it, its counters.
@@ -47,6 +49,7 @@ mod readiness;
 mod record;
 mod registry;
 mod secret;
+mod selector;
 pub mod server;
 mod session;
 mod sink;

@@ -135,7 +135,8 @@ fn print_token(options: &Options, args: &TokenArgs) -> ExitCode {
         eprintln!("config error: {}: must be at least 32 bytes long", SETTING.jwt_secret);
         return ExitCode::from(EXIT_CONFIG);
     }
-    println!("{}", sluice::auth::mint(secret, &args.sub, args.keys.as_deref(), args.ttl));
+    let grant = sluice::auth::Grant { keys: args.keys.clone(), topics: args.topics.clone() };
+    println!("{}", sluice::auth::mint(secret, &args.sub, &grant, args.ttl));
     ExitCode::SUCCESS
 }
 

@@ -163,6 +163,14 @@ pub struct Metrics {
     /// Keys with at least one subscriber, and clients on `/*`.
     pub subscribed_keys: Gauge,
     pub wildcard_clients: Gauge,
+    /// Subscriptions of multiplexed connections now.
+    pub subscriptions: Gauge,
+    /// `subscribe` frames refused, by reason (`bad_request`, `forbidden`, `unknown_topic`,
+    /// `limit`).
+    subscribes_refused: Family<Label, Counter>,
+    /// Frames of multiplexed connections that were not a request Sluice understood, by
+    /// reason (`not_json`, `binary`, `unknown_type`, `bad_field`, `unknown_id`).
+    control_frames_refused: Family<Label, Counter>,
     /// With `--cluster` only: 1 while this replica's link to the cluster's Redis works
     /// (presence, directory and pub/sub), else 0.
     pub cluster_up: Gauge,
@@ -241,6 +249,9 @@ impl Metrics {
             admin_request_duration: Family::new_with_constructor(admin_latency_histogram),
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
+            subscriptions: Gauge::default(),
+            subscribes_refused: Family::default(),
+            control_frames_refused: Family::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
             cluster_requests: Family::default(),
@@ -331,6 +342,13 @@ impl Metrics {
         r.register("build_info", "Always 1; the labels say which build this is", build_info);
         r.register("subscribed_keys", "Keys with at least one subscriber", m.subscribed_keys.clone());
         r.register("wildcard_clients", "Clients subscribed to every record", m.wildcard_clients.clone());
+        r.register("subscriptions", "Subscriptions of multiplexed connections now", m.subscriptions.clone());
+        r.register("subscribes_refused", "subscribe frames refused, by reason", m.subscribes_refused.clone());
+        r.register(
+            "control_frames_refused",
+            "Frames of multiplexed connections that were not a request understood, by reason",
+            m.control_frames_refused.clone(),
+        );
         if cluster {
             r.register(
                 "cluster_up",
@@ -401,6 +419,24 @@ impl Metrics {
                 "the live stream skipped offsets: resumes across them are read from Kafka"
             );
         }
+    }
+
+    /// A `subscribe` frame refused: the counter, and a line at most once per reason and
+    /// period (a client looping on a bad request is one line, with a count).
+    pub fn subscribe_refused(&self, reason: &'static str, client: &str, error: &str) {
+        if let Some(skipped) = self.logs.admit(&format!("subscribe:{reason}"), REFUSAL_LOG_PERIOD) {
+            tracing::info!(client, reason, error, similar_refusals_not_logged = skipped, "subscribe refused");
+        }
+        self.subscribes_refused.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// A frame of a multiplexed connection Sluice did not understand: the counter, and a
+    /// line at most once per reason and period.
+    pub fn control_frame_refused(&self, reason: &'static str, client: &str, error: &str) {
+        if let Some(skipped) = self.logs.admit(&format!("control:{reason}"), REFUSAL_LOG_PERIOD) {
+            tracing::info!(client, reason, error, similar_refusals_not_logged = skipped, "control frame refused");
+        }
+        self.control_frames_refused.get_or_create(&[("reason", reason)]).inc();
     }
 
     pub fn resumed(&self, how: &'static str) {

@@ -98,7 +98,7 @@ impl Outbox {
                 config.create_with_context(ProduceContext { metrics: metrics.clone() })?;
             Some(KafkaOut {
                 producer,
-                input: cfg.topic.clone(),
+                input: cfg.topics.first().cloned().unwrap_or_default(),
                 output: cfg.output.clone(),
                 events: cfg.events.clone(),
             })
@@ -134,10 +134,10 @@ impl Outbox {
     fn produce(&self, kafka: &KafkaOut, topic: &str, client: &Client, payload: &[u8], headers: bool) {
         let mut record = BaseRecord::to(topic).key(client.id.as_bytes()).payload(payload);
         if headers {
-            let key = client.subscription.display();
             record = record.headers(
                 OwnedHeaders::new()
-                    .insert(Header { key: "sluice-key", value: Some(key.as_bytes()) })
+                    // Null for a client on `/`: its subscriptions say what it reads.
+                    .insert(Header { key: "sluice-key", value: client.key.as_deref().map(str::as_bytes) })
                     .insert(Header { key: "sluice-user", value: client.user.as_deref().map(str::as_bytes) }),
             );
         }
@@ -166,7 +166,7 @@ fn event_json(client: &Client, event: &Event<'_>) -> String {
     let mut v = serde_json::json!({
         "type": match event { Event::Connect => "connect", Event::Disconnect { .. } => "disconnect", Event::Message { .. } => "message" },
         "replyId": &*client.id,
-        "key": client.subscription.display(),
+        "key": client.key.as_deref(),
         "user": client.user,
         "remoteAddr": client.remote.to_string(),
         "at": rfc3339(SystemTime::now()),

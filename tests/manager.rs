@@ -40,7 +40,7 @@ async fn wait_client(sluice: &Sluice, id: &str, done: impl Fn(&serde_json::Value
 
 #[tokio::test]
 async fn clients_are_listed_paged_and_inspected() {
-    let (_tansu, _topic, sluice) = kafka_gateway(&[]).await;
+    let (_tansu, topic, sluice) = kafka_gateway(&[]).await;
     let (_a1, id1) = connect(&sluice, "/a").await;
     let (_a2, id2) = connect(&sluice, "/a").await;
     let (_all, id3) = connect(&sluice, "/*").await;
@@ -55,8 +55,15 @@ async fn clients_are_listed_paged_and_inspected() {
     assert_eq!(ids, want);
     assert!(body["next"].is_null());
 
+    // `?key=a`: the clients whose subscriptions can match `a`, the `/*` one too; `?key=*`:
+    // those subscribed to every key.
     let (_, by_key) = sluice.api("GET", "/api/clients?key=a", None).await;
-    assert_eq!(by_key["clients"].as_array().unwrap().len(), 2);
+    assert_eq!(by_key["clients"].as_array().unwrap().len(), 3);
+    let (_, by_key) = sluice.api("GET", "/api/clients?key=b", None).await;
+    assert_eq!(by_key["clients"].as_array().unwrap().len(), 1);
+    let (_, star) = sluice.api("GET", "/api/clients?key=*", None).await;
+    let star: Vec<&str> = star["clients"].as_array().unwrap().iter().map(|c| c["replyId"].as_str().unwrap()).collect();
+    assert_eq!(star, [id3.as_str()]);
 
     let (_, first) = sluice.api("GET", "/api/clients?limit=2", None).await;
     assert_eq!(first["clients"].as_array().unwrap().len(), 2);
@@ -68,6 +75,7 @@ async fn clients_are_listed_paged_and_inspected() {
     let (status, c) = sluice.api("GET", &format!("/api/clients/{id3}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(c["key"], "*");
+    assert_eq!(c["subscriptions"], serde_json::json!([{ "topic": topic }]), "{c}");
     assert_eq!(c["user"], USER);
     assert!(c["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(c["connectedAt"].as_str().unwrap().ends_with('Z'));

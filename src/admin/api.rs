@@ -389,6 +389,8 @@ struct TokenRequest {
     sub: String,
     #[serde(default, deserialize_with = "present")]
     keys: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    topics: Option<Vec<String>>,
     #[serde(default, deserialize_with = "whole_seconds")]
     ttl: Option<u64>,
 }
@@ -417,7 +419,7 @@ impl TokenRequest {
     fn parse(body: &[u8]) -> ApiResult<TokenRequest> {
         let invalid = |e: serde_json::Error| {
             ApiError::BadRequest(format!(
-                "body must be JSON {{\"sub\": string, \"keys\": [string] (optional), \"ttl\": seconds (optional)}}: {e}"
+                "body must be JSON {{\"sub\": string, \"keys\": [string] (optional), \"topics\": [string] (optional), \"ttl\": seconds (optional)}}: {e}"
             ))
         };
         // Through an object first: serde would also take a struct from a JSON array, by
@@ -438,6 +440,16 @@ impl TokenRequest {
                 return Err(ApiError::BadRequest(format!("each key must be 1 to {MAX_KEY_CHARS} characters")));
             }
         }
+        if let Some(topics) = &request.topics {
+            if topics.is_empty() || topics.len() > MAX_TOKEN_KEYS {
+                return Err(ApiError::BadRequest(format!(
+                    "topics must list 1 to {MAX_TOKEN_KEYS} topics (leave it out for every topic)"
+                )));
+            }
+            if topics.iter().any(|t| t.is_empty() || t.chars().count() > MAX_KEY_CHARS) {
+                return Err(ApiError::BadRequest(format!("each topic must be 1 to {MAX_KEY_CHARS} characters")));
+            }
+        }
         if request.ttl.is_some_and(|t| !(1..=MAX_TOKEN_TTL).contains(&t)) {
             return Err(ApiError::BadRequest(format!("ttl must be between 1 and {MAX_TOKEN_TTL} seconds")));
         }
@@ -450,7 +462,8 @@ impl TokenRequest {
 async fn mint_token(State(app): State<Admin>, Payload(body): Payload) -> ApiResult<Response> {
     let request = TokenRequest::parse(&body)?;
     let ttl = Duration::from_secs(request.ttl.unwrap_or(DEFAULT_TOKEN_TTL));
-    let (token, expires) = app.auth.mint(&request.sub, request.keys.as_deref(), ttl);
+    let grant = crate::auth::Grant { keys: request.keys, topics: request.topics };
+    let (token, expires) = app.auth.mint(&request.sub, &grant, ttl);
     let body = Json(json!({ "token": token, "expiresAt": rfc3339(expires) }));
     // A credential: no cache may keep it.
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], body).into_response())
@@ -593,7 +606,7 @@ mod tests {
     /// this process's registry holding one client.
     fn admin_with_a_client() -> (Admin, std::sync::Arc<crate::client::Client>, crate::client::QueueReceiver) {
         use crate::auth::{AuthSettings, Authenticator};
-        use crate::client::{Client, SlowConsumerPolicy, Subscription};
+        use crate::client::{Client, SlowConsumerPolicy};
         use crate::metrics::Metrics;
         use crate::record::budget::Budget;
         use crate::registry::local::Local;
@@ -618,7 +631,7 @@ mod tests {
         let registry = Registry::default();
         let outbox = Outbox::memory(metrics.clone());
         let (client, queue) =
-            Client::new(crate::client::tests::info("c1", Subscription::All), crate::client::tests::limits(8), 1024);
+            Client::new(crate::client::tests::info("c1", Some("*")), crate::client::tests::limits(8), 1024);
         let client = Arc::new(client);
         registry.insert(client.clone());
         let local = Local::new("n1".into(), registry.clone(), hub, None, outbox.clone());
@@ -630,7 +643,7 @@ mod tests {
             auth: Arc::new(Authenticator::new(&auth)),
             metrics: metrics.clone(),
             readiness: crate::readiness::Readiness::new(metrics),
-            progress: None,
+            progress: Vec::new(),
             outbox,
             embedded: true,
             shutdown: tokio_util::sync::CancellationToken::new(),

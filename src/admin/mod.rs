@@ -48,7 +48,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// How far consuming `input` is, per partition (Kafka only): `/readyz` shows it.
-    pub progress: Option<Progress>,
+    pub progress: Vec<Progress>,
     /// The lifecycle events the console watches (`/api/events`).
     pub outbox: Outbox,
     /// The source is the embedded stream.
@@ -134,9 +134,16 @@ async fn readyz(State(app): State<Admin>) -> Response {
     let ready = app.readiness.is_ready() && !app.shutdown.is_cancelled();
     let reason = if app.shutdown.is_cancelled() { "shutting down".to_owned() } else { app.readiness.why() };
     let mut body = serde_json::json!({ "ready": ready, "reason": reason });
-    if let Some(progress) = &app.progress {
+    // The default topic's at the top level; every topic's under `topics`.
+    if let Some(progress) = app.progress.first() {
         body["topic"] = progress.topic().into();
         body["partitions"] = serde_json::to_value(progress.view()).unwrap_or_default();
+        body["topics"] = app
+            .progress
+            .iter()
+            .map(|p| serde_json::json!({ "topic": p.topic(), "partitions": p.view() }))
+            .collect::<Vec<_>>()
+            .into();
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()

@@ -3,7 +3,8 @@
 //! - `Authorization: Basic …` (RFC 7617): the password may hold `:` and spaces; the
 //!   comparison takes the same time whatever the guess.
 //! - `Authorization: Bearer …` or `?token=…` (browsers cannot set headers): an HS256 JWT
-//!   with `sub` and `exp`, and optionally `keys`, the keys it may subscribe to.
+//!   with `sub` and `exp`, and optionally `keys`, the keys it may subscribe to (exact keys
+//!   or patterns such as `sensor-*`), and `topics`, the topics it may read.
 //!
 //! Tokens are signed with `--jwt-secret` when one is configured. Without one the gateway
 //! draws a random signing secret at start-up, so the console (and any admin) can still mint
@@ -23,7 +24,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::client::Subscription;
+use crate::selector::{Glob, Selector};
 use crate::secret::Secret;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,8 +45,17 @@ pub struct AuthSettings {
 pub struct Identity {
     /// Basic user name or JWT `sub`; `None` when anonymous.
     pub user: Option<String>,
-    /// Keys it may subscribe to; `None` is every key and `/*`.
+    /// Keys it may subscribe to, exact or as patterns; `None` is every key and `/*`.
     pub keys: Option<Vec<String>>,
+    /// Topics it may read; `None` is every topic streamed.
+    pub topics: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// Who may read everything: a Basic user, or anyone when anonymous access is on.
+    pub fn unrestricted(user: Option<String>) -> Identity {
+        Identity { user, keys: None, topics: None }
+    }
 }
 
 /// Why an upgrade is refused.
@@ -61,6 +71,8 @@ pub enum AuthError {
     BadToken(String),
     #[error("this identity may not subscribe to that key")]
     Forbidden,
+    #[error("this identity may not read that topic")]
+    ForbiddenTopic,
 }
 
 impl AuthError {
@@ -71,7 +83,7 @@ impl AuthError {
             AuthError::Malformed => "malformed",
             AuthError::BadCredentials => "bad_credentials",
             AuthError::BadToken(_) => "bad_token",
-            AuthError::Forbidden => "forbidden",
+            AuthError::Forbidden | AuthError::ForbiddenTopic => "forbidden",
         }
     }
 }
@@ -82,6 +94,8 @@ struct Claims {
     sub: String,
     #[serde(default)]
     keys: Option<Vec<String>>,
+    #[serde(default)]
+    topics: Option<Vec<String>>,
 }
 
 /// Bytes of a generated signing secret: alphanumeric, so 64 of them carry about 380 bits,
@@ -132,8 +146,8 @@ impl Authenticator {
     }
 
     /// A client token this gateway accepts: see [`mint`]. Returns it with its expiry.
-    pub fn mint(&self, sub: &str, keys: Option<&[String]>, ttl: Duration) -> (String, SystemTime) {
-        sign(&self.secret, sub, keys, SystemTime::now(), ttl)
+    pub fn mint(&self, sub: &str, grant: &Grant, ttl: Duration) -> (String, SystemTime) {
+        sign(&self.secret, sub, grant, SystemTime::now(), ttl)
     }
 
     /// Authenticates a request from its headers and its `?token=` (already decoded).
@@ -142,7 +156,7 @@ impl Authenticator {
             return self.verify_token(token);
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return if self.anonymous { Ok(Identity { user: None, keys: None }) } else { Err(AuthError::Missing) };
+            return if self.anonymous { Ok(Identity::unrestricted(None)) } else { Err(AuthError::Missing) };
         };
         let value = value.to_str().map_err(|_| AuthError::Malformed)?.trim();
         let (scheme, rest) = value.split_once(' ').ok_or(AuthError::Malformed)?;
@@ -170,7 +184,7 @@ impl Authenticator {
             }
         }
         match matched {
-            Some(name) => Ok(Identity { user: Some(name.to_owned()), keys: None }),
+            Some(name) => Ok(Identity::unrestricted(Some(name.to_owned()))),
             None => Err(AuthError::BadCredentials),
         }
     }
@@ -189,20 +203,31 @@ impl Authenticator {
                 AuthError::BadToken(e.to_string())
             }
         })?;
-        Ok(Identity { user: Some(data.claims.sub), keys: data.claims.keys })
+        Ok(Identity { user: Some(data.claims.sub), keys: data.claims.keys, topics: data.claims.topics })
     }
 
-    /// Whether `identity` may subscribe to `subscription`. A `keys` claim holding `*`
-    /// allows everything, `/*` included.
-    pub fn authorize(identity: &Identity, subscription: &Subscription) -> Result<(), AuthError> {
-        let Some(keys) = &identity.keys else { return Ok(()) };
-        if keys.iter().any(|k| k == "*") {
-            return Ok(());
+    /// Whether `identity` may read what `selector` selects in `topic`: the topic must be one
+    /// its `topics` claim lists, and every key the selector can match must be one its `keys`
+    /// claim allows — each exact key matched by a claim, a pattern covered by a claim
+    /// pattern (`sensor-*` covers `sensor-1*`), every key (`/*`, or conditions on headers
+    /// and values alone) only by `*`.
+    pub fn authorize(identity: &Identity, selector: &Selector, topic: &str) -> Result<(), AuthError> {
+        if let Some(topics) = &identity.topics {
+            if !topics.iter().any(|t| t == topic || t == "*") {
+                return Err(AuthError::ForbiddenTopic);
+            }
         }
-        match subscription {
-            Subscription::All => Err(AuthError::Forbidden),
-            Subscription::Key(k) if keys.iter().any(|allowed| allowed.as_bytes() == k.as_ref()) => Ok(()),
-            Subscription::Key(_) => Err(AuthError::Forbidden),
+        let Some(keys) = &identity.keys else { return Ok(()) };
+        let claims: Vec<Glob> = keys.iter().filter_map(|k| Glob::new(k).ok()).collect();
+        let allowed = match (&selector.keys, &selector.pattern) {
+            (Some(exact), _) => exact.iter().all(|k| claims.iter().any(|c| c.matches(k))),
+            (None, Some(pattern)) => claims.iter().any(|c| c.covers(pattern)),
+            (None, None) => claims.iter().any(|c| c.as_str() == "*"),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden)
         }
     }
 
@@ -217,7 +242,8 @@ impl Authenticator {
 
     /// The HTTP answer to a refused upgrade: 401 with challenges, or 403.
     pub fn refusal(&self, error: &AuthError) -> Response {
-        let status = if *error == AuthError::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let forbidden = matches!(error, AuthError::Forbidden | AuthError::ForbiddenTopic);
+        let status = if forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
         let body = serde_json::json!({ "error": error.to_string() }).to_string();
         let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -229,19 +255,30 @@ impl Authenticator {
     }
 }
 
-/// A client token: an HS256 JWT for `sub`, valid for `ttl`, limited to `keys` when given.
+/// What a client token allows beyond its subject: `None` is everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// Keys, exact or as patterns (`sensor-*`).
+    pub keys: Option<Vec<String>>,
+    pub topics: Option<Vec<String>>,
+}
+
+/// A client token: an HS256 JWT for `sub`, valid for `ttl`, limited to what `grant` says.
 /// What `sluice token` prints, and what the authenticator above accepts.
-pub fn mint(secret: &Secret, sub: &str, keys: Option<&[String]>, ttl: Duration) -> String {
-    sign(secret, sub, keys, SystemTime::now(), ttl).0
+pub fn mint(secret: &Secret, sub: &str, grant: &Grant, ttl: Duration) -> String {
+    sign(secret, sub, grant, SystemTime::now(), ttl).0
 }
 
 /// The token and the expiry it carries (`exp` is whole seconds, and so is the time returned).
-fn sign(secret: &Secret, sub: &str, keys: Option<&[String]>, now: SystemTime, ttl: Duration) -> (String, SystemTime) {
+fn sign(secret: &Secret, sub: &str, grant: &Grant, now: SystemTime, ttl: Duration) -> (String, SystemTime) {
     let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let exp = now.saturating_add(ttl.as_secs());
     let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": exp });
-    if let Some(keys) = keys {
-        claims["keys"] = keys.into();
+    if let Some(keys) = &grant.keys {
+        claims["keys"] = keys.clone().into();
+    }
+    if let Some(topics) = &grant.topics {
+        claims["topics"] = topics.clone().into();
     }
     let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
     // HS256 over a JSON object with an HMAC key of any length cannot fail.
@@ -344,10 +381,13 @@ mod tests {
     fn minted_tokens_are_accepted_and_carry_their_keys() {
         let a = auth(false);
         let keys = vec!["sensor-1".to_owned()];
-        let t = mint(&Secret::new(SECRET), "dash", Some(&keys), Duration::from_secs(60));
+        let topics = vec!["telemetry".to_owned()];
+        let grant = Grant { keys: Some(keys.clone()), topics: Some(topics.clone()) };
+        let t = mint(&Secret::new(SECRET), "dash", &grant, Duration::from_secs(60));
         let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
-        assert_eq!(id, Identity { user: Some("dash".into()), keys: Some(keys) });
-        let other = mint(&Secret::new("another secret, 32 bytes long!!!"), "dash", None, Duration::from_secs(60));
+        assert_eq!(id, Identity { user: Some("dash".into()), keys: Some(keys), topics: Some(topics) });
+        let other =
+            mint(&Secret::new("another secret, 32 bytes long!!!"), "dash", &Grant::default(), Duration::from_secs(60));
         assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&other)), Err(AuthError::BadToken(_))));
     }
 
@@ -362,18 +402,19 @@ mod tests {
         let (a, b) = (Authenticator::new(&cfg), Authenticator::new(&cfg));
         assert_eq!(a.signing_secret(), SigningSecret::Generated);
         let keys = vec!["sensor-1".to_owned()];
-        let (t, expires) = a.mint("console", Some(&keys), Duration::from_secs(60));
+        let grant = Grant { keys: Some(keys.clone()), topics: None };
+        let (t, expires) = a.mint("console", &grant, Duration::from_secs(60));
         let left = expires.duration_since(SystemTime::now()).unwrap();
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60), "{left:?}");
         let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
-        assert_eq!(id, Identity { user: Some("console".into()), keys: Some(keys) });
+        assert_eq!(id, Identity { user: Some("console".into()), keys: Some(keys), topics: None });
         // Another process draws another secret.
         match b.authenticate(&HeaderMap::new(), Some(&t)) {
             Err(AuthError::BadToken(why)) => assert!(why.contains("not signed by this gateway"), "{why}"),
             other => panic!("accepted a foreign token: {other:?}"),
         }
         // Nor does a token signed with some guessable secret pass.
-        let guess = mint(&Secret::new(""), "x", None, Duration::from_secs(60));
+        let guess = mint(&Secret::new(""), "x", &Grant::default(), Duration::from_secs(60));
         assert!(a.authenticate(&HeaderMap::new(), Some(&guess)).is_err());
         assert!(a.authenticate(&basic("alice:pw"), None).is_ok());
     }
@@ -382,22 +423,44 @@ mod tests {
     fn a_configured_secret_signs_what_the_gateway_mints() {
         let a = auth(false);
         assert_eq!(a.signing_secret(), SigningSecret::Configured);
-        let (t, _) = a.mint("console", None, Duration::from_secs(60));
+        let (t, _) = a.mint("console", &Grant::default(), Duration::from_secs(60));
         let id = auth(false).authenticate(&HeaderMap::new(), Some(&t)).unwrap();
-        assert_eq!(id, Identity { user: Some("console".into()), keys: None });
+        assert_eq!(id, Identity::unrestricted(Some("console".into())));
     }
 
     #[test]
-    fn keys_claim_limits_subscriptions() {
-        let limited = Identity { user: Some("d".into()), keys: Some(vec!["a".into()]) };
-        assert!(Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"a"))).is_ok());
-        assert_eq!(
-            Authenticator::authorize(&limited, &Subscription::Key(Bytes::from_static(b"b"))),
-            Err(AuthError::Forbidden)
-        );
-        assert_eq!(Authenticator::authorize(&limited, &Subscription::All), Err(AuthError::Forbidden));
-        let star = Identity { user: None, keys: Some(vec!["*".into()]) };
-        assert!(Authenticator::authorize(&star, &Subscription::All).is_ok());
+    fn keys_claim_limits_subscriptions_and_patterns_need_a_covering_claim() {
+        let id = |keys: &[&str]| Identity {
+            user: Some("d".into()),
+            keys: Some(keys.iter().map(|k| k.to_string()).collect()),
+            topics: None,
+        };
+        let key = |k: &'static str| Selector::key(Bytes::from_static(k.as_bytes()));
+        let pattern = |p: &str| Selector { pattern: Some(Glob::new(p).unwrap()), ..Selector::default() };
+        let keys = |ks: &[&'static str]| Selector {
+            keys: Some(ks.iter().map(|k| Bytes::from_static(k.as_bytes())).collect()),
+            ..Selector::default()
+        };
+        let ok = |i: &Identity, s: &Selector| Authenticator::authorize(i, s, "t").is_ok();
+        let limited = id(&["a"]);
+        assert!(ok(&limited, &key("a")));
+        assert!(!ok(&limited, &key("b")));
+        assert!(!ok(&limited, &Selector::default()));
+        assert!(ok(&id(&["*"]), &Selector::default()));
+        // Claims may be patterns: every exact key must match one, a pattern be covered.
+        let sensors = id(&["sensor-*", "pump-7"]);
+        assert!(ok(&sensors, &keys(&["sensor-1", "pump-7"])));
+        assert!(!ok(&sensors, &keys(&["sensor-1", "pump-8"])));
+        assert!(ok(&sensors, &pattern("sensor-1*")));
+        assert!(!ok(&sensors, &pattern("sens*")));
+        assert!(!ok(&sensors, &pattern("pump-?")));
+        // Conditions on headers or values alone can match every key.
+        let by_header = Selector { headers: vec![("r".into(), Bytes::from_static(b"eu"))], ..Selector::default() };
+        assert!(!ok(&sensors, &by_header));
+        // A topics claim lists what may be read.
+        let topics = Identity { user: None, keys: None, topics: Some(vec!["a".into()]) };
+        assert!(Authenticator::authorize(&topics, &Selector::default(), "a").is_ok());
+        assert_eq!(Authenticator::authorize(&topics, &Selector::default(), "b"), Err(AuthError::ForbiddenTopic));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! end of the queue and is the only writer to the socket.
 
 pub mod address;
+pub mod subscriber;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
@@ -18,7 +19,7 @@ use parking_lot::Mutex;
 use tungstenite::Message;
 
 use crate::client::address::RemoteAddr;
-use crate::record::position::Position;
+use crate::client::subscriber::Subscriber;
 use crate::record::{payload, sse_event, Form, Text};
 
 /// What happens to a client whose outgoing queue is full (`--slow-consumer`).
@@ -28,33 +29,6 @@ pub enum SlowConsumerPolicy {
     Disconnect,
     /// Drop the frame that does not fit and keep the client (counted in a metric).
     DropNewest,
-}
-
-/// What a client subscribed to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subscription {
-    /// `/*`: every record.
-    All,
-    /// `/{key}`: the records whose key is exactly these bytes (percent-decoded path).
-    Key(Bytes),
-}
-
-impl Subscription {
-    /// Whether a record with this key is one of this subscription's.
-    pub fn matches(&self, key: Option<&[u8]>) -> bool {
-        match self {
-            Subscription::All => true,
-            Subscription::Key(k) => key == Some(&k[..]),
-        }
-    }
-
-    /// The key as text, for logs and the admin API (`*` for all).
-    pub fn display(&self) -> String {
-        match self {
-            Subscription::All => "*".to_owned(),
-            Subscription::Key(k) => String::from_utf8_lossy(k).into_owned(),
-        }
-    }
 }
 
 /// Why a client is being closed, sent as its close frame.
@@ -105,7 +79,9 @@ pub struct Activity {
 pub struct ClientInfo {
     /// The `replyId`: random, unguessable, unique for the life of the process.
     pub id: Arc<str>,
-    pub subscription: Subscription,
+    /// The key of a plain form: `/{key}`'s, or `*` for `/*`; `None` for a connection on `/`
+    /// (its selectors, or a multiplexed one's subscriptions, say what it reads).
+    pub key: Option<Box<str>>,
     /// How records reach it: WebSocket or SSE, verbatim or in the envelope.
     pub form: Form,
     /// The authenticated identity (Basic user or JWT `sub`); `None` when anonymous.
@@ -131,9 +107,9 @@ pub struct Client {
     /// Its socket is full: a write waits for the client to read. The gateway-wide bound
     /// sheds such clients first.
     blocked: AtomicBool,
-    /// Set when it resumed a cursor ahead of this gateway: live records below it, already
-    /// delivered by another replica, are not sent.
-    floor: OnceLock<Position>,
+    /// Its subscriptions, for the registry (the hubs hold them too). Emptied when the
+    /// session ends, which breaks the reference each holds back to this client.
+    subscriptions: Mutex<Vec<Arc<Subscriber>>>,
 }
 
 impl std::ops::Deref for Client {
@@ -165,7 +141,7 @@ impl Client {
             outgoing: Mutex::new(Activity::default()),
             dropped: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
-            floor: OnceLock::new(),
+            subscriptions: Mutex::new(Vec::new()),
         };
         (client, rx)
     }
@@ -190,7 +166,15 @@ impl Client {
     /// A message for this client from the admin API or `replies`, in its transport's
     /// form: a text (UTF-8) or binary frame, or an SSE `message` event.
     pub fn message(&self, body: Bytes) -> Message {
-        if self.form.is_sse() {
+        if self.form == Form::Mux {
+            // Every frame of a multiplexed connection is a typed JSON object.
+            let data = Text::of(&body);
+            let mut m = serde_json::json!({ "type": "message", "data": data.as_str() });
+            if let Some(encoding) = data.encoding() {
+                m["encoding"] = encoding.into();
+            }
+            Message::Text(m.to_string().into())
+        } else if self.form.is_sse() {
             match Text::of(&body) {
                 Text::Utf8(text) => Message::Binary(sse_event(Some("message"), None, text.as_bytes())),
                 Text::Base64(encoded) => Message::Binary(sse_event(Some("message-binary"), None, encoded.as_bytes())),
@@ -200,20 +184,36 @@ impl Client {
         }
     }
 
-    /// Live records below this position are skipped for this client. False when it
-    /// already had one (the first stays).
-    pub fn set_floor(&self, floor: Position) -> bool {
-        self.floor.set(floor).is_ok()
+    /// Adds a subscription to what the registry shows.
+    pub fn add_subscription(&self, subscriber: Arc<Subscriber>) {
+        self.subscriptions.lock().push(subscriber);
     }
 
-    pub fn has_floor(&self) -> bool {
-        self.floor.get().is_some()
+    /// Takes the subscription with this id out of what the registry shows.
+    pub fn remove_subscription(&self, id: &str) -> Option<Arc<Subscriber>> {
+        let mut subs = self.subscriptions.lock();
+        let i = subs.iter().position(|s| s.id.as_deref() == Some(id))?;
+        Some(subs.swap_remove(i))
     }
 
-    /// Whether a live record is one this client already has (see [`Client::set_floor`]).
-    #[inline]
-    pub fn has_already(&self, partition: i32, offset: i64) -> bool {
-        self.floor.get().is_some_and(|f| f.get(partition).is_some_and(|next| offset < next))
+    /// Every subscription, taken out (the session's end).
+    pub fn take_subscriptions(&self) -> Vec<Arc<Subscriber>> {
+        std::mem::take(&mut *self.subscriptions.lock())
+    }
+
+    pub fn subscriptions(&self) -> Vec<Arc<Subscriber>> {
+        self.subscriptions.lock().clone()
+    }
+
+    /// Whether some subscription of its can select records with this key (`?key=` of the
+    /// admin API's list and broadcast).
+    pub fn can_match_key(&self, key: &[u8]) -> bool {
+        self.subscriptions.lock().iter().any(|s| s.selector.matches_key(Some(key)))
+    }
+
+    /// The key of a plain form as text, for logs and events (`*` for `/*`, `-` on `/`).
+    pub fn key_display(&self) -> &str {
+        self.key.as_deref().unwrap_or("-")
     }
 
     /// Asks the session to close with this code and reason. The first request wins;
@@ -519,10 +519,10 @@ pub(crate) mod tests {
         assert_eq!(fit_close_reason(&"x".repeat(123)).len(), 123);
     }
 
-    pub(crate) fn info(id: &str, subscription: Subscription) -> ClientInfo {
+    pub(crate) fn info(id: &str, key: Option<&str>) -> ClientInfo {
         ClientInfo {
             id: id.into(),
-            subscription,
+            key: key.map(Into::into),
             form: Form::Verbatim,
             user: None,
             remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),
@@ -535,12 +535,12 @@ pub(crate) mod tests {
     }
 
     fn client(capacity: usize) -> (Client, QueueReceiver) {
-        Client::new(info("id", Subscription::All), limits(capacity), CAP)
+        Client::new(info("id", Some("*")), limits(capacity), CAP)
     }
 
     #[test]
     fn the_byte_bound_refuses_once_frames_wait_but_an_empty_queue_takes_any_frame() {
-        let (c, rx) = Client::new(info("id", Subscription::All), QueueLimits { frames: 100, bytes: 10 }, CAP);
+        let (c, rx) = Client::new(info("id", Some("*")), QueueLimits { frames: 100, bytes: 10 }, CAP);
         assert_eq!(c.offer(Message::Text("x".repeat(50).into())), Offer::Queued);
         assert_eq!(c.offer(Message::Text("y".into())), Offer::Full);
         rx.try_recv();

@@ -71,6 +71,7 @@ pub struct Config {
     pub replay_buffer_bytes: usize,
     pub max_resume_records: u64,
     pub max_last: usize,
+    pub max_subscriptions: usize,
     pub allowed_origins: AllowedOrigins,
     pub trusted_proxies: TrustedProxies,
     pub ping_interval: Option<Duration>,

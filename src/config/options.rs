@@ -46,8 +46,9 @@ settings! {
     #[default(8080)]
     port: Option<u16>,
 
-    /// Kafka topic whose records are streamed to clients.
-    #[arg(long, env = "input", value_name = "TOPIC")]
+    /// Kafka topics whose records are streamed to clients, comma-separated; the first is the
+    /// default topic (the one `/{key}` and `/*` read).
+    #[arg(long, env = "input", value_name = "TOPIC,...")]
     input: Option<String>,
 
     /// Kafka bootstrap servers, comma-separated.
@@ -152,6 +153,12 @@ settings! {
     #[arg(long, env = "SLUICE_MAX_LAST", value_name = "N")]
     #[default(100)]
     max_last: Option<usize>,
+
+    /// Subscriptions one multiplexed connection (`sluice.v1`) may hold at once; a subscribe
+    /// beyond it is answered with an error frame, status 429.
+    #[arg(long, env = "SLUICE_MAX_SUBSCRIPTIONS", value_name = "N")]
+    #[default(100)]
+    max_subscriptions: Option<usize>,
 
     /// Most clients (WebSocket sessions) at once; an upgrade beyond it is answered 503 with
     /// Retry-After.
@@ -328,9 +335,13 @@ pub struct TokenArgs {
     /// The token's subject: the user name clients using it are listed under.
     #[arg(long, value_name = "NAME")]
     pub sub: String,
-    /// Keys it may subscribe to, comma-separated (`*` for every key and /*). [default: every key]
+    /// Keys it may subscribe to, comma-separated, exact or as patterns (`sensor-*`; `*` for
+    /// every key and /*). [default: every key]
     #[arg(long, value_name = "K1,K2", value_delimiter = ',')]
     pub keys: Option<Vec<String>>,
+    /// Topics it may read, comma-separated. [default: every topic]
+    #[arg(long, value_name = "T1,T2", value_delimiter = ',')]
+    pub topics: Option<Vec<String>>,
     /// How long it is valid, for example 90s, 15m, 1h, 7d.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
@@ -365,7 +376,10 @@ mod tests {
             "Port to listen on (the Quix deployment uses 80; 0 picks a free port). [default: 8080]"
         );
         assert_eq!(SETTING.host.help(), "Address to listen on. [default: 0.0.0.0, every IPv4 interface]");
-        assert_eq!(SETTING.input.help(), "Kafka topic whose records are streamed to clients");
+        assert_eq!(
+            SETTING.input.help(),
+            "Kafka topics whose records are streamed to clients, comma-separated; the first is the default topic (the one `/{key}` and `/*` read)"
+        );
         assert!(SETTING
             .brokers
             .help()

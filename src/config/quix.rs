@@ -113,7 +113,8 @@ pub async fn discover(o: &mut Options) -> Result<Option<Discovered>, QuixError> 
     let portal = Portal::new(nonempty(&o.quix_portal_api).as_deref().unwrap_or(DEFAULT_PORTAL_API), token)?;
     let workspace = match nonempty(&o.quix_workspace_id) {
         Some(id) => id,
-        None => portal.find_workspace(&input).await?,
+        // The workspace holding the first (default) topic.
+        None => portal.find_workspace(input.split(',').next().unwrap_or(&input).trim()).await?,
     };
     let settings = portal.broker_settings(&workspace).await?;
 
@@ -139,10 +140,15 @@ pub async fn discover(o: &mut Options) -> Result<Option<Discovered>, QuixError> 
 
     let mut topics = Vec::new();
     for topic in [&mut o.input, &mut o.output, &mut o.events, &mut o.replies] {
-        if let Some(name) = nonempty(topic) {
-            let id = portal.topic_id(&workspace, &name).await?;
-            topics.push((name, id.clone()));
-            *topic = Some(id);
+        if let Some(names) = nonempty(topic) {
+            // `input` may list several topics: each is resolved.
+            let mut ids = Vec::new();
+            for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let id = portal.topic_id(&workspace, name).await?;
+                topics.push((name.to_owned(), id.clone()));
+                ids.push(id);
+            }
+            *topic = Some(ids.join(","));
         }
     }
     o.brokers = Some(settings.bootstrap.clone());

@@ -47,7 +47,17 @@ impl Config {
         let brokers = o.brokers.as_deref().map(str::trim).filter(|b| !b.is_empty());
         let input = o.input.as_deref().map(str::trim).filter(|t| !t.is_empty());
         let source = match (brokers, input) {
-            (Some(brokers), Some(topic)) => {
+            (Some(brokers), Some(input)) => {
+                let mut topics: Vec<String> = Vec::new();
+                for topic in input.split(',').map(str::trim) {
+                    if topic.is_empty() {
+                        bad(SETTING.input, format!("{input:?} has an empty topic name: separate topics with single commas"));
+                    } else if topics.iter().any(|t| t == topic) {
+                        bad(SETTING.input, format!("names topic {topic:?} twice"));
+                    } else {
+                        topics.push(topic.to_owned());
+                    }
+                }
                 let properties = kafka_properties(&o, &mut bad);
                 let check = o.kafka_check_interval();
                 let stuck = o.stuck_partition_timeout();
@@ -65,7 +75,7 @@ impl Config {
                     |t: &Option<String>| t.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
                 SourceConfig::Kafka(KafkaSettings {
                     brokers: brokers.to_owned(),
-                    topic: topic.to_owned(),
+                    topics,
                     start,
                     properties,
                     check_interval: Duration::from_secs(check.max(1)),
@@ -156,6 +166,10 @@ impl Config {
         let replay_buffer_bytes = o.replay_buffer_bytes.unwrap_or((max_queued_bytes / 4).min(64 << 20));
         let max_resume_records = o.max_resume_records();
         let max_last = o.max_last();
+        let max_subscriptions = o.max_subscriptions();
+        if max_subscriptions == 0 {
+            bad(SETTING.max_subscriptions, "must be at least 1".into());
+        }
         let max_pending_connections = o.max_pending_connections();
         if max_pending_connections == 0 {
             bad(SETTING.max_pending_connections, "must be at least 1".into());
@@ -274,6 +288,7 @@ impl Config {
             replay_buffer_bytes,
             max_resume_records,
             max_last,
+            max_subscriptions,
             allowed_origins,
             trusted_proxies,
             ping_interval,
@@ -515,7 +530,7 @@ mod tests {
         ]);
         let c = Config::from_options(o).unwrap();
         let SourceConfig::Kafka(k) = c.source else { panic!("kafka expected") };
-        assert_eq!(k.topic, "telemetry");
+        assert_eq!(k.topics, ["telemetry"]);
         assert_eq!(k.start, StartFrom::Timestamp(1_767_323_045_000));
         let keys: Vec<_> = k.properties.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -47,6 +48,9 @@ pub enum Form {
     Sse,
     /// An SSE event: `id:` the cursor, `data:` the envelope JSON.
     SseEnvelope,
+    /// A multiplexed connection (`sluice.v1`): JSON text frames, each record an envelope
+    /// with `"type":"record"` and its subscription's id (see [`Stamped::mux_frame`]).
+    Mux,
 }
 
 impl Form {
@@ -64,7 +68,7 @@ impl Form {
     }
 
     pub fn is_envelope(self) -> bool {
-        matches!(self, Form::Envelope | Form::SseEnvelope)
+        matches!(self, Form::Envelope | Form::SseEnvelope | Form::Mux)
     }
 }
 
@@ -80,6 +84,12 @@ pub struct Stamped {
     envelope: OnceLock<Message>,
     sse: OnceLock<Message>,
     sse_envelope: OnceLock<Message>,
+    /// The value parsed as JSON, for `where` conditions: once per record, however many
+    /// subscribers look (`None` inside when it is not JSON).
+    json: OnceLock<Option<serde_json::Value>>,
+    /// Multiplexed connections' frames, one per subscription id asked for (clients of the
+    /// same library tend to number their subscriptions alike, so each is shared too).
+    mux: OnceLock<Box<Mutex<Vec<(Arc<str>, Message)>>>>,
 }
 
 impl Stamped {
@@ -91,7 +101,14 @@ impl Stamped {
             envelope: OnceLock::new(),
             sse: OnceLock::new(),
             sse_envelope: OnceLock::new(),
+            json: OnceLock::new(),
+            mux: OnceLock::new(),
         }
+    }
+
+    /// The value as JSON, parsed on first use; `None` when it is not JSON (or a tombstone).
+    pub fn json(&self) -> Option<&serde_json::Value> {
+        self.json.get_or_init(|| self.record.value.as_deref().and_then(|v| serde_json::from_slice(v).ok())).as_ref()
     }
 
     /// Payload bytes of the frames built so far (charged to the budget, and held as long as
@@ -102,6 +119,27 @@ impl Stamped {
             + len(self.envelope.get())
             + len(self.sse.get())
             + len(self.sse_envelope.get())
+            + self.mux.get().map_or(0, |m| m.lock().iter().map(|(_, f)| payload(f).len()).sum())
+    }
+
+    /// The frame for the multiplexed subscription `id`; `None` for a tombstone. Built once
+    /// per record and id, then shared like the other forms.
+    pub fn mux_frame(&self, id: &Arc<str>, budget: &Budget, cursor: impl FnOnce() -> String) -> Option<Message> {
+        self.record.value.as_ref()?;
+        let cache = self.mux.get_or_init(Default::default);
+        let mut cache = cache.lock();
+        if let Some((_, frame)) = cache.iter().find(|(k, _)| k == id) {
+            return Some(frame.clone());
+        }
+        let frame = mux_record(id, &envelope_json(&self.record, Some(self.cursor(cursor))), budget);
+        cache.push((id.clone(), frame.clone()));
+        Some(frame)
+    }
+
+    /// [`Stamped::mux_frame`] with a cursor of the caller's, built for that one subscriber.
+    pub fn mux_frame_with_cursor(&self, id: &str, cursor: &str, budget: &Budget) -> Option<Message> {
+        self.record.value.as_ref()?;
+        Some(mux_record(id, &envelope_json(&self.record, Some(cursor)), budget))
     }
 
     /// The cursor, computed by `cursor` the first time it is needed.
@@ -120,6 +158,8 @@ impl Stamped {
             Form::Envelope => self.envelope.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
             Form::Sse => self.sse.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
             Form::SseEnvelope => self.sse_envelope.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
+            // A multiplexed subscriber's frames carry its id: see `mux_frame`.
+            Form::Mux => self.envelope.get_or_init(|| self.build(Form::Envelope, self.cursor(cursor), budget)),
         })
     }
 
@@ -136,7 +176,7 @@ impl Stamped {
     fn build(&self, form: Form, cursor: &str, budget: &Budget) -> Message {
         match form {
             Form::Verbatim => frame(budget.charge(self.record.value.clone().unwrap_or_default())),
-            Form::Envelope => {
+            Form::Envelope | Form::Mux => {
                 let json = budget.charge(Bytes::from(envelope_json(&self.record, Some(cursor))));
                 // Serialized JSON is UTF-8: the check cannot fail.
                 Message::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
@@ -148,6 +188,19 @@ impl Stamped {
             }
         }
     }
+}
+
+/// `{"type":"record","sub":ID,` and the rest of the envelope: a multiplexed connection's
+/// record frame.
+fn mux_record(id: &str, envelope: &str, budget: &Budget) -> Message {
+    let mut json = String::with_capacity(envelope.len() + id.len() + 32);
+    json.push_str(r#"{"type":"record","sub":"#);
+    // An id is a JSON string (checked at subscribe); serializing a str cannot fail.
+    json.push_str(&serde_json::to_string(id).unwrap_or_default());
+    json.push(',');
+    json.push_str(envelope.strip_prefix('{').unwrap_or(envelope));
+    let json = budget.charge(Bytes::from(json));
+    Message::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
 }
 
 /// An SSE event: `event:` (when not the default `message`), `id:`, then the data, one

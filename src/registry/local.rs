@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::client::{Client, Offer};
 use crate::sink::Outbox;
 use crate::source::memory::MemoryStream;
+use crate::record::Form;
 use crate::stream::hub::Hub;
 
 use super::{client_object, Clients, ClientsError, Close, Delivered, Filter, Page, Published};
@@ -41,7 +42,7 @@ impl Registry {
     /// Adds a client, until [`Registry::remove`] (which the session's drop calls, and an
     /// admin's disconnect before it).
     pub fn insert(&self, client: Arc<Client>) {
-        let change = self.changes.get().map(|tx| (tx, client.id.clone(), client.subscription.display()));
+        let change = self.changes.get().map(|tx| (tx, client.id.clone(), super::directory_key(&client)));
         // The id's one allocation is shared by the client and this key.
         self.clients.write().insert(client.id.clone(), client);
         if let Some((tx, id, key)) = change {
@@ -55,7 +56,7 @@ impl Registry {
     pub fn remove(&self, id: &str) -> Option<Arc<Client>> {
         let removed = self.clients.write().remove(id);
         if let (Some(client), Some(tx)) = (&removed, self.changes.get()) {
-            let _ = tx.send(Change::Left { id: client.id.clone(), key: client.subscription.display() });
+            let _ = tx.send(Change::Left { id: client.id.clone(), key: super::directory_key(client) });
         }
         removed
     }
@@ -116,7 +117,7 @@ impl Local {
     /// This process's clients matching `filter`, ordered by id.
     pub fn page(&self, filter: &Filter) -> Page {
         let mut clients: Vec<Arc<Client>> =
-            self.registry.all().into_iter().filter(|c| filter.admits(&c.id, &c.subscription.display())).collect();
+            self.registry.all().into_iter().filter(|c| filter.admits(c)).collect();
         clients.sort_by(|a, b| a.id.cmp(&b.id));
         let more = clients.len() > filter.limit;
         clients.truncate(filter.limit);
@@ -157,14 +158,18 @@ impl Local {
     /// How many of this process's clients (of `key`) took the message.
     pub fn broadcast_now(&self, key: Option<&str>, body: Bytes) -> usize {
         let body = self.hub.budget().charge(body);
-        // Built once per transport, shared by every client of it.
-        let (mut websocket, mut sse) = (None, None);
+        // Built once per form of message, shared by every client of it.
+        let (mut websocket, mut sse, mut mux) = (None, None, None);
         let mut delivered = 0usize;
         for client in self.registry.all() {
-            if key.is_some_and(|k| client.subscription.display() != k) {
+            if key.is_some_and(|k| !super::reaches(&client, k)) {
                 continue;
             }
-            let slot = if client.form.is_sse() { &mut sse } else { &mut websocket };
+            let slot = match client.form {
+                Form::Mux => &mut mux,
+                form if form.is_sse() => &mut sse,
+                _ => &mut websocket,
+            };
             let message = slot.get_or_insert_with(|| client.message(body.clone())).clone();
             if client.offer(message) == Offer::Queued {
                 delivered += 1;
@@ -220,18 +225,25 @@ impl Clients for Local {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Subscription;
+    use crate::client::subscriber::Subscriber;
+    use crate::selector::{Glob, Selector};
 
-    fn client(id: &str, subscription: Subscription) -> Arc<Client> {
-        let (c, _queue) =
-            Client::new(crate::client::tests::info(id, subscription), crate::client::tests::limits(1), 1024);
-        Arc::new(c)
+    /// A client of a plain form: `/k` for `Some("k")`, `/*` for `Some("*")`.
+    fn client(id: &str, key: Option<&str>) -> Arc<Client> {
+        let (c, _queue) = Client::new(crate::client::tests::info(id, key), crate::client::tests::limits(1), 1024);
+        let c = Arc::new(c);
+        let selector = match key {
+            Some("*") | None => Selector::default(),
+            Some(k) => Selector::key(Bytes::copy_from_slice(k.as_bytes())),
+        };
+        c.add_subscription(Arc::new(Subscriber::new(c.clone(), None, "t".into(), selector, false)));
+        c
     }
 
     #[test]
     fn a_client_is_found_by_id_until_removed() {
         let r = Registry::default();
-        r.insert(client("abc", Subscription::All));
+        r.insert(client("abc", Some("*")));
         assert!(r.get("abc").is_some());
         r.remove("abc");
         assert!(r.get("abc").is_none());
@@ -243,8 +255,8 @@ mod tests {
         let r = Registry::default();
         let mut changes = r.watch().expect("the first watcher");
         assert!(r.watch().is_none(), "one watcher per registry");
-        r.insert(client("a", Subscription::Key(Bytes::from_static(b"k"))));
-        r.insert(client("b", Subscription::All));
+        r.insert(client("a", Some("k")));
+        r.insert(client("b", Some("*")));
         r.remove("a");
         r.remove("nobody");
         let got: Vec<Change> = std::iter::from_fn(|| changes.try_recv().ok()).collect();
@@ -262,7 +274,7 @@ mod tests {
     fn a_client_removed_twice_leaves_once() {
         let r = Registry::default();
         let mut changes = r.watch().expect("the first watcher");
-        r.insert(client("a", Subscription::All));
+        r.insert(client("a", Some("*")));
         assert!(r.remove("a").is_some());
         assert!(r.remove("a").is_none(), "the second removal finds nothing");
         let got: Vec<Change> = std::iter::from_fn(|| changes.try_recv().ok()).collect();
@@ -288,7 +300,7 @@ mod tests {
     fn a_disconnected_client_is_closed_and_out_of_the_registry_at_once() {
         let r = Registry::default();
         let (c, _queue) =
-            Client::new(crate::client::tests::info("a", Subscription::All), crate::client::tests::limits(1), 1024);
+            Client::new(crate::client::tests::info("a", Some("*")), crate::client::tests::limits(1), 1024);
         let c = Arc::new(c);
         r.insert(c.clone());
         let local = local(&r);
@@ -303,11 +315,25 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_admits_ids_after_the_cursor_of_its_key() {
+    fn a_filter_admits_ids_after_the_cursor_of_the_clients_that_can_match_its_key() {
         let f = Filter { key: Some("k".into()), cursor: Some("b".into()), limit: 10 };
-        assert!(f.admits("c", "k"));
-        assert!(!f.admits("b", "k"));
-        assert!(!f.admits("c", "other"));
-        assert!(Filter { key: None, cursor: None, limit: 1 }.admits("a", "*"));
+        assert!(f.admits(&client("c", Some("k"))));
+        assert!(!f.admits(&client("b", Some("k"))));
+        assert!(!f.admits(&client("c", Some("other"))));
+        // Every key's subscribers can match any key; `*` names only them.
+        assert!(f.admits(&client("c", Some("*"))));
+        assert!(Filter { key: None, cursor: None, limit: 1 }.admits(&client("a", Some("*"))));
+        let star = Filter { key: Some("*".into()), cursor: None, limit: 10 };
+        assert!(star.admits(&client("a", Some("*"))));
+        assert!(!star.admits(&client("a", Some("k"))));
+        // A pattern subscription can match the keys its pattern does.
+        let (c, _queue) = Client::new(crate::client::tests::info("p", None), crate::client::tests::limits(1), 1024);
+        let c = Arc::new(c);
+        let selector = Selector { pattern: Some(Glob::new("sensor-*").unwrap()), ..Selector::default() };
+        c.add_subscription(Arc::new(Subscriber::new(c.clone(), Some("s1".into()), "t".into(), selector, false)));
+        assert!(Filter { key: Some("sensor-4".into()), cursor: None, limit: 1 }.admits(&c));
+        assert!(!Filter { key: Some("pump-4".into()), cursor: None, limit: 1 }.admits(&c));
+        assert!(!star.admits(&c));
+        c.take_subscriptions();
     }
 }

@@ -31,7 +31,8 @@ pub use local::{Change, Registry};
 /// What a list asks for: clients ordered by id, after `cursor`, at most `limit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
-    /// Only the clients of this subscription (`*` for the `/*` clients).
+    /// Only the clients whose subscriptions can match this key (`*`: those subscribed to
+    /// every key, as `/*` is).
     pub key: Option<String>,
     /// Only ids after this one.
     pub cursor: Option<String>,
@@ -39,9 +40,25 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn admits(&self, id: &str, key: &str) -> bool {
-        self.key.as_deref().is_none_or(|k| k == key) && self.cursor.as_deref().is_none_or(|c| id > c)
+    pub fn admits(&self, client: &Client) -> bool {
+        self.key.as_deref().is_none_or(|k| reaches(client, k)) && self.cursor.as_deref().is_none_or(|c| &*client.id > c)
     }
+}
+
+/// Whether `?key=K` (of a list or a broadcast) reaches this client: some subscription of
+/// its can select records with key `K`; `*` reaches the clients subscribed to every key.
+pub fn reaches(client: &Client, key: &str) -> bool {
+    if key == "*" {
+        client.subscriptions().iter().any(|s| s.selector.keys.is_none() && s.selector.pattern.is_none())
+    } else {
+        client.can_match_key(key.as_bytes())
+    }
+}
+
+/// The key a client is listed under in a cluster's directory: a plain form's (`*` for
+/// `/*`), or none (empty) for a client on `/`.
+pub fn directory_key(client: &Client) -> String {
+    client.key.as_deref().unwrap_or_default().to_owned()
 }
 
 /// One page of clients.
@@ -125,13 +142,15 @@ pub trait Clients: Send + Sync + 'static {
 pub fn client_object(c: &Client, node: &str) -> Value {
     json!({
         "replyId": &*c.id,
-        "key": c.subscription.display(),
+        "key": c.key.as_deref(),
+        "subscriptions": c.subscriptions().iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "node": node,
         "user": c.user,
         "remoteAddr": c.remote.to_string(),
         "userAgent": c.user_agent,
         "envelope": c.form.is_envelope(),
         "transport": if c.form.is_sse() { "sse" } else { "websocket" },
+        "multiplexed": c.form == crate::record::Form::Mux,
         "connectedAt": rfc3339(c.connected_at),
         "lastActiveAt": rfc3339(c.last_active()),
         "lastMessageIn": last_message(&c.incoming()),

@@ -11,6 +11,7 @@
 //!   [`transport::Transport`].
 
 pub mod admission;
+pub mod mux;
 pub mod pump;
 pub mod sse;
 pub mod transport;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tungstenite::Message;
 
+use crate::client::subscriber::Subscriber;
 use crate::client::{Client, ClientInfo, QueueReceiver};
 use crate::metrics::Metrics;
 use crate::record::position::Position;
@@ -34,9 +36,9 @@ use crate::record::{Form, Stamped};
 use crate::registry::Registry;
 use crate::session::admission::{Admitted, Gate};
 use crate::sink::{Event, Outbox};
-use crate::stream::history::History;
 use crate::stream::hub::Hub;
 use crate::stream::replay::Start;
+use crate::stream::{Streams, Topic};
 
 /// Settings each session reads.
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ pub struct SessionSettings {
     pub shutdown_timeout: Duration,
     pub max_message_size: usize,
     pub stored_message_bytes: usize,
+    /// Subscriptions one multiplexed connection may hold (`--max-subscriptions`).
+    pub max_subscriptions: usize,
+    /// Largest N of a subscription's `last` (`--max-last`).
+    pub max_last: usize,
 }
 
 /// What every session shares, and all it needs: where records come from and clients are
@@ -56,14 +62,13 @@ pub struct SessionSettings {
 pub struct Sessions(Arc<Shared>);
 
 pub struct Shared {
-    pub hub: Hub,
+    /// Every topic streamed: its hub, and its reader of older records (Kafka only).
+    pub streams: Streams,
     /// This process's clients (sessions enter and leave it).
     pub registry: Registry,
     pub metrics: Metrics,
     /// Client messages and lifecycle events, out.
     pub outbox: Outbox,
-    /// Reads older records back from Kafka for resuming clients (Kafka only).
-    pub history: Option<History>,
     pub settings: SessionSettings,
     /// Cancelled when shutdown begins: sessions drain and close with 1001.
     pub shutdown: CancellationToken,
@@ -110,12 +115,19 @@ pub struct Session {
     _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
     /// This session's place under `--max-connections`.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// A multiplexed connection's own state (boxed: a plain session reserves a pointer).
+    mux: Option<Box<mux::Mux>>,
 }
 
 /// What a session sends before the records of its queue, decided at subscription. Boxed
 /// by its holder: it is used once, at the start, and every idle session would otherwise
 /// reserve room for it.
+#[derive(Default)]
 pub struct Opening {
+    /// The topic of a plain form's subscription (none on a multiplexed connection).
+    topic: Option<Topic>,
+    /// The plain form's subscription.
+    subscriber: Option<Arc<Subscriber>>,
     /// Where delivery starts (the welcome frame's cursor).
     start: Position,
     /// Whether the client asked to resume, and whether everything after its cursor will
@@ -129,30 +141,71 @@ pub struct Opening {
     last: Option<usize>,
 }
 
+/// A subscription's start as the hub plans it: a time becomes, for Kafka, the positions
+/// Kafka's offsets for times give (the embedded stream finds them in memory). A partition
+/// with nothing at or after the time starts where the stream is.
+pub async fn resolve(topic: &Topic, start: Start) -> Start {
+    let (Start::Since(ms), Some(history)) = (&start, &topic.history) else { return start };
+    let live = topic.hub.live();
+    let partitions = live.iter().map(|(p, _)| p).collect();
+    match history.offsets_at(*ms, partitions).await {
+        Some(found) => {
+            let mut at = live;
+            for (partition, offset) in found {
+                if let Some(offset) = offset {
+                    at.set(partition, offset);
+                }
+            }
+            Start::After(at)
+        }
+        // The broker did not answer: what memory holds from then on.
+        None => start,
+    }
+}
+
 impl Session {
-    /// Registers a new client and subscribes it (with what it asked to replay queued
-    /// first). If the transport never starts, the session's drop takes it out again.
-    pub fn open(
+    /// Registers a new client and, for a plain form, subscribes it (with what it asked to
+    /// replay queued first). If the transport never starts, the session's drop takes it out
+    /// again.
+    pub async fn open(
         sessions: Sessions,
         admitted: Admitted,
         form: Form,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> (Session, Opening) {
-        let Admitted { subscription, identity, remote, user_agent, start, .. } = admitted;
+        let Admitted { topic, selector, key, multiplexed, identity, remote, user_agent, start, .. } = admitted;
         let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-        let info = ClientInfo { id, subscription, form, user: identity.user, remote, user_agent };
+        let info = ClientInfo { id, key, form, user: identity.user.clone(), remote, user_agent };
         let (client, queue) = Client::new(info, sessions.settings.queue, sessions.settings.stored_message_bytes);
         let client = Arc::new(client);
-        sessions.registry.insert(client.clone());
-        let begin = sessions.hub.subscribe(client.clone(), &start);
-        let resumed = matches!(start, Start::After(_) | Start::Oldest).then_some(begin.complete);
-        if resumed.is_some() {
-            sessions.metrics.resumed(if begin.fetch.is_empty() { "memory" } else { "kafka" });
+        let mut opening = Opening::default();
+        if !multiplexed {
+            let resumed = matches!(start, Start::After(_) | Start::Oldest);
+            let last = matches!(start, Start::Last(_));
+            let start = resolve(&topic, start).await;
+            let subscriber = Arc::new(Subscriber::new(client.clone(), None, topic.name.clone(), selector, false));
+            client.add_subscription(subscriber.clone());
+            sessions.registry.insert(client.clone());
+            let begin = topic.hub.subscribe(subscriber.clone(), &start);
+            let resumed = resumed.then_some(begin.complete);
+            if resumed.is_some() {
+                sessions.metrics.resumed(if begin.fetch.is_empty() { "memory" } else { "kafka" });
+            }
+            opening = Opening {
+                topic: Some(topic),
+                subscriber: Some(subscriber),
+                start: begin.start,
+                resumed,
+                fetch: begin.fetch,
+                older: begin.older,
+                last: last.then_some(begin.replayed),
+            };
+        } else {
+            sessions.registry.insert(client.clone());
         }
-        let last = matches!(start, Start::Last(_)).then_some(begin.replayed);
-        let opening = Opening { start: begin.start, resumed, fetch: begin.fetch, older: begin.older, last };
         let tracked = sessions.tracker.token();
-        (Session { sessions, client, queue, _tracked: tracked, _slot: slot }, opening)
+        let mux = multiplexed.then(|| Box::new(mux::Mux { identity }));
+        (Session { sessions, client, queue, _tracked: tracked, _slot: slot, mux }, opening)
     }
 
     /// The client is connected: counted, logged, and reported as an event.
@@ -167,41 +220,48 @@ impl Session {
     /// records read back from Kafka, each with this client's own cursor (they come in
     /// partition order, not in the order the stream dispatched them).
     pub async fn opening(&self, opening: Box<Opening>) -> Vec<Message> {
-        let Opening { mut start, mut resumed, fetch, older, mut last } = *opening;
+        let Opening { topic, subscriber, mut start, mut resumed, fetch, older, mut last } = *opening;
         let mut frames = Vec::new();
-        if !fetch.is_empty() {
-            let fetched = match &self.sessions.history {
-                Some(history) => history.fetch(fetch.clone()).await,
-                None => Default::default(),
-            };
-            if let Some(wanted) = older {
-                let chosen = newest(fetched.records, wanted, &self.client.subscription);
-                last = last.map(|n| n + chosen.len());
-                frames = self.frames_from_kafka(chosen, start_of(&fetch, &start));
-            } else {
-                if !fetched.complete {
-                    resumed = Some(false);
-                    self.sessions.metrics.resumed("incomplete");
-                }
-                for &(partition, from) in &fetched.starts {
-                    start.set(partition, from);
-                }
+        if let (Some(topic), Some(subscriber)) = (&topic, &subscriber) {
+            if !fetch.is_empty() {
+                let fetched = match &topic.history {
+                    Some(history) => history.fetch(fetch.clone()).await,
+                    None => Default::default(),
+                };
                 // Matched before anything is copied: the reader returns every key's records.
-                let records = fetched
-                    .records
-                    .into_iter()
-                    .filter(|r| self.client.subscription.matches(r.key.as_deref()))
-                    .collect();
-                frames = self.frames_from_kafka(records, start.clone());
-                if resumed == Some(false) {
-                    // What was missed is gone: delivery starts at the oldest record still
-                    // held in memory or read back.
-                    tracing::info!(from = %self.sessions.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
+                let matching = |records: Vec<Arc<crate::record::Record>>| -> Vec<Arc<Stamped>> {
+                    records
+                        .into_iter()
+                        .map(|r| Arc::new(Stamped::new(Arc::unwrap_or_clone(r))))
+                        .filter(|s| subscriber.selector.matches(s))
+                        .collect()
+                };
+                if let Some(wanted) = older {
+                    let chosen = newest(matching(fetched.records), wanted);
+                    last = last.map(|n| n + chosen.len());
+                    frames = self.frames_from_kafka(&topic.hub, chosen, start_of(&fetch, &start));
+                } else {
+                    if !fetched.complete {
+                        resumed = Some(false);
+                        self.sessions.metrics.resumed("incomplete");
+                    }
+                    for &(partition, from) in &fetched.starts {
+                        start.set(partition, from);
+                    }
+                    frames = self.frames_from_kafka(&topic.hub, matching(fetched.records), start.clone());
+                    if resumed == Some(false) {
+                        // What was missed is gone: delivery starts at the oldest record still
+                        // held in memory or read back.
+                        tracing::info!(from = %topic.hub.cursor(&start), "resumed with a gap: part of what followed the cursor is gone");
+                    }
                 }
             }
         }
         if self.sessions.settings.welcome {
-            let mut welcome = serde_json::json!({ "type": "connected", "replyId": &*self.client.id, "cursor": self.sessions.hub.cursor(&start) });
+            let mut welcome = serde_json::json!({ "type": "connected", "replyId": &*self.client.id });
+            if let Some(topic) = &topic {
+                welcome["cursor"] = topic.hub.cursor(&start).into();
+            }
             if let Some(resumed) = resumed {
                 welcome["resumed"] = resumed.into();
             }
@@ -222,13 +282,12 @@ impl Session {
     /// Frames for records read back from Kafka, each with this client's own cursor (they
     /// come in partition order, not in the order the stream dispatched them): from `at`,
     /// moved past each record as it is sent.
-    fn frames_from_kafka(&self, records: Vec<Arc<crate::record::Record>>, mut at: Position) -> Vec<Message> {
+    fn frames_from_kafka(&self, hub: &Hub, records: Vec<Arc<Stamped>>, mut at: Position) -> Vec<Message> {
         let mut frames = Vec::with_capacity(records.len());
-        for record in records {
-            at.set(record.partition, record.offset + 1);
-            let stamped = Stamped::new(Arc::unwrap_or_clone(record));
-            let cursor = self.sessions.hub.cursor(&at);
-            if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, self.sessions.hub.budget()) {
+        for stamped in records {
+            at.set(stamped.record.partition, stamped.record.offset + 1);
+            let cursor = hub.cursor(&at);
+            if let Some(frame) = stamped.frame_with_cursor(self.client.form, &cursor, hub.budget()) {
                 frames.push(frame);
             }
         }
@@ -264,30 +323,39 @@ impl Session {
         }
     }
 
-    /// A message from the client: counted, recorded, and passed on (never waited on).
+    /// A message from the client: counted, recorded, and passed on (never waited on); on a
+    /// multiplexed connection, a request.
     pub fn client_message(&self, data: &[u8], text: bool) {
+        if let Some(mux) = &self.mux {
+            return self.mux_message(mux, data, text);
+        }
         self.client.received(data);
         self.sessions.metrics.client_messages.inc();
         self.sessions.outbox.emit(&self.client, Event::Message { data, text });
     }
+
+    /// Takes one subscription out of its topic's hub.
+    fn unsubscribe(&self, subscriber: &Arc<Subscriber>) {
+        subscriber.end();
+        if let Some(topic) = self.sessions.streams.get(Some(&subscriber.topic)) {
+            topic.hub.unsubscribe(subscriber);
+        }
+    }
 }
 
-/// The newest `n` records of `records` (each partition in offset order) that match, oldest
-/// first: taken from the partitions' ends by timestamp, so each partition keeps its order.
-fn newest(
-    records: Vec<Arc<crate::record::Record>>,
-    n: usize,
-    subscription: &crate::client::Subscription,
-) -> Vec<Arc<crate::record::Record>> {
-    let mut by_partition: std::collections::BTreeMap<i32, Vec<Arc<crate::record::Record>>> = Default::default();
-    for r in records.into_iter().filter(|r| r.value.is_some() && subscription.matches(r.key.as_deref())) {
-        by_partition.entry(r.partition).or_default().push(r);
+/// The newest `n` records of `records` (each partition in offset order) with a value,
+/// oldest first: taken from the partitions' ends by timestamp, so each partition keeps its
+/// order.
+fn newest(records: Vec<Arc<Stamped>>, n: usize) -> Vec<Arc<Stamped>> {
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<Arc<Stamped>>> = Default::default();
+    for r in records.into_iter().filter(|r| r.record.value.is_some()) {
+        by_partition.entry(r.record.partition).or_default().push(r);
     }
     let mut chosen = Vec::with_capacity(n);
     while chosen.len() < n {
         let newest = by_partition
             .iter()
-            .filter_map(|(&p, rs)| rs.last().map(|r| (r.timestamp.unwrap_or(i64::MIN), r.offset, p)))
+            .filter_map(|(&p, rs)| rs.last().map(|r| (r.record.timestamp.unwrap_or(i64::MIN), r.record.offset, p)))
             .max();
         let Some((_, _, p)) = newest else { break };
         if let Some(r) = by_partition.get_mut(&p).and_then(Vec::pop) {
@@ -310,9 +378,15 @@ fn start_of(fetch: &[(i32, i64, i64)], live: &Position) -> Position {
 
 impl Drop for Session {
     /// Every way out of a session passes here: the client leaves the registry (unless a
-    /// disconnect took it out already) and the hub.
+    /// disconnect took it out already) and every hub it subscribed in; its subscriptions
+    /// let go of it.
     fn drop(&mut self) {
         self.sessions.registry.remove(&self.client.id);
-        self.sessions.hub.unsubscribe(&self.client);
+        for subscriber in self.client.take_subscriptions() {
+            self.unsubscribe(&subscriber);
+            if subscriber.id.is_some() {
+                self.sessions.metrics.subscriptions.dec();
+            }
+        }
     }
 }

@@ -49,7 +49,7 @@ pub fn is_event_stream(method: &Method, headers: &HeaderMap) -> bool {
 /// for WebSocket upgrades, before anything is registered.
 pub async fn subscribe(subs: Subscriptions, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let admitted = match subs.gate.admit(&parts) {
+    let admitted = match subs.gate.admit(&parts, false) {
         Ok(a) => a,
         Err(refused) => return subs.gate.refuse(&parts, refused),
     };
@@ -68,11 +68,11 @@ pub async fn subscribe(subs: Subscriptions, request: Request) -> Response {
         let envelope = admitted.0.params.envelope;
         (admitted, Form::new(true, envelope))
     };
-    let (session, opening) = Session::open(subs.sessions, admitted, form, slot);
+    let (session, opening) = Session::open(subs.sessions, admitted, form, slot).await;
     let id = session.client.id.clone();
     // One chunk in flight: a client that does not read holds one chunk, not its queue.
     let (tx, rx) = mpsc::channel::<Bytes>(1);
-    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), transport = "sse", node = %session.sessions.node);
+    let span = tracing::info_span!("session", client = %id, key = %session.client.key_display(), transport = "sse", node = %session.sessions.node);
     // EventSource waits about three seconds before reconnecting: one is enough, and a
     // resumed stream loses nothing by coming back sooner.
     let stream = EventStream::new(tx, b"retry: 1000\n\n", abort);

@@ -19,7 +19,8 @@ use tungstenite::Message;
 use super::transport::{Incoming, Lost, Transport};
 use super::{End, Session, SessionSettings, Sessions, Shared};
 use crate::auth::Identity;
-use crate::client::{Client, QueueLimits, SlowConsumerPolicy, Subscription, CLOSE_GOING_AWAY};
+use crate::client::{Client, QueueLimits, SlowConsumerPolicy, CLOSE_GOING_AWAY};
+use crate::selector::Selector;
 use crate::metrics::Metrics;
 use crate::record::budget::Budget;
 use crate::record::{Form, Record};
@@ -28,6 +29,7 @@ use crate::session::admission::{Admitted, Params};
 use crate::sink::Outbox;
 use crate::source::Dispatch;
 use crate::stream::hub::{Hub, StreamSettings};
+use crate::stream::{Streams, Topic};
 use crate::stream::replay::{Limits, Start};
 
 /// A connection held in memory: `room` frames fit in it before the peer reads.
@@ -125,11 +127,10 @@ impl Fixture {
         let outbox = Outbox::memory(metrics.clone());
         let feed = outbox.feed();
         let sessions = Sessions::new(Shared {
-            hub: hub.clone(),
+            streams: Streams::new(vec![Topic { name: "t".into(), hub: hub.clone(), history: None }]),
             registry: Registry::default(),
             metrics,
             outbox,
-            history: None,
             settings: SessionSettings {
                 welcome: true,
                 queue: QueueLimits { frames: queue_frames, bytes: 1 << 20 },
@@ -137,6 +138,8 @@ impl Fixture {
                 shutdown_timeout: Duration::from_secs(10),
                 max_message_size: 1 << 16,
                 stored_message_bytes: 64,
+                max_subscriptions: 10,
+                max_last: 10,
             },
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -147,24 +150,27 @@ impl Fixture {
 
     /// A session for `subscription`, opened (registered and subscribed) but not yet
     /// running, over a connection with `room` frames of room.
-    fn open(&self, subscription: Subscription, room: usize) -> Opened {
+    async fn open(&self, selector: Selector, room: usize) -> Opened {
         let admitted = Admitted {
-            subscription,
-            identity: Identity { user: Some("ann".into()), keys: None },
+            topic: self.sessions.streams.default_topic().clone(),
+            key: selector.keys.as_ref().map(|k| String::from_utf8_lossy(&k[0]).into()),
+            selector,
+            multiplexed: false,
+            identity: Identity::unrestricted(Some("ann".into())),
             remote: crate::client::address::RemoteAddr { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: Some(40000) },
             user_agent: None,
             params: Params::default(),
             start: Start::Live,
         };
         let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        let (session, opening) = Session::open(self.sessions.clone(), admitted, Form::Verbatim, slot);
+        let (session, opening) = Session::open(self.sessions.clone(), admitted, Form::Verbatim, slot).await;
         let (memory, peer) = connection(room);
         Opened { client: session.client.clone(), session, opening: Box::new(opening), memory, peer }
     }
 
     /// A running session (see [`Fixture::open`]).
-    fn connect(&self, subscription: Subscription, room: usize) -> Running {
-        self.open(subscription, room).run()
+    async fn connect(&self, selector: Selector, room: usize) -> Running {
+        self.open(selector, room).await.run()
     }
 
     fn dispatch(&mut self, key: &str, value: &str) {
@@ -216,12 +222,12 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn all() -> Subscription {
-    Subscription::All
+fn all() -> Selector {
+    Selector::default()
 }
 
-fn key(k: &'static str) -> Subscription {
-    Subscription::Key(Bytes::from_static(k.as_bytes()))
+fn key(k: &'static str) -> Selector {
+    Selector::key(Bytes::from_static(k.as_bytes()))
 }
 
 fn welcome(text: &str) -> Value {
@@ -233,7 +239,7 @@ fn welcome(text: &str) -> Value {
 #[tokio::test]
 async fn the_welcome_then_queued_records_in_order_then_the_clients_close() {
     let mut f = Fixture::new(None, 64);
-    let mut s = f.connect(key("a"), 64);
+    let mut s = f.connect(key("a"), 64).await;
     assert_eq!(welcome(&s.peer.text().await)["replyId"], &*s.client.id);
     for (k, v) in [("a", "1"), ("b", "x"), ("a", "2"), ("a", "3")] {
         f.dispatch(k, v);
@@ -253,7 +259,7 @@ async fn the_welcome_then_queued_records_in_order_then_the_clients_close() {
 #[tokio::test]
 async fn client_messages_become_events_and_are_recorded() {
     let mut f = Fixture::new(None, 64);
-    let mut s = f.connect(all(), 64);
+    let mut s = f.connect(all(), 64).await;
     welcome(&s.peer.text().await);
     s.peer.says.send(Incoming::Message { data: Bytes::from_static(b"hello"), text: true }).unwrap();
     s.peer.says.send(Incoming::Message { data: Bytes::from_static(&[0xff, 0]), text: false }).unwrap();
@@ -270,8 +276,8 @@ async fn client_messages_become_events_and_are_recorded() {
 async fn a_slow_consumer_is_closed_alone_and_the_others_get_every_record() {
     let mut f = Fixture::new(None, 4);
     // One frame of room, never read: the welcome fills it.
-    let slow = f.connect(all(), 1);
-    let mut fast = f.connect(all(), 64);
+    let slow = f.connect(all(), 1).await;
+    let mut fast = f.connect(all(), 64).await;
     welcome(&fast.peer.text().await);
     // The fast client reads each record as it comes; the slow one's queue fills.
     for i in 0..20 {
@@ -292,7 +298,7 @@ async fn a_slow_consumer_is_closed_alone_and_the_others_get_every_record() {
 #[tokio::test]
 async fn a_close_sluice_decides_sends_nothing_queued_then_its_code_and_waits_for_the_answer() {
     let mut f = Fixture::new(None, 64);
-    let opened = f.open(all(), 64);
+    let opened = f.open(all(), 64).await;
     f.dispatch("k", "never sent");
     opened.client.close(4000, "go away");
     let mut s = opened.run();
@@ -310,7 +316,7 @@ async fn a_close_sluice_decides_sends_nothing_queued_then_its_code_and_waits_for
 #[tokio::test]
 async fn shutdown_sends_what_is_queued_then_1001() {
     let mut f = Fixture::new(None, 64);
-    let opened = f.open(all(), 64);
+    let opened = f.open(all(), 64).await;
     for v in ["1", "2", "3"] {
         f.dispatch("k", v);
     }
@@ -330,7 +336,7 @@ async fn shutdown_sends_what_is_queued_then_1001() {
 async fn a_session_opened_after_shutdown_began_is_closed_at_once() {
     let mut f = Fixture::new(None, 64);
     f.sessions.shutdown.cancel();
-    let mut s = f.connect(all(), 64);
+    let mut s = f.connect(all(), 64).await;
     welcome(&s.peer.text().await);
     assert_eq!(s.peer.close().await.0, CLOSE_GOING_AWAY);
     s.peer.answer_close(CLOSE_GOING_AWAY);
@@ -342,7 +348,7 @@ async fn a_session_opened_after_shutdown_began_is_closed_at_once() {
 async fn a_client_that_neither_reads_nor_answers_is_closed_for_ping_timeout() {
     let mut f = Fixture::new(Some(Duration::from_secs(1)), 64);
     // The welcome fills the connection's one frame of room; nothing is read after it.
-    let s = f.connect(all(), 1);
+    let s = f.connect(all(), 1).await;
     let event = f.event("disconnect").await;
     assert_eq!(event["code"], 1006);
     assert!(event["reason"].as_str().unwrap().starts_with("ping timeout"), "{event}");
@@ -353,7 +359,7 @@ async fn a_client_that_neither_reads_nor_answers_is_closed_for_ping_timeout() {
 #[tokio::test(start_paused = true)]
 async fn an_idle_client_that_answers_pings_stays() {
     let mut f = Fixture::new(Some(Duration::from_secs(1)), 64);
-    let mut s = f.connect(all(), 64);
+    let mut s = f.connect(all(), 64).await;
     welcome(&s.peer.text().await);
     for _ in 0..5 {
         assert!(matches!(s.peer.frame().await, Message::Ping(_)));
@@ -368,7 +374,7 @@ async fn an_idle_client_that_answers_pings_stays() {
 #[tokio::test]
 async fn a_protocol_violation_closes_with_its_code_and_the_frame_takes_what_fits() {
     let mut f = Fixture::new(None, 64);
-    let mut s = f.connect(all(), 64);
+    let mut s = f.connect(all(), 64).await;
     welcome(&s.peer.text().await);
     let reason = "é".repeat(100);
     s.peer.says.send(Incoming::Violation { code: 1009, reason: reason.clone() }).unwrap();
@@ -383,7 +389,7 @@ async fn a_protocol_violation_closes_with_its_code_and_the_frame_takes_what_fits
 #[tokio::test]
 async fn a_lost_connection_is_recorded_as_1006_and_leaves_the_registry_and_the_hub() {
     let mut f = Fixture::new(None, 64);
-    let mut s = f.connect(key("a"), 64);
+    let mut s = f.connect(key("a"), 64).await;
     welcome(&s.peer.text().await);
     assert!(f.sessions.registry.get(&s.client.id).is_some());
     drop(s.peer.says);

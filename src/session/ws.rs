@@ -36,6 +36,20 @@ const READ_BUFFER: usize = 512;
 /// Bytes buffered before a write reaches the socket, within a batch.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+/// The subprotocol of a multiplexed connection ([`crate::session::mux`]).
+pub const MULTIPLEXED: &str = "sluice.v1";
+
+/// Whether the client offers this subprotocol in `Sec-WebSocket-Protocol` (a list, possibly
+/// over several headers).
+fn offers_protocol(headers: &HeaderMap, protocol: &str) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == protocol)
+}
+
 /// Whether a request asks for a WebSocket upgrade (on any path: every path is a key).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     let has = |name, token: &str| {
@@ -52,7 +66,8 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Refusals never open a socket.
 pub async fn upgrade(subs: Subscriptions, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let admitted = match subs.gate.admit(&parts) {
+    let multiplexed = offers_protocol(&parts.headers, MULTIPLEXED);
+    let admitted = match subs.gate.admit(&parts, multiplexed) {
         Ok(a) => a,
         Err(refused) => return subs.gate.refuse(&parts, refused),
     };
@@ -66,13 +81,13 @@ pub async fn upgrade(subs: Subscriptions, request: Request) -> Response {
         Ok(h) => h,
         Err(refused) => return subs.gate.refuse(&parts, refused),
     };
-    let form = Form::new(false, admitted.params.envelope);
+    let form = if multiplexed { Form::Mux } else { Form::new(false, admitted.params.envelope) };
     // Subscribed before the 101 goes out: a client that has its answer receives every
     // record dispatched from then on. If the upgrade fails, the task below ends and the
     // session's drop takes the client out again.
-    let (session, opening) = Session::open(subs.sessions, admitted, form, slot);
+    let (session, opening) = Session::open(subs.sessions, admitted, form, slot).await;
     let id = session.client.id.clone();
-    let span = tracing::info_span!("session", client = %id, key = %session.client.subscription.display(), node = %session.sessions.node);
+    let span = tracing::info_span!("session", client = %id, key = %session.client.key_display(), node = %session.sessions.node);
     tokio::spawn(session.run_websocket(on_upgrade, Box::new(opening)).instrument(span));
 
     let mut response = Response::new(Body::empty());
@@ -81,6 +96,9 @@ pub async fn upgrade(subs: Subscriptions, request: Request) -> Response {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if multiplexed {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(MULTIPLEXED));
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(CONNECTION_ID_HEADER, value);
     }

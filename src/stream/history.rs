@@ -29,9 +29,10 @@ pub struct History {
     requests: mpsc::Sender<Request>,
 }
 
-struct Request {
-    ranges: Vec<(i32, i64, i64)>,
-    reply: oneshot::Sender<Fetched>,
+enum Request {
+    Fetch { ranges: Vec<(i32, i64, i64)>, reply: oneshot::Sender<Fetched> },
+    /// Kafka's offsets for times: per partition, the first record at or after `ms`.
+    At { ms: i64, partitions: Vec<i32>, reply: oneshot::Sender<Option<Vec<(i32, Option<i64>)>>> },
 }
 
 /// What a request got back.
@@ -54,13 +55,13 @@ pub enum HistoryError {
 
 impl History {
     /// Starts the reader on a thread of its own (librdkafka's poll blocks).
-    pub fn start(cfg: &KafkaSettings, metrics: Metrics) -> Result<History, HistoryError> {
+    pub fn start(cfg: &KafkaSettings, topic: &str, metrics: Metrics) -> Result<History, HistoryError> {
         let group = format!("sluice-history-{}", uuid::Uuid::new_v4().simple());
         let consumer: BaseConsumer = crate::source::kafka::client_config(cfg, HISTORY_DEFAULTS, Scope::Consumer)
             .set("group.id", &group)
             .create()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let topic = cfg.topic.clone();
+        let topic = topic.to_owned();
         std::thread::Builder::new()
             .name("sluice-history".into())
             .spawn(move || serve(consumer, topic, rx, metrics))
@@ -73,10 +74,19 @@ impl History {
     /// The records of `ranges` (`[from, to)` per partition).
     pub async fn fetch(&self, ranges: Vec<(i32, i64, i64)>) -> Fetched {
         let (reply, answer) = oneshot::channel();
-        if self.requests.try_send(Request { ranges, reply }).is_err() {
+        if self.requests.try_send(Request::Fetch { ranges, reply }).is_err() {
             return Fetched::default();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// Per partition, the offset of the first record at or after `ms` (milliseconds since
+    /// the epoch), by Kafka's offsets for times; `None` for a partition with no such record.
+    /// `None` in all when the broker did not answer.
+    pub async fn offsets_at(&self, ms: i64, partitions: Vec<i32>) -> Option<Vec<(i32, Option<i64>)>> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.try_send(Request::At { ms, partitions, reply }).ok()?;
+        answer.await.ok().flatten()
     }
 }
 
@@ -92,23 +102,64 @@ const HISTORY_DEFAULTS: &[(&str, &str)] = &[
 
 fn serve(consumer: BaseConsumer, topic: String, mut requests: mpsc::Receiver<Request>, metrics: Metrics) {
     while let Some(first) = requests.blocking_recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = requests.try_recv() {
-            batch.push(more);
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take().or_else(|| requests.try_recv().ok()) {
+            match request {
+                Request::Fetch { ranges, reply } => batch.push((ranges, reply)),
+                Request::At { ms, partitions, reply } => {
+                    let _ = reply.send(offsets_at(&consumer, &topic, ms, &partitions, &metrics));
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         // One pass over the union of the ranges asked for.
         let mut union: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
-        for r in &batch {
-            for &(p, from, to) in &r.ranges {
+        for (ranges, _) in &batch {
+            for &(p, from, to) in ranges {
                 let e = union.entry(p).or_insert((from, to));
                 e.0 = e.0.min(from);
                 e.1 = e.1.max(to);
             }
         }
         let (records, lows, complete) = read(&consumer, &topic, &union, &metrics);
-        for r in batch {
-            let answer = answer(&r.ranges, &records, &lows, complete);
-            let _ = r.reply.send(answer);
+        for (ranges, reply) in batch {
+            let answer = answer(&ranges, &records, &lows, complete);
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+fn offsets_at(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ms: i64,
+    partitions: &[i32],
+    metrics: &Metrics,
+) -> Option<Vec<(i32, Option<i64>)>> {
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(ms)).ok()?;
+    }
+    match consumer.offsets_for_times(tpl, PASS_TIMEOUT) {
+        Ok(found) => Some(
+            found
+                .elements()
+                .iter()
+                .map(|e| {
+                    let at = match e.offset() {
+                        Offset::Offset(o) if o >= 0 && e.error().is_ok() => Some(o),
+                        _ => None,
+                    };
+                    (e.partition(), at)
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            metrics.kafka_error("history", &e);
+            None
         }
     }
 }

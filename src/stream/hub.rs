@@ -1,4 +1,7 @@
-//! Fan-out: each record goes to the clients subscribed to its key and to those on `/*`.
+//! Fan-out of one topic: each record goes to the subscribers of its key (a map lookup), of
+//! the patterns it matches (each pattern matched once per record), and of every key; the
+//! conditions beyond the key (headers, `where`) are evaluated once per record for all the
+//! subscribers that share them.
 //!
 //! The hub also knows where the stream is (the position after the last record
 //! dispatched, which each record's cursor is made of) and holds the most recent records
@@ -13,21 +16,25 @@
 //! most are shed, never the ones that keep up.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tungstenite::Message;
 
-use crate::client::{Client, Offer, SlowConsumerPolicy, Subscription, CLOSE_POLICY_VIOLATION, NO_STAMP, SLOW_CONSUMER};
+use crate::client::subscriber::Subscriber;
+use crate::client::{Client, Offer, SlowConsumerPolicy, CLOSE_POLICY_VIOLATION, NO_STAMP, SLOW_CONSUMER};
 use crate::metrics::Metrics;
 use crate::record::budget::Budget;
 use crate::record::position::{Cursor, Position};
 use crate::record::{Record, Stamped};
+use crate::selector::{Glob, Index, Residual};
 use crate::source::{Dispatch, Watch};
 use crate::stream::replay::{self, Limits, Recent, Start};
 
-/// A cheap-to-clone handle on the subscription table.
+/// A cheap-to-clone handle on one topic's subscription table.
 #[derive(Clone)]
 pub struct Hub {
     shared: Arc<Shared>,
@@ -39,8 +46,9 @@ struct Shared {
     table: Mutex<Table>,
     /// Tags this stream's cursors (see [`crate::record::position`]).
     tag: u32,
-    /// Records dispatched, for sampling the fan-out's timing.
-    sequence: std::sync::atomic::AtomicU64,
+    /// Records dispatched: numbers each record for the shared conditions' memo, and
+    /// samples the fan-out's timing.
+    sequence: AtomicU64,
     limits: Limits,
     policy: SlowConsumerPolicy,
     metrics: Metrics,
@@ -52,19 +60,63 @@ struct Shared {
     joined: tokio::sync::watch::Sender<bool>,
 }
 
+/// A subscriber as the fan-out walks it: what every delivery reads, side by side, so that a
+/// plain subscriber costs what a client did before subscriptions had selectors.
+#[derive(Clone)]
+struct Entry {
+    client: Arc<Client>,
+    /// Conditions its index does not decide, shared by every subscriber with the same.
+    residual: Option<Arc<SharedResidual>>,
+    /// A multiplexed subscription's id (its frames carry it, and may be held).
+    id: Option<Arc<str>>,
+    subscriber: Arc<Subscriber>,
+}
+
+/// One set of conditions and the answer for the record being dispatched: evaluated once
+/// per record however many subscribers share it.
+struct SharedResidual {
+    residual: Residual,
+    /// `(sequence + 1) << 1 | matched` of the last record evaluated.
+    memo: AtomicU64,
+}
+
+impl SharedResidual {
+    fn check(&self, sequence: u64, stamped: &Stamped) -> bool {
+        let tag = (sequence + 1) << 1;
+        let memo = self.memo.load(Ordering::Relaxed);
+        if memo & !1 == tag {
+            return memo & 1 == 1;
+        }
+        let matched = self.residual.matches(stamped);
+        self.memo.store(tag | u64::from(matched), Ordering::Relaxed);
+        matched
+    }
+}
+
+/// The subscribers sharing one key pattern: it is matched once per record for all of them.
+struct PatternGroup {
+    glob: Glob,
+    entries: Vec<Entry>,
+}
+
 struct Table {
-    by_key: HashMap<Bytes, Vec<Arc<Client>>>,
-    all: Vec<Arc<Client>>,
+    by_key: HashMap<Bytes, Vec<Entry>>,
+    patterns: Vec<PatternGroup>,
+    all: Vec<Entry>,
+    /// The shared conditions in use, with how many subscribers use each.
+    residuals: HashMap<String, (Arc<SharedResidual>, usize)>,
     /// The position after the last record dispatched.
     live: Position,
     recent: Recent,
     /// Subscribers with a floor (they resumed a cursor ahead of this gateway): while there
-    /// are none, the fan-out does not look at each client's, a field every delivery would
-    /// otherwise read from every client (a cache line per client per record).
+    /// are none, the fan-out does not look at each one's, a field every delivery would
+    /// otherwise read (a cache line per subscriber per record).
     floored: usize,
     /// Partitions watched whose stream is not yet confirmed to start where they were
     /// watched ([`crate::source::join`]): nothing may be planned against them.
     pending: BTreeSet<i32>,
+    /// What this hub adds to the gauges every topic's hub shares.
+    gauged: [i64; 4],
 }
 
 /// One record in this many has its fan-out timed (and the replay buffer's gauges set).
@@ -98,17 +150,20 @@ impl Hub {
     pub fn new(policy: SlowConsumerPolicy, metrics: Metrics, budget: Budget, stream: StreamSettings) -> Self {
         let table = Table {
             by_key: HashMap::new(),
+            patterns: Vec::new(),
             all: Vec::new(),
+            residuals: HashMap::new(),
             live: Position::default(),
             recent: Recent::new(stream.recent_bytes, budget.clone()),
             floored: 0,
             pending: BTreeSet::new(),
+            gauged: [0; 4],
         };
         Hub {
             shared: Arc::new(Shared {
                 table: Mutex::new(table),
                 tag: stream.tag,
-                sequence: std::sync::atomic::AtomicU64::new(0),
+                sequence: AtomicU64::new(0),
                 limits: stream.limits,
                 policy,
                 metrics,
@@ -124,9 +179,19 @@ impl Hub {
         &self.shared.budget
     }
 
+    /// The slow-consumer policy every delivery of this hub follows.
+    pub fn policy(&self) -> SlowConsumerPolicy {
+        self.shared.policy
+    }
+
     /// The text form of a position of this stream.
     pub fn cursor(&self, position: &Position) -> String {
         Cursor { tag: self.shared.tag, position: position.clone() }.encode()
+    }
+
+    /// The position after the last record dispatched.
+    pub fn live(&self) -> Position {
+        self.shared.table.lock().live.clone()
     }
 
     /// Whether a cursor belongs to this stream (a cursor of another topic, or of an
@@ -135,35 +200,56 @@ impl Hub {
         cursor.tag == self.shared.tag
     }
 
-    /// Starts delivering records to `client`, until [`Hub::unsubscribe`] (which the
-    /// session's drop calls, so no path out of a session leaves a stale subscriber). What
-    /// `start` asks for is queued first, from memory, under the same lock as the fan-out:
-    /// every record dispatched before is in the replay or not wanted, every one after is
-    /// live.
-    pub fn subscribe(&self, client: Arc<Client>, start: &Start) -> Begin {
+    /// Starts delivering records to `subscriber`, until [`Hub::unsubscribe`] (which the
+    /// session calls on every way out, so no path leaves a stale subscriber). What `start`
+    /// asks for is queued first (or held, for a subscriber that holds its frames), from
+    /// memory, under the same lock as the fan-out: every record dispatched before is in the
+    /// replay or not wanted, every one after is live.
+    pub fn subscribe(&self, subscriber: Arc<Subscriber>, start: &Start) -> Begin {
         let shared = &self.shared;
         let mut table = shared.table.lock();
-        let plan = replay::plan(start, &client.subscription, &table.live, &table.recent, shared.limits);
+        let plan = replay::plan(start, &subscriber.selector, &table.live, &table.recent, shared.limits);
         if let Some(floor) = plan.floor {
-            if client.set_floor(floor) {
+            if subscriber.set_floor(floor) {
                 table.floored += 1;
             }
         }
+        let client = &subscriber.client;
         for r in &plan.replay {
-            let frame = if r.own {
-                r.stamped.frame_with_cursor(client.form, &self.cursor(&r.after), &shared.budget)
-            } else {
-                r.stamped.frame(client.form, &shared.budget, || self.cursor(&r.after)).cloned()
+            let frame = match (&subscriber.id, r.own) {
+                (Some(id), true) => r.stamped.mux_frame_with_cursor(id, &self.cursor(&r.after), &shared.budget),
+                (Some(id), false) => r.stamped.mux_frame(id, &shared.budget, || self.cursor(&r.after)),
+                (None, true) => r.stamped.frame_with_cursor(client.form, &self.cursor(&r.after), &shared.budget),
+                (None, false) => r.stamped.frame(client.form, &shared.budget, || self.cursor(&r.after)).cloned(),
             };
             if let Some(frame) = frame {
-                client.offer_replay(frame);
+                if let Err((frame, _)) = subscriber.hold(frame, NO_STAMP) {
+                    client.offer_replay(frame);
+                }
             }
         }
-        match &client.subscription {
-            Subscription::All => table.all.push(client.clone()),
-            Subscription::Key(k) => table.by_key.entry(k.clone()).or_default().push(client.clone()),
+        let residual = subscriber.selector.residual().map(|residual| {
+            let identity = residual.identity();
+            let slot = table.residuals.entry(identity).or_insert_with(|| {
+                (Arc::new(SharedResidual { residual, memo: AtomicU64::new(0) }), 0)
+            });
+            slot.1 += 1;
+            slot.0.clone()
+        });
+        let entry = Entry { client: client.clone(), residual, id: subscriber.id.clone(), subscriber: subscriber.clone() };
+        match subscriber.selector.index() {
+            Index::Keys(keys) => {
+                for key in keys {
+                    table.by_key.entry(key.clone()).or_default().push(entry.clone());
+                }
+            }
+            Index::Pattern(glob) => match table.patterns.iter_mut().find(|g| g.glob == *glob) {
+                Some(group) => group.entries.push(entry),
+                None => table.patterns.push(PatternGroup { glob: glob.clone(), entries: vec![entry] }),
+            },
+            Index::All => table.all.push(entry),
         }
-        self.gauge(&table);
+        self.gauge(&mut table);
         Begin {
             start: plan.start,
             complete: plan.complete,
@@ -173,45 +259,81 @@ impl Hub {
         }
     }
 
-    pub fn unsubscribe(&self, client: &Arc<Client>) {
+    pub fn unsubscribe(&self, subscriber: &Arc<Subscriber>) {
         let mut table = self.shared.table.lock();
-        let remove = |list: &mut Vec<Arc<Client>>| match list.iter().position(|c| Arc::ptr_eq(c, client)) {
+        let remove = |list: &mut Vec<Entry>| match list.iter().position(|e| Arc::ptr_eq(&e.subscriber, subscriber)) {
             Some(i) => {
                 list.swap_remove(i);
                 true
             }
             None => false,
         };
-        let removed = match &client.subscription {
-            Subscription::All => remove(&mut table.all),
-            Subscription::Key(k) => match table.by_key.get_mut(k) {
-                Some(list) => {
-                    let removed = remove(list);
-                    // Keys nobody listens to any more must not accumulate.
-                    if list.is_empty() {
-                        table.by_key.remove(k);
+        let removed = match subscriber.selector.index() {
+            Index::Keys(keys) => {
+                let mut removed = false;
+                for key in keys {
+                    if let Some(list) = table.by_key.get_mut(key) {
+                        removed |= remove(list);
+                        // Keys nobody listens to any more must not accumulate.
+                        if list.is_empty() {
+                            table.by_key.remove(key);
+                        }
+                    }
+                }
+                removed
+            }
+            Index::Pattern(glob) => match table.patterns.iter().position(|g| g.glob == *glob) {
+                Some(i) => {
+                    let removed = remove(&mut table.patterns[i].entries);
+                    if table.patterns[i].entries.is_empty() {
+                        table.patterns.swap_remove(i);
                     }
                     removed
                 }
                 None => false,
             },
+            Index::All => remove(&mut table.all),
         };
-        if removed && client.has_floor() {
-            table.floored -= 1;
+        if removed {
+            if subscriber.has_floor() {
+                table.floored -= 1;
+            }
+            if let Some(residual) = subscriber.selector.residual() {
+                let identity = residual.identity();
+                if let Some(slot) = table.residuals.get_mut(&identity) {
+                    slot.1 -= 1;
+                    if slot.1 == 0 {
+                        table.residuals.remove(&identity);
+                    }
+                }
+            }
         }
-        self.gauge(&table);
+        self.gauge(&mut table);
     }
 
-    fn gauge(&self, table: &Table) {
-        self.shared.metrics.subscribed_keys.set(table.by_key.len() as i64);
-        self.shared.metrics.wildcard_clients.set(table.all.len() as i64);
+    /// Moves the gauges every topic's hub shares by what changed in this one.
+    fn gauge(&self, table: &mut Table) {
+        let m = &self.shared.metrics;
+        let now = [
+            table.by_key.len() as i64,
+            table.all.len() as i64,
+            table.recent.len() as i64,
+            table.recent.bytes() as i64,
+        ];
+        let [keys, all, records, bytes] = std::array::from_fn(|i| now[i] - table.gauged[i]);
+        m.subscribed_keys.inc_by(keys);
+        m.wildcard_clients.inc_by(all);
+        m.replay_buffer_records.inc_by(records);
+        m.replay_buffer_bytes.inc_by(bytes);
+        table.gauged = now;
     }
 
-    /// Subscribers now: (keys with at least one client, clients on `/*`).
+    /// Subscribers now: (keys with at least one subscriber, subscribers of every key,
+    /// distinct patterns, shared conditions).
     #[cfg(test)]
-    pub fn sizes(&self) -> (usize, usize) {
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
         let table = self.shared.table.lock();
-        (table.by_key.len(), table.all.len())
+        (table.by_key.len(), table.all.len(), table.patterns.len(), table.residuals.len())
     }
 
     /// Consuming these partitions starts (at start-up, or partitions added later): memory
@@ -259,14 +381,15 @@ impl Hub {
         let (partition, offset) = (record.partition, record.offset);
         let stamp = record.timestamp.unwrap_or(NO_STAMP);
         let stamped = Arc::new(Stamped::new(record));
+        let sequence = shared.sequence.fetch_add(1, Ordering::Relaxed);
         // A sample of the records is timed: with a hundred subscribers a record's fan-out
         // takes a few microseconds, and a clock read, a histogram's lock and two gauges on
         // every one were a tenth of it (BENCHMARKS.md).
-        let sampled = shared.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SAMPLE == 0;
+        let sampled = sequence % SAMPLE == 0;
         let started = sampled.then(Instant::now);
         {
             let mut table = shared.table.lock();
-            let Table { by_key, all, live, recent, floored, .. } = &mut *table;
+            let Table { by_key, patterns, all, live, recent, floored, .. } = &mut *table;
             let floored = *floored > 0;
             // The stream moves past a tombstone too: cursors name positions, not records.
             match live.next_mut(partition) {
@@ -290,21 +413,42 @@ impl Hub {
                 }
             }
             if !tombstone {
-                let keyed = stamped.record.key.as_ref().and_then(|k| by_key.get(k));
+                let key = stamped.record.key.as_deref();
+                let keyed = key.and_then(|k| by_key.get(k)).into_iter().flatten();
+                // Each pattern is matched once, for every subscriber sharing it.
+                let patterned = key
+                    .into_iter()
+                    .flat_map(|k| patterns.iter().filter(move |g| g.glob.matches(k)))
+                    .flat_map(|g| g.entries.iter());
                 let cursor = || Cursor { tag: shared.tag, position: live.clone() }.encode();
-                for client in keyed.into_iter().flatten().chain(all.iter()) {
-                    if floored && client.has_already(partition, offset) {
+                for e in keyed.chain(patterned).chain(all.iter()) {
+                    if let Some(residual) = &e.residual {
+                        if !residual.check(sequence, &stamped) {
+                            continue;
+                        }
+                    }
+                    if floored && e.subscriber.has_already(partition, offset) {
                         continue;
                     }
-                    if let Some(frame) = stamped.frame(client.form, &shared.budget, cursor) {
-                        offer(client, frame.clone(), stamp, shared.policy, metrics);
+                    match &e.id {
+                        None => {
+                            if let Some(frame) = stamped.frame(e.client.form, &shared.budget, cursor) {
+                                offer(&e.client, frame.clone(), stamp, shared.policy, metrics);
+                            }
+                        }
+                        Some(id) => {
+                            if let Some(frame) = stamped.mux_frame(id, &shared.budget, cursor) {
+                                if let Err((frame, stamp)) = e.subscriber.hold(frame, stamp) {
+                                    offer(&e.client, frame, stamp, shared.policy, metrics);
+                                }
+                            }
+                        }
                     }
                 }
                 recent.push(stamped.clone());
-                if sampled {
-                    metrics.replay_buffer_records.set(recent.len() as i64);
-                    metrics.replay_buffer_bytes.set(recent.bytes() as i64);
-                }
+            }
+            if sampled {
+                self.gauge(&mut table);
             }
         }
         if let Some(started) = started {
@@ -327,11 +471,19 @@ impl Hub {
         let Some(_shedding) = self.shared.shedding.try_lock() else { return };
         let mut holders: Vec<(bool, usize, Arc<Client>)> = {
             let table = self.shared.table.lock();
-            table
+            let mut clients: Vec<&Arc<Client>> = table
                 .by_key
                 .values()
                 .flatten()
+                .chain(table.patterns.iter().flat_map(|g| g.entries.iter()))
                 .chain(table.all.iter())
+                .map(|e| &e.client)
+                .collect();
+            // A client with several subscriptions is one holder.
+            clients.sort_unstable_by_key(|c| Arc::as_ptr(c));
+            clients.dedup_by_key(|c| Arc::as_ptr(c));
+            clients
+                .into_iter()
                 .filter(|c| !c.is_closing())
                 .map(|c| (c.is_blocked(), c.queued_bytes(), c.clone()))
                 .filter(|(_, bytes, _)| *bytes > 0)
@@ -358,7 +510,7 @@ impl Hub {
             }
             tracing::info!(
                 client = %client.id,
-                key = %client.subscription.display(),
+                key = %client.key_display(),
                 held = bytes,
                 socket_full = blocked,
                 policy = ?self.shared.policy,
@@ -370,20 +522,14 @@ impl Hub {
 
 /// Offers a frame to a client; a full queue is decided here, under the slow-consumer
 /// policy, for every path that delivers to clients (records and replies alike).
-pub fn offer(
-    client: &Client,
-    frame: tungstenite::Message,
-    stamp: i64,
-    policy: SlowConsumerPolicy,
-    metrics: &Metrics,
-) -> Offer {
+pub fn offer(client: &Client, frame: Message, stamp: i64, policy: SlowConsumerPolicy, metrics: &Metrics) -> Offer {
     let offer = client.offer_record(frame, stamp);
     if offer == Offer::Full {
         match policy {
             SlowConsumerPolicy::Disconnect => {
                 if client.close(CLOSE_POLICY_VIOLATION, SLOW_CONSUMER) {
                     metrics.slow_consumer_disconnects.inc();
-                    tracing::info!(client = %client.id, key = %client.subscription.display(), queued = client.queued(), "closing slow consumer");
+                    tracing::info!(client = %client.id, key = %client.key_display(), queued = client.queued(), "closing slow consumer");
                 }
             }
             SlowConsumerPolicy::DropNewest => {
@@ -413,15 +559,17 @@ impl Dispatch for Hub {
 mod tests {
     use super::*;
     use crate::client::QueueReceiver;
+    use crate::selector::Selector;
     use tungstenite::Message;
 
-    fn client(sub: Subscription, capacity: usize) -> (Arc<Client>, QueueReceiver) {
+    /// A client with one subscription, as a plain form opens it.
+    fn client(selector: Selector, capacity: usize) -> (Arc<Subscriber>, QueueReceiver) {
         let (c, rx) = Client::new(
-            crate::client::tests::info(&format!("{sub:?}"), sub),
+            crate::client::tests::info(&format!("{selector:?}"), None),
             crate::client::tests::limits(capacity),
             1024,
         );
-        (Arc::new(c), rx)
+        (Arc::new(Subscriber::new(Arc::new(c), None, "t".into(), selector, false)), rx)
     }
 
     /// Offsets rise from record to record, as a partition's do.
@@ -457,8 +605,8 @@ mod tests {
     #[test]
     fn records_reach_their_key_and_the_wildcard_only() {
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
-        let (a, mut rx_a) = client(Subscription::Key(Bytes::from_static(b"a")), 8);
-        let (all, mut rx_all) = client(Subscription::All, 8);
+        let (a, mut rx_a) = client(keyed("a"), 8);
+        let (all, mut rx_all) = client(Selector::default(), 8);
         hub.subscribe(a, &Start::Live);
         hub.subscribe(all, &Start::Live);
         hub.dispatch(record(Some("a"), Some("1")));
@@ -473,15 +621,15 @@ mod tests {
     fn a_full_queue_closes_only_that_client_under_disconnect() {
         let metrics = Metrics::new();
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded(), STREAM);
-        let (slow, _rx_slow) = client(Subscription::All, 1);
-        let (fast, mut rx_fast) = client(Subscription::All, 8);
+        let (slow, _rx_slow) = client(Selector::default(), 1);
+        let (fast, mut rx_fast) = client(Selector::default(), 8);
         hub.subscribe(slow.clone(), &Start::Live);
         hub.subscribe(fast.clone(), &Start::Live);
         for v in ["1", "2", "3"] {
             hub.dispatch(record(Some("k"), Some(v)));
         }
-        assert_eq!(slow.close_reason().unwrap().code, 1008);
-        assert!(!fast.is_closing());
+        assert_eq!(slow.client.close_reason().unwrap().code, 1008);
+        assert!(!fast.client.is_closing());
         assert_eq!(texts(&mut rx_fast), ["1", "2", "3"]);
         assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
     }
@@ -490,19 +638,19 @@ mod tests {
     fn drop_policy_keeps_the_client_and_counts() {
         let metrics = Metrics::new();
         let hub = Hub::new(SlowConsumerPolicy::DropNewest, metrics.clone(), unbounded(), STREAM);
-        let (slow, mut rx) = client(Subscription::All, 1);
+        let (slow, mut rx) = client(Selector::default(), 1);
         hub.subscribe(slow.clone(), &Start::Live);
         for v in ["1", "2", "3"] {
             hub.dispatch(record(Some("k"), Some(v)));
         }
-        assert!(!slow.is_closing());
-        assert_eq!(slow.dropped(), 2);
+        assert!(!slow.client.is_closing());
+        assert_eq!(slow.client.dropped(), 2);
         assert_eq!(metrics.frames_dropped.get(), 2);
         assert_eq!(texts(&mut rx), ["1"]);
     }
 
-    fn keyed(key: &'static str) -> Subscription {
-        Subscription::Key(Bytes::from_static(key.as_bytes()))
+    fn keyed(key: &'static str) -> Selector {
+        Selector::key(Bytes::from_static(key.as_bytes()))
     }
 
     fn value(key: &'static str, size: usize) -> Record {
@@ -529,16 +677,16 @@ mod tests {
             }
         }
         assert!(budget.held() <= 10_000, "{}", budget.held());
-        assert_eq!(stalled[0].0.close_reason().map(|r| r.code), Some(1008), "the biggest holder is closed");
-        assert!(!fast.is_closing());
+        assert_eq!(stalled[0].0.client.close_reason().map(|r| r.code), Some(1008), "the biggest holder is closed");
+        assert!(!fast.client.is_closing());
         // More records past the bound: the next biggest holder goes, then the next.
         for _ in 0..5 {
             hub.dispatch(value("b", 1000));
             hub.dispatch(value("c", 1000));
         }
         assert!(budget.held() <= 10_000, "{}", budget.held());
-        assert!(stalled[1].0.is_closing() || stalled[2].0.is_closing());
-        assert!(!fast.is_closing());
+        assert!(stalled[1].0.client.is_closing() || stalled[2].0.client.is_closing());
+        assert!(!fast.client.is_closing());
         assert!(metrics.queue_bound_sheds.get() >= 2);
     }
 
@@ -551,12 +699,12 @@ mod tests {
         let (stuck, _rx2) = client(keyed("s"), 1000);
         hub.subscribe(reading.clone(), &Start::Live);
         hub.subscribe(stuck.clone(), &Start::Live);
-        stuck.set_blocked(true);
+        stuck.client.set_blocked(true);
         hub.dispatch(value("s", 1000));
         hub.dispatch(value("r", 1500));
         hub.dispatch(value("r", 1500));
-        assert!(stuck.is_closing(), "the client not reading goes first");
-        assert!(!reading.is_closing(), "it held more, but it reads");
+        assert!(stuck.client.is_closing(), "the client not reading goes first");
+        assert!(!reading.client.is_closing(), "it held more, but it reads");
     }
 
     #[test]
@@ -573,20 +721,20 @@ mod tests {
             hub.dispatch(value("a", 1000));
         }
         assert!(budget.held() <= 5_000, "{}", budget.held());
-        assert!(!big.is_closing() && !small.is_closing());
-        assert_eq!(small.queued(), 1, "the small holder kept its frame");
-        assert!(big.dropped() >= 4, "{}", big.dropped());
-        assert_eq!(metrics.frames_dropped.get(), big.dropped());
+        assert!(!big.client.is_closing() && !small.client.is_closing());
+        assert_eq!(small.client.queued(), 1, "the small holder kept its frame");
+        assert!(big.client.dropped() >= 4, "{}", big.client.dropped());
+        assert_eq!(metrics.frames_dropped.get(), big.client.dropped());
     }
 
     #[test]
     fn keys_without_subscribers_are_removed() {
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
-        let (a, _rx) = client(Subscription::Key(Bytes::from_static(b"a")), 1);
+        let (a, _rx) = client(keyed("a"), 1);
         hub.subscribe(a.clone(), &Start::Live);
-        assert_eq!(hub.sizes(), (1, 0));
+        assert_eq!(hub.sizes(), (1, 0, 0, 0));
         hub.unsubscribe(&a);
-        assert_eq!(hub.sizes(), (0, 0));
+        assert_eq!(hub.sizes(), (0, 0, 0, 0));
     }
 
     fn at(partition: i32, offset: i64, value: &'static str) -> Record {
@@ -604,7 +752,7 @@ mod tests {
         let metrics = Metrics::new();
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), unbounded(), STREAM);
         watch(&hub, &[(0, 10, true)]);
-        let (c, mut rx) = client(Subscription::All, 8);
+        let (c, mut rx) = client(Selector::default(), 8);
         hub.subscribe(c, &Start::Live);
         for (offset, v) in [(10, "a"), (11, "b"), (10, "a again"), (11, "b again"), (12, "c")] {
             hub.dispatch(at(0, offset, v));
@@ -627,7 +775,7 @@ mod tests {
         assert_eq!(metrics.offset_jumps.get(), 1);
         // A client that had seen "a" resumes: "b" is in memory, but what followed it up to
         // the jump may exist in Kafka, so all of it is read from there.
-        let (c, mut rx) = client(Subscription::All, 8);
+        let (c, mut rx) = client(Selector::default(), 8);
         let begin = hub.subscribe(c, &Start::After(Position::new(vec![(0, 1)])));
         assert_eq!(begin.fetch, [(0, 1, 7)]);
         assert_eq!(texts(&mut rx), ["h"]);

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::client::Subscription;
+use crate::selector::Selector;
 use crate::record::budget::Budget;
 use crate::record::position::Position;
 use crate::record::Stamped;
@@ -105,6 +105,28 @@ impl Recent {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Where a subscription from time `ms` starts, as far as memory knows: per partition,
+    /// the first record held with a timestamp at or after it; the live position where every
+    /// record held is older. Whether memory reaches back far enough for every partition
+    /// (its oldest record held is older than `ms`, or it holds the partition from its start).
+    pub fn position_at(&self, ms: i64, live: &Position) -> (Position, bool) {
+        let mut at = live.clone();
+        let mut found: BTreeMap<i32, ()> = BTreeMap::new();
+        let mut reaches: BTreeMap<i32, bool> = BTreeMap::new();
+        for e in &self.entries {
+            let r = &e.stamped.record;
+            let stamp = r.timestamp.unwrap_or(i64::MIN);
+            reaches.entry(r.partition).or_insert(stamp < ms || self.covered_from.get(r.partition) == Some(0));
+            if stamp >= ms && found.insert(r.partition, ()).is_none() {
+                at.set(r.partition, r.offset);
+            }
+        }
+        let complete = live.iter().all(|(p, next)| {
+            reaches.get(&p).copied().unwrap_or(self.covered_from.get(p).is_none_or(|from| from >= next))
+        });
+        (at, complete)
+    }
 }
 
 /// What a subscriber asked to get before the live stream.
@@ -119,6 +141,10 @@ pub enum Start {
     /// A cursor of another stream: everything held, then live (not a resume: it cannot
     /// say what was missed).
     Oldest,
+    /// The records from this time on (ms since the epoch), then live. The embedded stream
+    /// finds where in memory; for Kafka the session asks Kafka's offsets for times first
+    /// and subscribes from there ([`Start::After`]).
+    Since(i64),
 }
 
 /// A record to replay, with the position after it: the stream's own (the same for every
@@ -169,7 +195,7 @@ pub struct Limits {
 /// carries the stream's cursor, unless that would move this subscriber's cursor backwards
 /// in some partition (it resumed a cursor of another replica, whose order of partitions
 /// differed): then the greater of the two.
-pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent: &Recent, limits: Limits) -> Plan {
+pub fn plan(start: &Start, subscription: &Selector, live: &Position, recent: &Recent, limits: Limits) -> Plan {
     match start {
         Start::Live => {
             Plan { replay: vec![], fetch: vec![], start: live.clone(), complete: true, floor: None, older: None }
@@ -178,6 +204,11 @@ pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent:
             let from = recent.covered_from.clone();
             let replay = replay_after(&from, live, subscription, recent, usize::MAX);
             Plan { replay, fetch: vec![], start: from, complete: false, floor: None, older: None }
+        }
+        Start::Since(ms) => {
+            let (from, _) = recent.position_at(*ms, live);
+            let replay = replay_after(&from, live, subscription, recent, usize::MAX);
+            Plan { replay, fetch: vec![], start: from, complete: true, floor: None, older: None }
         }
         Start::Last(n) => {
             let replay = replay_after(&Position::default(), live, subscription, recent, *n);
@@ -248,16 +279,13 @@ pub fn plan(start: &Start, subscription: &Subscription, live: &Position, recent:
 /// records may be sparse, so a share of `limits.max_fetch` from each, to bound the read.
 fn last_from_kafka(
     n: usize,
-    subscription: &Subscription,
+    subscription: &Selector,
     live: &Position,
     recent: &Recent,
     limits: Limits,
 ) -> Vec<(i32, i64, i64)> {
     let partitions = live.iter().count().max(1) as u64;
-    let window = match subscription {
-        Subscription::All => n as u64,
-        Subscription::Key(_) => (limits.max_fetch / partitions).max(n as u64),
-    } as i64;
+    let window = if subscription.is_sparse() { (limits.max_fetch / partitions).max(n as u64) } else { n as u64 } as i64;
     live.iter()
         .filter_map(|(p, next)| {
             let held_from = recent.covered_from.get(p).unwrap_or(next);
@@ -266,8 +294,8 @@ fn last_from_kafka(
         .collect()
 }
 
-fn matches(subscription: &Subscription, stamped: &Stamped) -> bool {
-    subscription.matches(stamped.record.key.as_deref())
+fn matches(subscription: &Selector, stamped: &Stamped) -> bool {
+    subscription.matches(stamped)
 }
 
 /// The newest `most` records held after `from` that match, oldest first, each with the
@@ -275,7 +303,7 @@ fn matches(subscription: &Subscription, stamped: &Stamped) -> bool {
 fn replay_after(
     from: &Position,
     live: &Position,
-    subscription: &Subscription,
+    subscription: &Selector,
     recent: &Recent,
     most: usize,
 ) -> Vec<Replayed> {
@@ -365,7 +393,7 @@ mod tests {
     fn a_cursor_held_in_memory_replays_exactly_what_follows_it() {
         let (recent, live) = stream(1 << 20);
         let cursor = Position::new(vec![(0, 2), (1, 2), (2, 1)]);
-        let plan = plan(&Start::After(cursor.clone()), &Subscription::All, &live, &recent, KAFKA);
+        let plan = plan(&Start::After(cursor.clone()), &Selector::default(), &live, &recent, KAFKA);
         assert_eq!(values(&plan), ["2:1", "0:2", "1:2", "2:2", "0:3", "1:3", "2:3"]);
         assert!(plan.complete && plan.fetch.is_empty() && plan.floor.is_none());
         assert_eq!(plan.start, cursor);
@@ -380,7 +408,7 @@ mod tests {
         let (recent, live) = stream(1 << 20);
         let plan = plan(
             &Start::After(Position::new(vec![(0, 1), (1, 0), (2, 0)])),
-            &Subscription::Key(Bytes::from_static(b"a")),
+            &Selector::key(Bytes::from_static(b"a")),
             &live,
             &recent,
             KAFKA,
@@ -393,19 +421,19 @@ mod tests {
         // Room for about six records: the oldest six are gone from memory.
         let (recent, live) = stream(6 * 262);
         let cursor = Position::new(vec![(0, 0), (1, 0), (2, 0)]);
-        let plan_k = plan(&Start::After(cursor.clone()), &Subscription::All, &live, &recent, KAFKA);
+        let plan_k = plan(&Start::After(cursor.clone()), &Selector::default(), &live, &recent, KAFKA);
         assert_eq!(plan_k.fetch, [(0, 0, 2), (1, 0, 2), (2, 0, 2)]);
         assert_eq!(values(&plan_k), ["0:2", "1:2", "2:2", "0:3", "1:3", "2:3"]);
         assert!(plan_k.complete);
 
         let memory_only = Limits { kafka: false, max_fetch: 1000 };
-        let plan_m = plan(&Start::After(cursor.clone()), &Subscription::All, &live, &recent, memory_only);
+        let plan_m = plan(&Start::After(cursor.clone()), &Selector::default(), &live, &recent, memory_only);
         assert!(plan_m.fetch.is_empty() && !plan_m.complete);
         assert_eq!(plan_m.start, Position::new(vec![(0, 2), (1, 2), (2, 2)]));
         assert_eq!(values(&plan_m), values(&plan_k));
 
         let too_far = Limits { kafka: true, max_fetch: 5 };
-        let plan_f = plan(&Start::After(cursor), &Subscription::All, &live, &recent, too_far);
+        let plan_f = plan(&Start::After(cursor), &Selector::default(), &live, &recent, too_far);
         assert!(plan_f.fetch.is_empty() && !plan_f.complete);
     }
 
@@ -413,7 +441,7 @@ mod tests {
     fn a_cursor_ahead_of_this_gateway_sets_a_floor_and_replays_nothing_below_it() {
         let (recent, live) = stream(1 << 20);
         let cursor = Position::new(vec![(0, 6), (1, 4), (2, 4)]);
-        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        let plan = plan(&Start::After(cursor), &Selector::default(), &live, &recent, KAFKA);
         assert!(plan.replay.is_empty());
         assert_eq!(plan.floor, Some(Position::new(vec![(0, 6)])));
     }
@@ -423,7 +451,7 @@ mod tests {
         let (recent, live) = stream(1 << 20);
         // Another replica had dispatched partition 2 further before partition 0's record 2.
         let cursor = Position::new(vec![(0, 2), (1, 4), (2, 4)]);
-        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        let plan = plan(&Start::After(cursor), &Selector::default(), &live, &recent, KAFKA);
         assert_eq!(values(&plan), ["0:2", "0:3"]);
         assert!(plan.replay[0].own);
         assert_eq!(plan.replay[0].after.iter().collect::<Vec<_>>(), [(0, 3), (1, 4), (2, 4)]);
@@ -433,7 +461,7 @@ mod tests {
     fn a_partition_the_cursor_names_that_is_not_consumed_here_yet_gets_a_floor() {
         let (recent, live) = stream(1 << 20);
         let cursor = Position::new(vec![(0, 4), (1, 4), (2, 4), (3, 9)]);
-        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        let plan = plan(&Start::After(cursor), &Selector::default(), &live, &recent, KAFKA);
         assert!(plan.replay.is_empty() && plan.complete);
         assert_eq!(plan.floor, Some(Position::new(vec![(3, 9)])));
         assert_eq!(plan.start.get(3), Some(9));
@@ -448,7 +476,7 @@ mod tests {
         recent.push(stamped(1, 10, "b"));
         live.advance(1, 10);
         let cursor = Position::new(vec![(0, 4), (1, 2), (2, 4)]);
-        let plan = plan(&Start::After(cursor), &Subscription::All, &live, &recent, KAFKA);
+        let plan = plan(&Start::After(cursor), &Selector::default(), &live, &recent, KAFKA);
         assert_eq!(plan.fetch, [(1, 2, 10)], "what lies before the jump comes from Kafka");
         assert_eq!(values(&plan), ["1:10"], "memory only from the jump on");
         assert!(plan.complete);
@@ -462,14 +490,14 @@ mod tests {
     }
 
     fn plan_with(cursor: &Position, live: &Position, recent: &Recent, limits: Limits) -> Plan {
-        plan(&Start::After(cursor.clone()), &Subscription::All, live, recent, limits)
+        plan(&Start::After(cursor.clone()), &Selector::default(), live, recent, limits)
     }
 
     #[test]
     fn last_n_reads_from_kafka_what_memory_does_not_hold() {
         // Room for about six records: the oldest six are gone from memory.
         let (recent, live) = stream(6 * 262);
-        let got = plan(&Start::Last(8), &Subscription::All, &live, &recent, KAFKA);
+        let got = plan(&Start::Last(8), &Selector::default(), &live, &recent, KAFKA);
         assert_eq!(values(&got).len(), 6);
         assert_eq!(got.older, Some(2));
         assert_eq!(got.fetch, [(0, 0, 2), (1, 0, 2), (2, 0, 2)]);
@@ -479,18 +507,18 @@ mod tests {
         assert_eq!(got.older, Some(6));
         assert_eq!(got.fetch, [(0, 0, 2), (1, 0, 2), (2, 0, 2)]);
         // Memory holds enough: nothing read.
-        let got = plan(&Start::Last(2), &Subscription::All, &live, &recent, KAFKA);
+        let got = plan(&Start::Last(2), &Selector::default(), &live, &recent, KAFKA);
         assert!(got.fetch.is_empty() && got.older.is_none());
     }
 
     fn plan_for_key(n: usize, key: &'static str, live: &Position, recent: &Recent) -> Plan {
-        plan(&Start::Last(n), &Subscription::Key(Bytes::from_static(key.as_bytes())), live, recent, KAFKA)
+        plan(&Start::Last(n), &Selector::key(Bytes::from_static(key.as_bytes())), live, recent, KAFKA)
     }
 
     #[test]
     fn last_n_is_the_newest_matching_records_oldest_first() {
         let (recent, live) = stream(1 << 20);
-        let plan = plan(&Start::Last(2), &Subscription::Key(Bytes::from_static(b"b")), &live, &recent, KAFKA);
+        let plan = plan(&Start::Last(2), &Selector::key(Bytes::from_static(b"b")), &live, &recent, KAFKA);
         assert_eq!(values(&plan), ["1:2", "1:3"]);
         assert_eq!(plan.start, live);
     }

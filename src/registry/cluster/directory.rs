@@ -381,7 +381,7 @@ async fn write(
                     // Everything that happened so far is in the snapshot taken after this.
                     while changes.try_recv().is_ok() {}
                     let clients: Vec<(Arc<str>, String)> =
-                        registry.all().iter().map(|c| (c.id.clone(), c.subscription.display())).collect();
+                        registry.all().iter().map(|c| (c.id.clone(), crate::registry::directory_key(c))).collect();
                     let result = directory.replace(&clients).await;
                     match &result {
                         Ok(()) => {

@@ -9,7 +9,9 @@ use crate::secret::Secret;
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
-    pub topic: String,
+    /// The topics streamed to clients (`input`, comma-separated): the first is the default
+    /// topic, the one the Quix forms `/{key}` and `/*` read.
+    pub topics: Vec<String>,
     pub start: StartFrom,
     /// librdkafka properties beyond the ones Sluice sets itself, each for the clients it
     /// applies to: security settings first, then the pass-through ones, which win.
