@@ -24,8 +24,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::selector::{Glob, Selector};
 use crate::secret::Secret;
+use crate::selector::{Glob, Selector};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Who may connect, as the settings say (config builds it from `WS_USERNAME`,

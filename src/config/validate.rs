@@ -51,7 +51,10 @@ impl Config {
                 let mut topics: Vec<String> = Vec::new();
                 for topic in input.split(',').map(str::trim) {
                     if topic.is_empty() {
-                        bad(SETTING.input, format!("{input:?} has an empty topic name: separate topics with single commas"));
+                        bad(
+                            SETTING.input,
+                            format!("{input:?} has an empty topic name: separate topics with single commas"),
+                        );
                     } else if topics.iter().any(|t| t == topic) {
                         bad(SETTING.input, format!("names topic {topic:?} twice"));
                     } else {

@@ -72,6 +72,9 @@ impl Form {
     }
 }
 
+/// The frames of one record for multiplexed subscriptions, by subscription id.
+type MuxFrames = Vec<(Arc<str>, Message)>;
+
 /// A record and the frames it becomes, each built on first use and then shared by every
 /// subscriber, live or replaying (the replay buffer holds these). Each payload is charged
 /// to the gateway-wide budget once, however many queues it goes to.
@@ -89,7 +92,7 @@ pub struct Stamped {
     json: OnceLock<Option<serde_json::Value>>,
     /// Multiplexed connections' frames, one per subscription id asked for (clients of the
     /// same library tend to number their subscriptions alike, so each is shared too).
-    mux: OnceLock<Box<Mutex<Vec<(Arc<str>, Message)>>>>,
+    mux: OnceLock<Box<Mutex<MuxFrames>>>,
 }
 
 impl Stamped {

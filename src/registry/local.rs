@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, Offer};
+use crate::record::Form;
 use crate::sink::Outbox;
 use crate::source::memory::MemoryStream;
-use crate::record::Form;
 use crate::stream::hub::Hub;
 
 use super::{client_object, Clients, ClientsError, Close, Delivered, Filter, Page, Published};
@@ -116,8 +116,7 @@ impl Local {
 
     /// This process's clients matching `filter`, ordered by id.
     pub fn page(&self, filter: &Filter) -> Page {
-        let mut clients: Vec<Arc<Client>> =
-            self.registry.all().into_iter().filter(|c| filter.admits(c)).collect();
+        let mut clients: Vec<Arc<Client>> = self.registry.all().into_iter().filter(|c| filter.admits(c)).collect();
         clients.sort_by(|a, b| a.id.cmp(&b.id));
         let more = clients.len() > filter.limit;
         clients.truncate(filter.limit);

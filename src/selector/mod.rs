@@ -145,7 +145,9 @@ impl Selector {
         }
         for (name, value) in &self.headers {
             if name.is_empty() || name.len() > MAX_CONDITION_BYTES || value.len() > MAX_CONDITION_BYTES {
-                return Err(format!("a header name must be 1 to {MAX_CONDITION_BYTES} bytes, its value at most as long"));
+                return Err(format!(
+                    "a header name must be 1 to {MAX_CONDITION_BYTES} bytes, its value at most as long"
+                ));
             }
         }
         for (pointer, value) in &self.fields {
@@ -183,7 +185,8 @@ impl Selector {
         } else if let Some(header) = name.strip_prefix("header.") {
             self.headers.push((header.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
         } else if let Some(pointer) = name.strip_prefix("where.") {
-            let pointer = if pointer.starts_with('/') || pointer.is_empty() { pointer.to_owned() } else { format!("/{pointer}") };
+            let pointer =
+                if pointer.starts_with('/') || pointer.is_empty() { pointer.to_owned() } else { format!("/{pointer}") };
             // Compared as JSON when it parses as JSON (`20`, `true`, `"x"`), else as a string.
             let wanted = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
             self.fields.push((pointer, wanted));
@@ -254,9 +257,9 @@ impl Residual {
 }
 
 fn headers_match(wanted: &[(String, Bytes)], stamped: &Stamped) -> bool {
-    wanted.iter().all(|(name, value)| {
-        stamped.record.headers.iter().any(|(n, v)| n == name && v.as_deref() == Some(&value[..]))
-    })
+    wanted
+        .iter()
+        .all(|(name, value)| stamped.record.headers.iter().any(|(n, v)| n == name && v.as_deref() == Some(&value[..])))
 }
 
 fn fields_match(wanted: &[(String, Value)], stamped: &Stamped) -> bool {

@@ -468,7 +468,8 @@ mod tests {
     #[tokio::test]
     async fn a_subscription_waits_for_the_stream_to_be_joined() {
         let gate = gate(1);
-        let (t, u) = (gate.streams.get(Some("t")).unwrap().hub.clone(), gate.streams.get(Some("u")).unwrap().hub.clone());
+        let (t, u) =
+            (gate.streams.get(Some("t")).unwrap().hub.clone(), gate.streams.get(Some("u")).unwrap().hub.clone());
         Dispatch::watch(&t, &[Watch { partition: 0, next: 5, joined: false }]);
         Dispatch::watch(&u, &[Watch { partition: 0, next: 0, joined: true }]);
         let waiting = tokio::spawn({

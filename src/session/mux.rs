@@ -308,8 +308,7 @@ impl Opening {
     /// Queues `subscribed`, the frames read from Kafka, then what was held; from then on
     /// the subscription's frames go straight to the queue.
     fn finish(&self, start: Position, resumed: Option<bool>, last: Option<usize>, frames: Vec<Message>) {
-        let mut answer =
-            json!({ "type": "subscribed", "id": self.subscriber.id.as_deref(), "cursor": self.topic.hub.cursor(&start) });
+        let mut answer = json!({ "type": "subscribed", "id": self.subscriber.id.as_deref(), "cursor": self.topic.hub.cursor(&start) });
         if let Some(resumed) = resumed {
             answer["resumed"] = resumed.into();
         }
@@ -320,6 +319,7 @@ impl Opening {
         opening.push(control(answer));
         opening.extend(frames);
         let (policy, metrics) = (self.topic.hub.policy(), &self.sessions.metrics);
-        self.subscriber.release(opening, |client, frame, stamp| -> Offer { offer(client, frame, stamp, policy, metrics) });
+        self.subscriber
+            .release(opening, |client, frame, stamp| -> Offer { offer(client, frame, stamp, policy, metrics) });
     }
 }

@@ -20,17 +20,17 @@ use super::transport::{Incoming, Lost, Transport};
 use super::{End, Session, SessionSettings, Sessions, Shared};
 use crate::auth::Identity;
 use crate::client::{Client, QueueLimits, SlowConsumerPolicy, CLOSE_GOING_AWAY};
-use crate::selector::Selector;
 use crate::metrics::Metrics;
 use crate::record::budget::Budget;
 use crate::record::{Form, Record};
 use crate::registry::Registry;
+use crate::selector::Selector;
 use crate::session::admission::{Admitted, Params};
 use crate::sink::Outbox;
 use crate::source::Dispatch;
 use crate::stream::hub::{Hub, StreamSettings};
-use crate::stream::{Streams, Topic};
 use crate::stream::replay::{Limits, Start};
+use crate::stream::{Streams, Topic};
 
 /// A connection held in memory: `room` frames fit in it before the peer reads.
 struct Memory {

@@ -29,10 +29,20 @@ pub struct History {
     requests: mpsc::Sender<Request>,
 }
 
+/// Per partition, an offset if there is one.
+type Offsets = Vec<(i32, Option<i64>)>;
+
 enum Request {
-    Fetch { ranges: Vec<(i32, i64, i64)>, reply: oneshot::Sender<Fetched> },
+    Fetch {
+        ranges: Vec<(i32, i64, i64)>,
+        reply: oneshot::Sender<Fetched>,
+    },
     /// Kafka's offsets for times: per partition, the first record at or after `ms`.
-    At { ms: i64, partitions: Vec<i32>, reply: oneshot::Sender<Option<Vec<(i32, Option<i64>)>>> },
+    At {
+        ms: i64,
+        partitions: Vec<i32>,
+        reply: oneshot::Sender<Option<Offsets>>,
+    },
 }
 
 /// What a request got back.
@@ -83,7 +93,7 @@ impl History {
     /// Per partition, the offset of the first record at or after `ms` (milliseconds since
     /// the epoch), by Kafka's offsets for times; `None` for a partition with no such record.
     /// `None` in all when the broker did not answer.
-    pub async fn offsets_at(&self, ms: i64, partitions: Vec<i32>) -> Option<Vec<(i32, Option<i64>)>> {
+    pub async fn offsets_at(&self, ms: i64, partitions: Vec<i32>) -> Option<Offsets> {
         let (reply, answer) = oneshot::channel();
         self.requests.try_send(Request::At { ms, partitions, reply }).ok()?;
         answer.await.ok().flatten()
@@ -138,7 +148,7 @@ fn offsets_at(
     ms: i64,
     partitions: &[i32],
     metrics: &Metrics,
-) -> Option<Vec<(i32, Option<i64>)>> {
+) -> Option<Offsets> {
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         tpl.add_partition_offset(topic, p, Offset::Offset(ms)).ok()?;

@@ -230,13 +230,15 @@ impl Hub {
         }
         let residual = subscriber.selector.residual().map(|residual| {
             let identity = residual.identity();
-            let slot = table.residuals.entry(identity).or_insert_with(|| {
-                (Arc::new(SharedResidual { residual, memo: AtomicU64::new(0) }), 0)
-            });
+            let slot = table
+                .residuals
+                .entry(identity)
+                .or_insert_with(|| (Arc::new(SharedResidual { residual, memo: AtomicU64::new(0) }), 0));
             slot.1 += 1;
             slot.0.clone()
         });
-        let entry = Entry { client: client.clone(), residual, id: subscriber.id.clone(), subscriber: subscriber.clone() };
+        let entry =
+            Entry { client: client.clone(), residual, id: subscriber.id.clone(), subscriber: subscriber.clone() };
         match subscriber.selector.index() {
             Index::Keys(keys) => {
                 for key in keys {
@@ -314,12 +316,8 @@ impl Hub {
     /// Moves the gauges every topic's hub shares by what changed in this one.
     fn gauge(&self, table: &mut Table) {
         let m = &self.shared.metrics;
-        let now = [
-            table.by_key.len() as i64,
-            table.all.len() as i64,
-            table.recent.len() as i64,
-            table.recent.bytes() as i64,
-        ];
+        let now =
+            [table.by_key.len() as i64, table.all.len() as i64, table.recent.len() as i64, table.recent.bytes() as i64];
         let [keys, all, records, bytes] = std::array::from_fn(|i| now[i] - table.gauged[i]);
         m.subscribed_keys.inc_by(keys);
         m.wildcard_clients.inc_by(all);

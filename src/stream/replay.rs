@@ -10,10 +10,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use crate::selector::Selector;
 use crate::record::budget::Budget;
 use crate::record::position::Position;
 use crate::record::Stamped;
+use crate::selector::Selector;
 
 /// Recent records, oldest first, bounded in bytes.
 pub struct Recent {
