@@ -127,9 +127,12 @@ async fn every_replica_lists_inspects_messages_and_disconnects_the_clients_of_al
         }
     }
 
-    // The key filter and pagination hold across replicas.
+    // The key filter and pagination hold across replicas: `key=a` lists every client whose
+    // subscriptions can match `a`, the `/*` one included.
     let (by_key, _) = list_all(&r[1], "&key=a").await;
-    assert_eq!(ids(&by_key), [&id_a0, &id_a1, &id_a2].map(|s| s.clone()).into());
+    assert_eq!(ids(&by_key), [&id_a0, &id_all0, &id_a1, &id_a2].map(|s| s.clone()).into());
+    let (by_key, _) = list_all(&r[0], "&key=b").await;
+    assert_eq!(ids(&by_key), [&id_all0, &id_b1, &id_b2].map(|s| s.clone()).into());
     let (_, first) = r[2].api("GET", "/api/clients?limit=4", None).await;
     assert_eq!(first["clients"].as_array().unwrap().len(), 4);
     let cursor = first["next"].as_str().expect("a second page");
@@ -139,6 +142,22 @@ async fn every_replica_lists_inspects_messages_and_disconnects_the_clients_of_al
     let mut walked = ids(first["clients"].as_array().unwrap());
     walked.extend(ids(second["clients"].as_array().unwrap()));
     assert_eq!(walked, everyone);
+
+    // A pattern subscription on r2 is listed, from r0, for the keys it can match, a page at
+    // a time.
+    let (_p2, id_p2) = connect(&r[2], "/?pattern=a*").await;
+    let (_, page) = r[0].api("GET", "/api/clients?key=a&limit=2", None).await;
+    let mut walked = ids(page["clients"].as_array().unwrap());
+    let mut next = page["next"].as_str().map(str::to_owned);
+    while let Some(cursor) = next {
+        let (_, page) = r[0].api("GET", &format!("/api/clients?key=a&limit=2&cursor={cursor}"), None).await;
+        assert!(page["clients"].as_array().unwrap().len() <= 2);
+        walked.extend(ids(page["clients"].as_array().unwrap()));
+        next = page["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(walked, [&id_a0, &id_all0, &id_a1, &id_a2, &id_p2].map(|s| s.clone()).into());
+    let (by_key, _) = list_all(&r[1], "&key=b").await;
+    assert!(!ids(&by_key).contains(&id_p2));
 
     // A client on r2, inspected from r0: its activity is exact, read from r2 when asked.
     a2.send(Message::Text("hello from a2".into())).await.unwrap();
@@ -174,6 +193,7 @@ async fn every_replica_lists_inspects_messages_and_disconnects_the_clients_of_al
     let close = close.expect("a close frame");
     assert_eq!((u16::from(close.code), close.reason.as_str()), (4001, "moved"));
     let mut remaining = everyone.clone();
+    remaining.insert(id_p2.clone());
     remaining.remove(&id_b1);
     wait_listed(&r[0], &remaining, Duration::from_secs(10)).await;
     assert_eq!(r[0].api("GET", &format!("/api/clients/{id_b1}"), None).await.0, 404);

@@ -29,7 +29,7 @@ use crate::sink::rfc3339;
 pub use local::{Change, Registry};
 
 /// What a list asks for: clients ordered by id, after `cursor`, at most `limit`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Filter {
     /// Only the clients whose subscriptions can match this key (`*`: those subscribed to
     /// every key, as `/*` is).

@@ -142,13 +142,7 @@ fn serve(consumer: BaseConsumer, topic: String, mut requests: mpsc::Receiver<Req
     }
 }
 
-fn offsets_at(
-    consumer: &BaseConsumer,
-    topic: &str,
-    ms: i64,
-    partitions: &[i32],
-    metrics: &Metrics,
-) -> Option<Offsets> {
+fn offsets_at(consumer: &BaseConsumer, topic: &str, ms: i64, partitions: &[i32], metrics: &Metrics) -> Option<Offsets> {
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         tpl.add_partition_offset(topic, p, Offset::Offset(ms)).ok()?;

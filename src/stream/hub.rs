@@ -558,6 +558,7 @@ mod tests {
     use super::*;
     use crate::client::QueueReceiver;
     use crate::selector::Selector;
+    use serde_json::Value;
     use tungstenite::Message;
 
     /// A client with one subscription, as a plain form opens it.
@@ -733,6 +734,80 @@ mod tests {
         assert_eq!(hub.sizes(), (1, 0, 0, 0));
         hub.unsubscribe(&a);
         assert_eq!(hub.sizes(), (0, 0, 0, 0));
+    }
+
+    fn selector(query: &str) -> Selector {
+        let mut s = Selector::default();
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap();
+            s.take_query_param(name, value, value).unwrap();
+        }
+        s
+    }
+
+    fn json(key: &'static str, value: &'static str) -> Record {
+        record(Some(key), Some(value))
+    }
+
+    #[test]
+    fn patterns_and_conditions_are_shared_and_evaluated_once_per_record() {
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
+        let (p1, mut rx1) = client(selector("pattern=sensor-*"), 8);
+        let (p2, mut rx2) = client(selector("pattern=sensor-*&where.t=1"), 8);
+        let (p3, mut rx3) = client(selector("where.t=1&pattern=sensor-*"), 8);
+        let (k, mut rxk) = client(selector("keys=sensor-1,pump-1&pattern=pump-*"), 8);
+        for s in [&p1, &p2, &p3, &k] {
+            hub.subscribe(s.clone(), &Start::Live);
+        }
+        // One pattern group for the three pattern subscribers; one shared condition set
+        // for p2 and p3, one for k's pattern beside its keys.
+        assert_eq!(hub.sizes(), (2, 0, 1, 2));
+        hub.dispatch(json("sensor-1", r#"{"t":1}"#));
+        hub.dispatch(json("sensor-2", r#"{"t":2}"#));
+        hub.dispatch(json("pump-1", r#"{"t":1}"#));
+        hub.dispatch(json("other", r#"{"t":1}"#));
+        assert_eq!(texts(&mut rx1), [r#"{"t":1}"#, r#"{"t":2}"#]);
+        assert_eq!(texts(&mut rx2), [r#"{"t":1}"#]);
+        assert_eq!(texts(&mut rx3), [r#"{"t":1}"#]);
+        // keys AND pattern: sensor-1 is a key but not a pump.
+        assert_eq!(texts(&mut rxk), [r#"{"t":1}"#]);
+        hub.unsubscribe(&p2);
+        assert_eq!(hub.sizes(), (2, 0, 1, 2), "p3 still shares the conditions");
+        for s in [&p1, &p3, &k] {
+            hub.unsubscribe(s);
+        }
+        assert_eq!(hub.sizes(), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_holding_subscriber_gets_its_opening_first_then_what_was_held() {
+        let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
+        let (c, mut rx) = Client::new(crate::client::tests::info("m", None), crate::client::tests::limits(8), 1024);
+        let c = Arc::new(c);
+        let sub = Arc::new(Subscriber::new(c.clone(), Some("s1".into()), "t".into(), Selector::default(), true));
+        hub.subscribe(sub.clone(), &Start::Live);
+        hub.dispatch(json("k", "live"));
+        assert_eq!(c.queued(), 0, "held until the opening is out");
+        let metrics = Metrics::new();
+        sub.release(vec![Message::Text("opening".into())], |client, frame, stamp| {
+            offer(client, frame, stamp, SlowConsumerPolicy::Disconnect, &metrics)
+        });
+        hub.dispatch(json("k", "after"));
+        let frames = texts(&mut rx);
+        assert_eq!(frames[0], "opening");
+        let records: Vec<Value> = frames[1..].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
+        assert_eq!(records.iter().map(|r| r["value"].as_str().unwrap()).collect::<Vec<_>>(), ["live", "after"]);
+        assert!(records.iter().all(|r| r["type"] == "record" && r["sub"] == "s1"));
+        // Ended while its opening was prepared: nothing of it is queued.
+        let late = Arc::new(Subscriber::new(c.clone(), Some("s2".into()), "t".into(), Selector::default(), true));
+        hub.subscribe(late.clone(), &Start::Live);
+        hub.dispatch(json("k", "never"));
+        late.end();
+        hub.unsubscribe(&late);
+        late.release(vec![Message::Text("never".into())], |_, _, _| panic!("nothing is offered after the end"));
+        let rest = texts(&mut rx);
+        assert!(rest.iter().all(|f| !f.contains(r#""sub":"s2""#)), "{rest:?}");
+        hub.unsubscribe(&sub);
     }
 
     fn at(partition: i32, offset: i64, value: &'static str) -> Record {

@@ -26,7 +26,7 @@ use super::link::{Link, PREFIX};
 use super::{HEARTBEAT, REQUEST_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::registry::local::Local;
-use crate::registry::{ClientsError, Close};
+use crate::registry::{ClientsError, Close, Filter};
 
 /// Waits between attempts to re-establish the subscription.
 const RETRY_MIN: Duration = Duration::from_millis(250);
@@ -58,6 +58,10 @@ pub enum Op {
     Publish {
         key: String,
         body: String,
+    },
+    /// The objects of its clients `filter` admits, ordered by id, at most `filter.limit`.
+    List {
+        filter: Filter,
     },
 }
 
@@ -280,6 +284,7 @@ impl Bus {
     fn serve(&self, op: Op) -> Result<Value, ClientsError> {
         match op {
             Op::Describe { ids } => Ok(Value::Array(self.local.describe(&ids))),
+            Op::List { filter } => Ok(Value::Array(self.local.page(&filter).clients)),
             Op::Send { id, body } => self.local.send_now(&id, decode(&body)?).map(|()| Value::Null),
             Op::Disconnect { id, close } => self.local.disconnect_now(&id, &close).map(|()| Value::Null),
             Op::Broadcast { key, body } => Ok(json!(self.local.broadcast_now(key.as_deref(), decode(&body)?))),

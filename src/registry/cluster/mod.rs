@@ -196,6 +196,9 @@ impl Cluster {
         if !self.link.is_up() {
             return alone();
         }
+        if filter.key.is_some() {
+            return self.list_matching(filter).await;
+        }
         let mut entries = match self.directory.page(&filter, filter.limit + 1).await {
             Ok(entries) => entries,
             Err(e) => {
@@ -237,6 +240,28 @@ impl Cluster {
         }
         // In the directory's order; a client that left since is simply not there.
         let clients = entries.iter().filter_map(|e| found.remove(&e.id)).collect();
+        Page { clients, next, partial }
+    }
+}
+
+impl Cluster {
+    /// The clients whose subscriptions can match a key: a pattern or a selector of every key
+    /// can match keys no index names, so each replica is asked for a page of its own and
+    /// the pages are merged in id order.
+    async fn list_matching(&self, filter: Filter) -> Page {
+        let asked = Filter { limit: filter.limit + 1, ..filter.clone() };
+        let mine = self.local.page(&asked).clients;
+        let (theirs, partial) = self.ask_all(Op::List { filter: asked }).await;
+        let mut clients: Vec<Value> = mine
+            .into_iter()
+            .chain(theirs.into_iter().flat_map(|v| v.as_array().cloned().unwrap_or_default()))
+            .collect();
+        let id = |c: &Value| c["replyId"].as_str().unwrap_or_default().to_owned();
+        clients.sort_by_key(id);
+        clients.dedup_by_key(|c| id(c));
+        let more = clients.len() > filter.limit;
+        clients.truncate(filter.limit);
+        let next = if more { clients.last().map(id) } else { None };
         Page { clients, next, partial }
     }
 }
