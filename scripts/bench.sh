@@ -3,8 +3,8 @@
 # prints the median, minimum and maximum of each figure over the runs.
 #
 #   scripts/bench.sh                 every scenario, 3 runs each (about 10 minutes on 2 cores)
-#   scripts/bench.sh fanout          one scenario: fanout, latency, memory, accept, slow, stalled
-#                                    or reconnect
+#   scripts/bench.sh fanout          one scenario: fanout, multiplexed, latency, memory, accept,
+#                                    slow, stalled or reconnect
 #   scripts/bench.sh smoke           every scenario at a tiny scale, once; fails when the
 #                                    harness misbehaves (for CI; no figure is checked)
 #   RUNS=1 scripts/bench.sh latency  fewer runs
@@ -56,7 +56,14 @@ latency() {
   run latency --clients 1000 --keys 10 --rates 10000,50000,100000 --duration 8
   run latency --clients 1000 --keys 1 --rates 10000,50000,100000 --duration 8
 }
-memory() { run memory --connections 10000,19000; }
+memory() {
+  run memory --connections 10000,19000
+  # Multiplexed connections holding 10 subscriptions each (1 pattern, 9 exact keys).
+  run memory --connections 10000 --subscriptions 10
+}
+# 1,000 multiplexed connections × 10 subscriptions (patterns and exact keys): set beside
+# fanout's single-key figure of the same build.
+multiplexed() { run multiplexed --clients 1000 --subscriptions 10 --records 100000 --duration 10 --drain 20; }
 accept() { run accept --connections 10000 --connect-concurrency 100; }
 # A queue small enough that the slow clients overflow it within the run.
 slow() { run slow --clients 1000 --keys 10 --slow-fraction 0.1 --rate 50000 --duration 6 --records 100000 --queue-capacity 1024; }
@@ -88,6 +95,8 @@ smoke() {
   run fanout --clients 4 --all --records 2000 --duration 5 --drain 5 --slow-consumer disconnect "${s[@]}"
   run latency --clients 20 --keys 2 --rates 1000,2000 --duration 1 --warmup 0.5 --drain 5 "${s[@]}"
   run memory --connections 100,200 --settle 0.2 "${s[@]}"
+  run memory --connections 100 --subscriptions 10 --settle 0.2 "${s[@]}"
+  run multiplexed --clients 20 --subscriptions 10 --records 2000 --duration 5 --drain 5 "${s[@]}"
   run accept --connections 300 "${s[@]}"
   run slow --clients 20 --keys 2 --rate 1000 --duration 1 --records 2000 --drain 5 "${s[@]}"
   run stalled --stalled 3 --fast 2 --mib-per-key 2 --drain 5 --settle 1 "${s[@]}"
@@ -105,6 +114,7 @@ case "$what" in
     for i in $(seq "$runs"); do
       echo "== run $i of $runs" >&2
       fanout
+      multiplexed
       latency
       memory
       accept
@@ -113,14 +123,14 @@ case "$what" in
       reconnect
     done
     ;;
-  fanout | latency | memory | accept | slow | stalled | reconnect)
+  fanout | multiplexed | latency | memory | accept | slow | stalled | reconnect)
     for i in $(seq "$runs"); do
       echo "== run $i of $runs" >&2
       "$what"
     done
     ;;
   *)
-    echo "usage: $0 [all|smoke|fanout|latency|memory|accept|slow|stalled|reconnect] [sluice-bench arguments...]" >&2
+    echo "usage: $0 [all|smoke|fanout|multiplexed|latency|memory|accept|slow|stalled|reconnect] [sluice-bench arguments...]" >&2
     exit 2
     ;;
 esac

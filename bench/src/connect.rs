@@ -32,6 +32,8 @@ pub struct Target {
     /// Source addresses used: 127.0.0.1 up to 127.0.0.`sources`.
     pub sources: u8,
     pub timeout: Duration,
+    /// The subprotocol offered (`sluice.v1` for multiplexed connections).
+    pub protocol: Option<String>,
     /// Connections numbered below this get the smallest receive buffer the kernel allows,
     /// so when they stop reading the gateway meets a full socket at once rather than
     /// after the megabytes loopback buffers can hold.
@@ -47,6 +49,7 @@ impl Target {
             welcome,
             sources: sources.max(1),
             timeout: Duration::from_secs(15),
+            protocol: None,
             tiny_window_below: 0,
         }
     }
@@ -81,7 +84,8 @@ pub async fn open(target: &Target, path: &str, n: usize) -> Result<Conn> {
     let mut stream = socket.connect(target.addr).await.context("connect")?;
     stream.set_nodelay(true).context("nodelay")?;
     let host = target.addr.to_string();
-    stream.write_all(&crate::wire::upgrade_request(&host, path, &target.authorization)).await.context("write")?;
+    let request = crate::wire::upgrade_request(&host, path, &target.authorization, target.protocol.as_deref());
+    stream.write_all(&request).await.context("write")?;
 
     let mut reader = Reader::new(READ_BUFFER);
     let mut upgraded = false;
@@ -195,4 +199,55 @@ fn failure_kind(e: &anyhow::Error) -> String {
         kind = format!("{kind}: {cause}");
     }
     kind
+}
+
+/// Sends `requests` (JSON text frames) on a multiplexed connection and reads until every one
+/// is answered `subscribed`; an `error` answer is an error.
+pub async fn subscribe(conn: &mut Conn, requests: &[String]) -> Result<()> {
+    for r in requests {
+        conn.stream.write_all(&crate::wire::text(r.as_bytes())).await.context("subscribe")?;
+    }
+    let mut answered = 0;
+    while answered < requests.len() {
+        while let Some(frame) = conn.reader.next_frame()? {
+            if let Frame::Data(data) = frame {
+                if data.starts_with(br#"{"type":"subscribed""#) {
+                    answered += 1;
+                } else if data.starts_with(br#"{"type":"error""#) {
+                    bail!("subscribe refused: {}", String::from_utf8_lossy(data));
+                }
+            }
+        }
+        if answered == requests.len() {
+            break;
+        }
+        let read = conn.stream.read(conn.reader.spare()).await.context("read")?;
+        if read == 0 {
+            bail!("closed while subscribing");
+        }
+        conn.reader.filled(read);
+    }
+    Ok(())
+}
+
+/// Subscribes every connection, `concurrency` at once; connection `i` sends `requests(i)`.
+pub async fn subscribe_all(
+    conns: Vec<Conn>,
+    requests: &(dyn Fn(usize) -> Vec<String> + Sync),
+    concurrency: usize,
+) -> Result<Vec<Conn>> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(conns.len());
+    for mut conn in conns {
+        let (asks, permits) = (requests(conn.index), permits.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            subscribe(&mut conn, &asks).await.map(|()| conn)
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await??);
+    }
+    Ok(out)
 }

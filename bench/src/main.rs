@@ -57,6 +57,14 @@ enum Command {
         #[command(flatten)]
         opts: scenario::memory::Opts,
     },
+    /// Many subscriptions per connection (`sluice.v1`): patterns and exact keys, fan-out
+    /// throughput; set beside scenario 1.
+    Multiplexed {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        opts: scenario::multiplexed::Opts,
+    },
     /// Scenario 4: authenticated connections accepted per second.
     Accept {
         #[command(flatten)]
@@ -113,6 +121,9 @@ fn main() -> Result<()> {
             Command::Fanout { common, opts } => (common, vec![scenario::fanout::run(common, opts, threads).await?]),
             Command::Latency { common, opts } => (common, scenario::latency::run(common, opts, threads).await?),
             Command::Memory { common, opts } => (common, vec![scenario::memory::run(common, opts).await?]),
+            Command::Multiplexed { common, opts } => {
+                (common, vec![scenario::multiplexed::run(common, opts, threads).await?])
+            }
             Command::Accept { common, opts } => (common, vec![scenario::accept::run(common, opts, threads).await?]),
             Command::Slow { common, opts } => (common, vec![scenario::slow::run(common, opts, threads).await?]),
             Command::Stalled { common, opts } => (common, vec![scenario::stalled::run(common, opts, threads).await?]),

@@ -61,6 +61,12 @@ async fn drain(conn: &mut Conn, tally: &mut Tally, progress: &AtomicU64) -> anyh
     let mut reply = None;
     while let Some(frame) = conn.reader.next_frame()? {
         match frame {
+            // A multiplexed connection's records are envelopes: the stamp is their value.
+            Frame::Data(data) if data.first() == Some(&b'{') => {
+                if let Some(value) = crate::envelope::value(data) {
+                    tally.frame(value, now);
+                }
+            }
             Frame::Data(value) => tally.frame(value, now),
             Frame::Ping(payload) => reply = Some(wire::pong(payload)),
             Frame::Pong => {}

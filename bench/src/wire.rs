@@ -13,11 +13,13 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// Longest upgrade response accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// The upgrade request for `path`, with an `Authorization` header value.
-pub fn upgrade_request(host: &str, path: &str, authorization: &str) -> Vec<u8> {
+/// The upgrade request for `path`, with an `Authorization` header value, offering
+/// `protocol` as its subprotocol when given.
+pub fn upgrade_request(host: &str, path: &str, authorization: &str, protocol: Option<&str>) -> Vec<u8> {
+    let protocol = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nAuthorization: {authorization}\r\n\r\n"
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\nAuthorization: {authorization}\r\n{protocol}\r\n"
     )
     .into_bytes()
 }
@@ -126,6 +128,12 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&[0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
     f.extend_from_slice(payload);
     f
+}
+
+/// A text frame from the client (the harness's requests are short: under 126 bytes).
+pub fn text(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126, "a short frame");
+    client_frame(0x1, payload)
 }
 
 /// The answer to a ping.

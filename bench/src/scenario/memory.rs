@@ -22,6 +22,10 @@ pub struct Opts {
     /// Seconds to let the gateway settle before each reading.
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
+    /// Multiplexed connections (`sluice.v1`) holding this many subscriptions each (see the
+    /// multiplexed scenario), instead of plain `/{key}` ones.
+    #[arg(long, default_value_t = 0)]
+    pub subscriptions: usize,
 }
 
 /// The gateway's default `--ping-interval`, in seconds.
@@ -37,12 +41,19 @@ pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
         "--ping-interval".into(),
         PING_INTERVAL_S.to_string(),
     ];
-    let rig = Rig::start(common, "memory", 1, opts.keys, args).await?;
+    let mut rig = Rig::start(common, "memory", 1, opts.keys.max(100), args).await?;
+    if opts.subscriptions > 0 {
+        rig.target.protocol = Some("sluice.v1".into());
+    }
     let settle = Duration::from_secs_f64(opts.settle);
     tokio::time::sleep(settle).await;
     let baseline = rig.gateway.rss_kib()?;
 
-    let mut r = Report::new(format!("memory-idle-{most}"));
+    let mut r = if opts.subscriptions > 0 {
+        Report::new(format!("memory-idle-{most}-{}subs", opts.subscriptions))
+    } else {
+        Report::new(format!("memory-idle-{most}"))
+    };
     r.metric("rss_baseline_kib", baseline as f64);
     let mut held: Vec<Conn> = Vec::new();
     let cpu_before = OwnThreads::now();
@@ -50,12 +61,21 @@ pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
         if n < held.len() {
             bail!("connection counts must ascend");
         }
-        let paths: Vec<String> = (held.len()..n).map(|i| format!("/k{}", i % opts.keys.max(1))).collect();
+        let paths: Vec<String> = (held.len()..n)
+            .map(|i| if opts.subscriptions > 0 { "/".to_owned() } else { format!("/k{}", i % opts.keys.max(1)) })
+            .collect();
         let opened = connect::open_many(&rig.target, &paths, held.len(), common.connect_concurrency).await;
         r.check(opened.failed() > 0, || {
             format!("{} of {} connections failed: {}", opened.failed(), paths.len(), opened.describe_failures())
         });
-        held.extend(opened.conns);
+        let conns = if opts.subscriptions > 0 {
+            let n = opts.subscriptions;
+            let requests = |i: usize| super::multiplexed::subscriptions(i, n).0;
+            connect::subscribe_all(opened.conns, &requests, common.connect_concurrency).await?
+        } else {
+            opened.conns
+        };
+        held.extend(conns);
         rig.gateway.wait_connections(held.len(), Duration::from_secs(30)).await?;
         tokio::time::sleep(settle).await;
         let rss = rig.gateway.rss_kib()?;
@@ -65,9 +85,13 @@ pub async fn run(common: &Common, opts: &Opts) -> Result<Report> {
         r.metric(&format!("bytes_per_conn_at_{n}"), per * 1024.0);
     }
     r.metric("client_cpu_s", OwnThreads::now().since(cpu_before).total);
+    let what = if opts.subscriptions > 0 {
+        format!("multiplexed, {} subscriptions each (1 pattern, the rest exact keys)", opts.subscriptions)
+    } else {
+        format!("over {} keys", opts.keys)
+    };
     r.note(format!(
-        "idle authenticated connections (welcome read, nothing streamed, pings every {PING_INTERVAL_S} s), over {} keys; gateway VmRSS from /proc",
-        opts.keys
+        "idle authenticated connections (welcome read, nothing streamed, pings every {PING_INTERVAL_S} s), {what}; gateway VmRSS from /proc"
     ));
     // The gateway goes first, so the closes start on its side, not in the clients' ports.
     drop(rig);

@@ -6,6 +6,7 @@ pub mod accept;
 pub mod fanout;
 pub mod latency;
 pub mod memory;
+pub mod multiplexed;
 pub mod reconnect;
 pub mod slow;
 pub mod stalled;
@@ -116,8 +117,8 @@ impl Load {
 pub struct Client {
     pub conn: Option<Conn>,
     pub next: Sequences,
-    /// The key index it receives, or `None` for all keys.
-    pub key: Option<usize>,
+    /// The key indexes it receives, or `None` for all keys.
+    pub keys: Option<Vec<usize>>,
     /// Still connected after the last phase.
     pub alive: bool,
 }
@@ -315,8 +316,8 @@ impl Rig {
         self.gateway.wait_connections(load.clients, Duration::from_secs(30)).await?;
         let keys = self.keys.len();
         for conn in opened.conns {
-            let key = (!load.all).then_some(conn.index % keys);
-            self.clients.push(Client { conn: Some(conn), next: Sequences::new(keys), key, alive: true });
+            let key = (!load.all).then(|| vec![conn.index % keys]);
+            self.clients.push(Client { conn: Some(conn), next: Sequences::new(keys), keys: key, alive: true });
         }
         Ok(())
     }
@@ -333,8 +334,8 @@ impl Rig {
     }
 
     fn expected_for(&self, client: &Client, acked: &[u64]) -> u64 {
-        match client.key {
-            Some(k) => acked[k],
+        match &client.keys {
+            Some(keys) => keys.iter().map(|&k| acked[k]).sum(),
             None => acked.iter().sum(),
         }
     }

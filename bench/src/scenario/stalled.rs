@@ -151,8 +151,8 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     }
     rig.gateway.wait_connections(total, Duration::from_secs(30)).await?;
     for conn in opened.conns {
-        let key = Some(conn.index.min(fast_key));
-        rig.clients.push(Client { conn: Some(conn), next: Sequences::new(keys), key, alive: true });
+        let key = Some(vec![conn.index.min(fast_key)]);
+        rig.clients.push(Client { conn: Some(conn), next: Sequences::new(keys), keys: key, alive: true });
     }
     let rss_baseline = probe.rss_kib()?;
     let before = rig.gateway.metrics().await?;
