@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 
 source scripts/tansu.sh
 
-# The console's and the example page's browser tests drive Chromium with playwright-core, from
-# tests/browser; tests/examples.rs runs the Node examples with their own packages. Without them
-# those tests fail and say how to install them; they never skip. Installed when absent, or
+# The browser tests (console, example page, client library) drive Chromium with playwright-core,
+# from tests/browser; tests/examples.rs runs the Node examples with their own packages, and
+# tests/clientlib.rs the client library's tests with its dev packages (ws, typescript). Without
+# them those tests fail and say how to install them; they never skip. Installed when absent, or
 # when the lock file is newer than what npm last installed from it.
-for dir in tests/browser examples/node-websocket examples/node-ws; do
+for dir in tests/browser examples/node-websocket examples/node-ws clients/js; do
   if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     if command -v npm >/dev/null 2>&1; then
       npm ci --prefix "$dir" --no-audit --no-fund

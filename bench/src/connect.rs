@@ -211,9 +211,11 @@ pub async fn subscribe(conn: &mut Conn, requests: &[String]) -> Result<()> {
     while answered < requests.len() {
         while let Some(frame) = conn.reader.next_frame()? {
             if let Frame::Data(data) = frame {
-                if data.starts_with(br#"{"type":"subscribed""#) {
+                // Control frames are small JSON objects whose fields come in any order.
+                let has = |needle: &[u8]| data.windows(needle.len()).any(|w| w == needle);
+                if has(br#""type":"subscribed""#) {
                     answered += 1;
-                } else if data.starts_with(br#"{"type":"error""#) {
+                } else if has(br#""type":"error""#) {
                     bail!("subscribe refused: {}", String::from_utf8_lossy(data));
                 }
             }

@@ -73,7 +73,12 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     rig.target.protocol = Some("sluice.v1".into());
     let paths = vec!["/".to_owned(); opts.clients];
     let opened = connect::open_many(&rig.target, &paths, 0, common.connect_concurrency).await;
-    anyhow::ensure!(opened.failed() == 0, "{} clients failed to connect: {}", opened.failed(), opened.describe_failures());
+    anyhow::ensure!(
+        opened.failed() == 0,
+        "{} clients failed to connect: {}",
+        opened.failed(),
+        opened.describe_failures()
+    );
     let n = opts.subscriptions;
     let conns = connect::subscribe_all(opened.conns, &|i| subscriptions(i, n).0, common.connect_concurrency).await?;
     rig.gateway.wait_connections(opts.clients, Duration::from_secs(30)).await?;
