@@ -133,11 +133,12 @@ impl Outbox {
 
     fn produce(&self, kafka: &KafkaOut, topic: &str, client: &Client, payload: &[u8], headers: bool) {
         let mut record = BaseRecord::to(topic).key(client.id.as_bytes()).payload(payload);
+        let key = if headers { client.key() } else { None };
         if headers {
             record = record.headers(
                 OwnedHeaders::new()
                     // Null for a client on `/`: its subscriptions say what it reads.
-                    .insert(Header { key: "sluice-key", value: client.key.as_deref().map(str::as_bytes) })
+                    .insert(Header { key: "sluice-key", value: key.as_deref().map(str::as_bytes) })
                     .insert(Header { key: "sluice-user", value: client.user.as_deref().map(str::as_bytes) }),
             );
         }
@@ -166,7 +167,7 @@ fn event_json(client: &Client, event: &Event<'_>) -> String {
     let mut v = serde_json::json!({
         "type": match event { Event::Connect => "connect", Event::Disconnect { .. } => "disconnect", Event::Message { .. } => "message" },
         "replyId": &*client.id,
-        "key": client.key.as_deref(),
+        "key": client.key(),
         "user": client.user,
         "remoteAddr": client.remote.to_string(),
         "at": rfc3339(SystemTime::now()),

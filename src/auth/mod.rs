@@ -455,7 +455,9 @@ mod tests {
         assert!(!ok(&sensors, &pattern("sens*")));
         assert!(!ok(&sensors, &pattern("pump-?")));
         // Conditions on headers or values alone can match every key.
-        let by_header = Selector { headers: vec![("r".into(), Bytes::from_static(b"eu"))], ..Selector::default() };
+        let conditions =
+            crate::selector::Conditions { headers: vec![("r".into(), Bytes::from_static(b"eu"))], fields: vec![] };
+        let by_header = Selector { conditions: Some(Box::new(conditions)), ..Selector::default() };
         assert!(!ok(&sensors, &by_header));
         // A topics claim lists what may be read.
         let topics = Identity { user: None, keys: None, topics: Some(vec!["a".into()]) };

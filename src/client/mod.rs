@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tungstenite::Message;
 
 use crate::client::address::RemoteAddr;
@@ -79,9 +80,9 @@ pub struct Activity {
 pub struct ClientInfo {
     /// The `replyId`: random, unguessable, unique for the life of the process.
     pub id: Arc<str>,
-    /// The key of a plain form: `/{key}`'s, or `*` for `/*`; `None` for a connection on `/`
-    /// (its selectors, or a multiplexed one's subscriptions, say what it reads).
-    pub key: Option<Box<str>>,
+    /// Opened on `/{key}` or `/*` (a plain form with a key, [`Client::key`]); not on `/`,
+    /// where its selectors, or a multiplexed connection's subscriptions, say what it reads.
+    pub keyed: bool,
     /// How records reach it: WebSocket or SSE, verbatim or in the envelope.
     pub form: Form,
     /// The authenticated identity (Basic user or JWT `sub`); `None` when anonymous.
@@ -108,8 +109,9 @@ pub struct Client {
     /// sheds such clients first.
     blocked: AtomicBool,
     /// Its subscriptions, for the registry (the hubs hold them too). Emptied when the
-    /// session ends, which breaks the reference each holds back to this client.
-    subscriptions: Mutex<Vec<Arc<Subscriber>>>,
+    /// session ends, which breaks the reference each holds back to this client. A plain
+    /// connection's one is held inline.
+    subscriptions: Mutex<SmallVec<[Arc<Subscriber>; 1]>>,
 }
 
 impl std::ops::Deref for Client {
@@ -141,7 +143,7 @@ impl Client {
             outgoing: Mutex::new(Activity::default()),
             dropped: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
-            subscriptions: Mutex::new(Vec::new()),
+            subscriptions: Mutex::new(SmallVec::new()),
         };
         (client, rx)
     }
@@ -198,11 +200,11 @@ impl Client {
 
     /// Every subscription, taken out (the session's end).
     pub fn take_subscriptions(&self) -> Vec<Arc<Subscriber>> {
-        std::mem::take(&mut *self.subscriptions.lock())
+        std::mem::take(&mut *self.subscriptions.lock()).into_vec()
     }
 
     pub fn subscriptions(&self) -> Vec<Arc<Subscriber>> {
-        self.subscriptions.lock().clone()
+        self.subscriptions.lock().to_vec()
     }
 
     /// Whether some subscription of its can select records with this key (`?key=` of the
@@ -211,9 +213,23 @@ impl Client {
         self.subscriptions.lock().iter().any(|s| s.selector.matches_key(Some(key)))
     }
 
-    /// The key of a plain form as text, for logs and events (`*` for `/*`, `-` on `/`).
-    pub fn key_display(&self) -> &str {
-        self.key.as_deref().unwrap_or("-")
+    /// The key of a plain form as text, for the registry, events and logs: `/{key}`'s, `*`
+    /// for `/*`; `None` on `/`. Read from its subscription rather than kept twice.
+    pub fn key(&self) -> Option<String> {
+        if !self.keyed {
+            return None;
+        }
+        let subs = self.subscriptions.lock();
+        let selector = &subs.first()?.selector;
+        Some(match selector.keys.as_deref() {
+            Some([key, ..]) => String::from_utf8_lossy(key).into_owned(),
+            _ => "*".to_owned(),
+        })
+    }
+
+    /// [`Client::key`] for a log line (`-` on `/`).
+    pub fn key_display(&self) -> String {
+        self.key().unwrap_or_else(|| "-".to_owned())
     }
 
     /// Asks the session to close with this code and reason. The first request wins;
@@ -522,7 +538,7 @@ pub(crate) mod tests {
     pub(crate) fn info(id: &str, key: Option<&str>) -> ClientInfo {
         ClientInfo {
             id: id.into(),
-            key: key.map(Into::into),
+            keyed: key.is_some(),
             form: Form::Verbatim,
             user: None,
             remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),

@@ -58,7 +58,7 @@ pub fn reaches(client: &Client, key: &str) -> bool {
 /// The key a client is listed under in a cluster's directory: a plain form's (`*` for
 /// `/*`), or none (empty) for a client on `/`.
 pub fn directory_key(client: &Client) -> String {
-    client.key.as_deref().unwrap_or_default().to_owned()
+    client.key().unwrap_or_default()
 }
 
 /// One page of clients.
@@ -142,7 +142,7 @@ pub trait Clients: Send + Sync + 'static {
 pub fn client_object(c: &Client, node: &str) -> Value {
     json!({
         "replyId": &*c.id,
-        "key": c.key.as_deref(),
+        "key": c.key(),
         "subscriptions": c.subscriptions().iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "node": node,
         "user": c.user,

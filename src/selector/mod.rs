@@ -1,5 +1,5 @@
-//! What a subscription selects: a topic, keys (exact ones, a pattern, or every key), and
-//! conditions on each record's headers and JSON value — parsed once, at subscribe time,
+//! What a subscription selects within its topic: keys (exact ones, a pattern, or every
+//! key), and conditions on each record's headers and JSON value — parsed once, at subscribe time,
 //! from a query string or a `subscribe` frame, with a bound on every part.
 //!
 //! The hub indexes a selector by its keys (an exact key is a map lookup; a pattern is
@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::record::Stamped;
 
@@ -29,14 +30,26 @@ pub const MAX_CONDITIONS: usize = 16;
 pub const MAX_CONDITION_BYTES: usize = 1_024;
 
 /// A subscription's selection, as asked. Conditions combine with AND.
+///
+/// Every subscription holds one for its whole life: the conditions most selectors do not
+/// have are boxed, so that a plain `/{key}` subscription stays small (memory per idle
+/// connection, BENCHMARKS.md).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Selector {
-    /// The topic asked for; `None` is the default topic.
-    pub topic: Option<String>,
-    /// Only these keys (`keys=`, or the path of `/{key}`).
-    pub keys: Option<Vec<Bytes>>,
+    /// Only these keys (`keys=`, or the path of `/{key}`); one is held inline.
+    pub keys: Option<Keys>,
     /// Only keys matching this (`pattern=`).
     pub pattern: Option<Glob>,
+    /// Conditions on headers and on the value, when there are any.
+    pub conditions: Option<Box<Conditions>>,
+}
+
+/// A selector's exact keys.
+pub type Keys = SmallVec<[Bytes; 1]>;
+
+/// The conditions of a selector beyond its keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conditions {
     /// Records carrying each of these headers with this value (`header.NAME=VALUE`).
     pub headers: Vec<(String, Bytes)>,
     /// Records whose JSON value has this value at this RFC 6901 pointer (`where.POINTER=`).
@@ -54,9 +67,21 @@ pub enum Index<'a> {
 }
 
 impl Selector {
+    pub fn headers(&self) -> &[(String, Bytes)] {
+        self.conditions.as_ref().map_or(&[], |c| &c.headers)
+    }
+
+    pub fn fields(&self) -> &[(String, Value)] {
+        self.conditions.as_ref().map_or(&[], |c| &c.fields)
+    }
+
+    fn conditions_mut(&mut self) -> &mut Conditions {
+        self.conditions.get_or_insert_with(Default::default)
+    }
+
     /// The selector of the plain form `/{key}`.
     pub fn key(key: Bytes) -> Selector {
-        Selector { keys: Some(vec![key]), ..Selector::default() }
+        Selector { keys: Some(smallvec::smallvec![key]), ..Selector::default() }
     }
 
     pub fn index(&self) -> Index<'_> {
@@ -70,10 +95,10 @@ impl Selector {
     /// What the index leaves undecided, if anything.
     pub fn residual(&self) -> Option<Residual> {
         let pattern = self.keys.as_ref().and(self.pattern.clone());
-        if pattern.is_none() && self.headers.is_empty() && self.fields.is_empty() {
+        if pattern.is_none() && self.headers().is_empty() && self.fields().is_empty() {
             return None;
         }
-        Some(Residual { pattern, headers: self.headers.clone(), fields: self.fields.clone() })
+        Some(Residual { pattern, headers: self.headers().to_vec(), fields: self.fields().to_vec() })
     }
 
     /// Whether a record of this selector's topic is selected: key, headers and value.
@@ -82,7 +107,7 @@ impl Selector {
     }
 
     fn residual_matches(&self, stamped: &Stamped) -> bool {
-        headers_match(&self.headers, stamped) && fields_match(&self.fields, stamped)
+        headers_match(self.headers(), stamped) && fields_match(self.fields(), stamped)
     }
 
     /// Whether a record with this key can be selected (its headers and value unseen): a
@@ -100,7 +125,7 @@ impl Selector {
     /// Whether it selects one key's records only (exact keys; `?last=` then reads more of
     /// each partition to find them).
     pub fn is_sparse(&self) -> bool {
-        self.keys.is_some() || self.pattern.is_some() || !self.headers.is_empty() || !self.fields.is_empty()
+        self.keys.is_some() || self.pattern.is_some() || self.conditions.is_some()
     }
 
     /// The selector as JSON, for the registry: `{"topic","keys","pattern","headers","where"}`,
@@ -113,16 +138,16 @@ impl Selector {
         if let Some(p) = &self.pattern {
             v["pattern"] = p.as_str().into();
         }
-        if !self.headers.is_empty() {
+        if !self.headers().is_empty() {
             v["headers"] = self
-                .headers
+                .headers()
                 .iter()
                 .map(|(n, val)| (n.clone(), Value::from(String::from_utf8_lossy(val))))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
         }
-        if !self.fields.is_empty() {
-            v["where"] = self.fields.iter().cloned().collect::<serde_json::Map<_, _>>().into();
+        if !self.fields().is_empty() {
+            v["where"] = self.fields().iter().cloned().collect::<serde_json::Map<_, _>>().into();
         }
         v
     }
@@ -140,17 +165,17 @@ impl Selector {
                 return Err(format!("a key may be at most {MAX_KEY_BYTES} bytes"));
             }
         }
-        if self.headers.len() > MAX_CONDITIONS || self.fields.len() > MAX_CONDITIONS {
+        if self.headers().len() > MAX_CONDITIONS || self.fields().len() > MAX_CONDITIONS {
             return Err(format!("at most {MAX_CONDITIONS} header and {MAX_CONDITIONS} where conditions"));
         }
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers() {
             if name.is_empty() || name.len() > MAX_CONDITION_BYTES || value.len() > MAX_CONDITION_BYTES {
                 return Err(format!(
                     "a header name must be 1 to {MAX_CONDITION_BYTES} bytes, its value at most as long"
                 ));
             }
         }
-        for (pointer, value) in &self.fields {
+        for (pointer, value) in self.fields() {
             if pointer.len() > MAX_CONDITION_BYTES || !(pointer.is_empty() || pointer.starts_with('/')) {
                 return Err(format!(
                     "a where pointer is an RFC 6901 JSON pointer (\"/field/sub\") of at most {MAX_CONDITION_BYTES} bytes"
@@ -163,33 +188,27 @@ impl Selector {
         Ok(())
     }
 
-    /// Adds one query parameter to the selector, if it is one of its parameters: `topic`,
-    /// `keys` (raw, still percent-encoded: `,` separates keys, `%2C` is a comma in one),
+    /// Adds one query parameter to the selector, if it is one of its parameters: `keys` (raw, still percent-encoded: `,` separates keys, `%2C` is a comma in one),
     /// `pattern`, `header.NAME`, `where.POINTER` (a pointer without its leading `/` gets
     /// one: `where.temp` is `where./temp`). Whether it was one.
     pub fn take_query_param(&mut self, name: &str, value: &str, raw_value: &str) -> Result<bool, String> {
-        if name == "topic" {
-            if value.is_empty() {
-                return Err("topic must not be empty".into());
-            }
-            self.topic = Some(value.to_owned());
-        } else if name == "keys" {
+        if name == "keys" {
             let keys: Vec<Bytes> = raw_value
                 .split(',')
                 .map(|k| Bytes::from(percent_encoding::percent_decode_str(k).collect::<Vec<u8>>()))
                 .filter(|k| !k.is_empty())
                 .collect();
-            self.keys.get_or_insert_with(Vec::new).extend(keys);
+            self.keys.get_or_insert_with(Keys::new).extend(keys);
         } else if name == "pattern" {
             self.pattern = Some(Glob::new(value)?);
         } else if let Some(header) = name.strip_prefix("header.") {
-            self.headers.push((header.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
+            self.conditions_mut().headers.push((header.to_owned(), Bytes::copy_from_slice(value.as_bytes())));
         } else if let Some(pointer) = name.strip_prefix("where.") {
             let pointer =
                 if pointer.starts_with('/') || pointer.is_empty() { pointer.to_owned() } else { format!("/{pointer}") };
             // Compared as JSON when it parses as JSON (`20`, `true`, `"x"`), else as a string.
             let wanted = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
-            self.fields.push((pointer, wanted));
+            self.conditions_mut().fields.push((pointer, wanted));
         } else {
             return Ok(false);
         }
@@ -198,18 +217,20 @@ impl Selector {
 
     /// The selector of a `subscribe` frame's fields.
     pub fn from_frame(
-        topic: Option<String>,
         keys: Option<Vec<String>>,
         pattern: Option<String>,
         headers: Option<BTreeMap<String, String>>,
         fields: Option<BTreeMap<String, Value>>,
     ) -> Result<Selector, String> {
-        let selector = Selector {
-            topic,
-            keys: keys.map(|ks| ks.into_iter().map(Bytes::from).collect()),
-            pattern: pattern.map(|p| Glob::new(&p)).transpose()?,
+        let conditions = Conditions {
             headers: headers.unwrap_or_default().into_iter().map(|(n, v)| (n, Bytes::from(v))).collect(),
             fields: fields.unwrap_or_default().into_iter().collect(),
+        };
+        let boxed = (!conditions.headers.is_empty() || !conditions.fields.is_empty()).then(|| Box::new(conditions));
+        let selector = Selector {
+            keys: keys.map(|ks| ks.into_iter().map(Bytes::from).collect()),
+            pattern: pattern.map(|p| Glob::new(&p)).transpose()?,
+            conditions: boxed,
         };
         selector.check()?;
         Ok(selector)
@@ -318,15 +339,13 @@ mod tests {
 
     #[test]
     fn query_parameters_build_a_selector() {
-        let s = query("topic=t2&keys=a,b%2Cc,&pattern=sensor-*&header.region=eu&where.temp=20&where./site/name=north")
-            .unwrap();
-        assert_eq!(s.topic.as_deref(), Some("t2"));
-        assert_eq!(s.keys, Some(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b,c")]));
+        let s = query("keys=a,b%2Cc,&pattern=sensor-*&header.region=eu&where.temp=20&where./site/name=north").unwrap();
+        assert_eq!(s.keys.as_deref(), Some(&[Bytes::from_static(b"a"), Bytes::from_static(b"b,c")][..]));
         assert_eq!(s.pattern, Some(Glob::new("sensor-*").unwrap()));
-        assert_eq!(s.headers, vec![("region".to_owned(), Bytes::from_static(b"eu"))]);
+        assert_eq!(s.headers(), [("region".to_owned(), Bytes::from_static(b"eu"))]);
         assert_eq!(
-            s.fields,
-            vec![("/temp".to_owned(), serde_json::json!(20)), ("/site/name".to_owned(), serde_json::json!("north"))]
+            s.fields(),
+            [("/temp".to_owned(), serde_json::json!(20)), ("/site/name".to_owned(), serde_json::json!("north"))]
         );
         assert!(query("keys=").is_err());
         assert!(query(&format!("pattern={}", "x".repeat(300))).is_err());

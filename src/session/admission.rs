@@ -82,7 +82,9 @@ pub struct Params {
     pub last: Option<String>,
     /// `?since=`, as given.
     pub since: Option<String>,
-    /// The topic and selectors of the query (`topic`, `keys`, `pattern`, `header.`, `where.`).
+    /// `?topic=`: `None` is the default topic.
+    pub topic: Option<String>,
+    /// The selectors of the query (`keys`, `pattern`, `header.`, `where.`).
     pub selector: Selector,
     /// Whether any of those was given.
     pub selects: bool,
@@ -101,6 +103,11 @@ pub fn params(uri: &Uri) -> Result<Params, String> {
             "cursor" => p.cursor = Some(value),
             "last" => p.last = Some(value),
             "since" => p.since = Some(value),
+            "topic" if value.is_empty() => return Err("topic must not be empty".into()),
+            "topic" => {
+                p.topic = Some(value);
+                p.selects = true;
+            }
             _ => p.selects |= p.selector.take_query_param(&name, &value, raw_value)?,
         }
     }
@@ -282,8 +289,8 @@ impl Gate {
         // Which topics exist is told only to those who may connect.
         let topic = self
             .streams
-            .get(selector.topic.as_deref())
-            .ok_or_else(|| Refused::UnknownTopic(selector.topic.clone().unwrap_or_default()))?
+            .get(params.topic.as_deref())
+            .ok_or_else(|| Refused::UnknownTopic(params.topic.clone().unwrap_or_default()))?
             .clone();
         // A multiplexed connection's subscriptions are authorized as they come.
         if !multiplexed {
@@ -349,8 +356,8 @@ mod tests {
         assert!(!params(&"/k".parse().unwrap()).unwrap().envelope);
         let p = params(&"/?keys=a,b%2Cc&topic=t2&since=15m".parse().unwrap()).unwrap();
         assert!(p.selects);
-        assert_eq!(p.selector.keys.as_ref().map(Vec::len), Some(2));
-        assert_eq!(p.selector.topic.as_deref(), Some("t2"));
+        assert_eq!(p.selector.keys.as_ref().map(|k| k.len()), Some(2));
+        assert_eq!(p.topic.as_deref(), Some("t2"));
         assert_eq!(p.since.as_deref(), Some("15m"));
         assert!(params(&"/?pattern=".parse().unwrap()).is_err());
     }
@@ -446,10 +453,10 @@ mod tests {
     fn selectors_on_slash_and_a_plain_key_combine() {
         let gate = gate(1);
         let a = gate.admit(&request("/?keys=a,b&header.region=eu&topic=u", &[ANN]), false).unwrap();
-        assert_eq!(a.selector.keys.as_ref().map(Vec::len), Some(2));
+        assert_eq!(a.selector.keys.as_ref().map(|k| k.len()), Some(2));
         assert_eq!((&*a.topic.name, a.key), ("u", None));
         let b = gate.admit(&request("/sensor-1?where.temp=20", &[ANN]), false).unwrap();
-        assert_eq!(b.selector.fields.len(), 1);
+        assert_eq!(b.selector.fields().len(), 1);
         assert_eq!(b.key.as_deref(), Some("sensor-1"));
         // A multiplexed connection subscribes with frames, on `/` only.
         assert!(gate.admit(&request("/", &[ANN]), true).unwrap().multiplexed);

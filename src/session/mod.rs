@@ -175,7 +175,7 @@ impl Session {
     ) -> (Session, Opening) {
         let Admitted { topic, selector, key, multiplexed, identity, remote, user_agent, start, .. } = admitted;
         let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-        let info = ClientInfo { id, key, form, user: identity.user.clone(), remote, user_agent };
+        let info = ClientInfo { id, keyed: key.is_some(), form, user: identity.user.clone(), remote, user_agent };
         let (client, queue) = Client::new(info, sessions.settings.queue, sessions.settings.stored_message_bytes);
         let client = Arc::new(client);
         let mut opening = Opening::default();

@@ -171,9 +171,9 @@ impl Session {
             let error = format!("at most {} subscriptions per connection", settings.max_subscriptions);
             return Err(Refusal { status: 429, reason: "limit", error });
         }
-        let selector = Selector::from_frame(s.topic, s.keys, s.pattern, s.headers, s.fields).map_err(Refusal::bad)?;
-        let Some(topic) = self.sessions.streams.get(selector.topic.as_deref()).cloned() else {
-            let error = format!("topic {:?} is not streamed here", selector.topic.as_deref().unwrap_or_default());
+        let selector = Selector::from_frame(s.keys, s.pattern, s.headers, s.fields).map_err(Refusal::bad)?;
+        let Some(topic) = self.sessions.streams.get(s.topic.as_deref()).cloned() else {
+            let error = format!("topic {:?} is not streamed here", s.topic.as_deref().unwrap_or_default());
             return Err(Refusal { status: 404, reason: "unknown_topic", error });
         };
         Authenticator::authorize(&mux.identity, &selector, &topic.name).map_err(|e| {

@@ -29,7 +29,7 @@ use crate::client::{Client, Offer, SlowConsumerPolicy, CLOSE_POLICY_VIOLATION, N
 use crate::metrics::Metrics;
 use crate::record::budget::Budget;
 use crate::record::position::{Cursor, Position};
-use crate::record::{Record, Stamped};
+use crate::record::{Form, Record, Stamped};
 use crate::selector::{Glob, Index, Residual};
 use crate::source::{Dispatch, Watch};
 use crate::stream::replay::{self, Limits, Recent, Start};
@@ -67,8 +67,6 @@ struct Entry {
     client: Arc<Client>,
     /// Conditions its index does not decide, shared by every subscriber with the same.
     residual: Option<Arc<SharedResidual>>,
-    /// A multiplexed subscription's id (its frames carry it, and may be held).
-    id: Option<Arc<str>>,
     subscriber: Arc<Subscriber>,
 }
 
@@ -237,8 +235,7 @@ impl Hub {
             slot.1 += 1;
             slot.0.clone()
         });
-        let entry =
-            Entry { client: client.clone(), residual, id: subscriber.id.clone(), subscriber: subscriber.clone() };
+        let entry = Entry { client: client.clone(), residual, subscriber: subscriber.clone() };
         match subscriber.selector.index() {
             Index::Keys(keys) => {
                 for key in keys {
@@ -428,17 +425,16 @@ impl Hub {
                     if floored && e.subscriber.has_already(partition, offset) {
                         continue;
                     }
-                    match &e.id {
-                        None => {
-                            if let Some(frame) = stamped.frame(e.client.form, &shared.budget, cursor) {
-                                offer(&e.client, frame.clone(), stamp, shared.policy, metrics);
-                            }
+                    let form = e.client.form;
+                    if form != Form::Mux {
+                        if let Some(frame) = stamped.frame(form, &shared.budget, cursor) {
+                            offer(&e.client, frame.clone(), stamp, shared.policy, metrics);
                         }
-                        Some(id) => {
-                            if let Some(frame) = stamped.mux_frame(id, &shared.budget, cursor) {
-                                if let Err((frame, stamp)) = e.subscriber.hold(frame, stamp) {
-                                    offer(&e.client, frame, stamp, shared.policy, metrics);
-                                }
+                    } else if let Some(id) = &e.subscriber.id {
+                        // A multiplexed subscription's frames carry its id, and may be held.
+                        if let Some(frame) = stamped.mux_frame(id, &shared.budget, cursor) {
+                            if let Err((frame, stamp)) = e.subscriber.hold(frame, stamp) {
+                                offer(&e.client, frame, stamp, shared.policy, metrics);
                             }
                         }
                     }
@@ -782,7 +778,8 @@ mod tests {
     #[test]
     fn a_holding_subscriber_gets_its_opening_first_then_what_was_held() {
         let hub = Hub::new(SlowConsumerPolicy::Disconnect, Metrics::new(), unbounded(), STREAM);
-        let (c, mut rx) = Client::new(crate::client::tests::info("m", None), crate::client::tests::limits(8), 1024);
+        let info = crate::client::ClientInfo { form: Form::Mux, ..crate::client::tests::info("m", None) };
+        let (c, mut rx) = Client::new(info, crate::client::tests::limits(8), 1024);
         let c = Arc::new(c);
         let sub = Arc::new(Subscriber::new(c.clone(), Some("s1".into()), "t".into(), Selector::default(), true));
         hub.subscribe(sub.clone(), &Start::Live);
