@@ -1,6 +1,7 @@
 //! Resume across a gateway restart, with records produced the way real producers send them:
 //! many to a batch. A new process must deliver every record after a client's cursor (by
-//! WebSocket `?cursor=` and by SSE `Last-Event-ID`), in each partition's order, with no
+//! WebSocket `?cursor=`, by SSE `Last-Event-ID`, and by a multiplexed connection's
+//! `subscribe` with a `cursor`), in each partition's order, with no
 //! duplicate, and say `"resumed":true` only when it did — whatever the broker reports as a
 //! partition's end (Tansu's high watermark after a multi-record batch is the batch's first
 //! offset + 1, not its end).
@@ -22,8 +23,9 @@ fn batch(prefix: &str, range: std::ops::Range<usize>) -> Vec<(String, String)> {
     range.map(|i| (KEYS[i % KEYS.len()].to_owned(), format!("{prefix}{i}"))).collect()
 }
 
-/// One record as a client saw it: (partition, offset, value, cursor).
-type Seen = (i64, i64, String, String);
+/// One record as a client saw it: (partition, offset, value, cursor, subscription id on a
+/// multiplexed connection).
+type Seen = (i64, i64, String, String, Option<String>);
 
 fn envelope(text: &str) -> Seen {
     let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -32,6 +34,7 @@ fn envelope(text: &str) -> Seen {
         v["offset"].as_i64().unwrap(),
         v["value"].as_str().map(str::to_owned).unwrap_or_else(|| v["value"].to_string()),
         v["cursor"].as_str().expect("a cursor in every envelope").to_owned(),
+        v["sub"].as_str().map(str::to_owned),
     )
 }
 
@@ -72,7 +75,7 @@ fn assert_once_in_order(got: &[Seen], expected: &BTreeSet<String>, what: &str) {
     let extra: Vec<&&String> = unique.iter().filter(|v| !expected.contains(**v)).collect();
     assert!(missing.is_empty() && extra.is_empty(), "{what}: missing {missing:?}, unexpected {extra:?}");
     let mut last: BTreeMap<i64, i64> = BTreeMap::new();
-    for (p, o, v, _) in got {
+    for (p, o, v, _, _) in got {
         if let Some(prev) = last.insert(*p, *o) {
             assert!(prev < *o, "{what}: partition {p} went from offset {prev} to {o} ({v})");
         }
@@ -151,6 +154,7 @@ async fn resume_after_restart(tansu: Tansu, producing: bool, cursor_at: usize) {
     assert_eq!(welcome["resumed"], true, "{welcome}");
     let (mut sse, sse_welcome) = open_sse(&second, Some(&last_event_id)).await;
     assert_eq!(sse_welcome["resumed"], true, "{sse_welcome}");
+    let mut mux = open_mux(&second, &cursor).await;
 
     let mut expected: BTreeSet<String> = before[cursor_at + 1..].iter().map(|r| r.2.clone()).collect();
     expected.extend(batch("b", 0..24).into_iter().map(|(_, v)| v));
@@ -168,6 +172,33 @@ async fn resume_after_restart(tansu: Tansu, producing: bool, cursor_at: usize) {
     assert_silent(&mut ws, Duration::from_millis(500)).await;
     let got = sse_records(&mut sse, expected.len()).await;
     assert_once_in_order(&got, &expected, "SSE resume");
+    let got = ws_records(&mut mux, expected.len()).await;
+    assert!(got.iter().all(|r| r.4 == Some("r".to_owned())), "every record of the subscription carries its id");
+    assert_once_in_order(&got, &expected, "multiplexed resume");
+    assert_silent(&mut mux, Duration::from_millis(300)).await;
+}
+
+/// A multiplexed connection whose subscription `r` (every key) resumes from `cursor`; its
+/// `subscribed` answer read.
+async fn open_mux(sluice: &Sluice, cursor: &str) -> Ws {
+    use futures_util::SinkExt;
+    let (mut ws, _) = try_connect(
+        &sluice.url("/"),
+        &[("authorization", &basic(USER, PASSWORD)), ("sec-websocket-protocol", "sluice.v1")],
+    )
+    .await
+    .expect("connect");
+    let welcome: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(welcome["type"], "connected", "{welcome}");
+    let subscribe = serde_json::json!({ "type": "subscribe", "id": "r", "cursor": cursor });
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(subscribe.to_string().into())).await.unwrap();
+    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(
+        (&answer["type"], &answer["resumed"]),
+        (&serde_json::json!("subscribed"), &serde_json::json!(true)),
+        "{answer}"
+    );
+    ws
 }
 
 #[tokio::test]
