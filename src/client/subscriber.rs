@@ -31,8 +31,11 @@ pub struct Subscriber {
     /// While [`HOLDING`], a multiplexed subscription's frames wait here instead of the
     /// client's queue: its `subscribed` answer and what it replays must go out before them.
     /// Allocated only then, and freed once released.
-    held: Mutex<Option<Box<Vec<(Message, i64)>>>>,
+    held: Mutex<Option<Box<Held>>>,
 }
+
+/// Frames kept back, each with its record's timestamp.
+type Held = Vec<(Message, i64)>;
 
 /// Its opening is being prepared: frames are held.
 const HOLDING: u8 = 1;
