@@ -1,8 +1,10 @@
-//! The operator console, end to end: the real binary, real WebSocket clients, and the page
-//! driven in headless Chromium by `tests/browser/console.mjs` (playwright-core). The script
-//! signs in, sends, disconnects, broadcasts, publishes, watches events and data; this side
-//! then checks on the clients' own sockets that each action reached them. Also the two
-//! endpoints the console stands on, through plain HTTP: client tokens and gateway info.
+//! The operator console, end to end: the real binary, real WebSocket clients (plain ones and
+//! a multiplexed one with several subscriptions), and the page driven in headless Chromium by
+//! `tests/browser/console.mjs` (playwright-core). The script signs in, checks each client's
+//! subscriptions, sends, disconnects, broadcasts, publishes, watches events and data (with
+//! the client library the gateway serves at `/client.js`); this side then checks on the
+//! clients' own sockets that each action reached them. Also the two endpoints the console
+//! stands on, through plain HTTP: client tokens and gateway info.
 //!
 //! The browser test never skips: without Node.js, Chromium or `tests/browser/node_modules`
 //! it fails and says how to install them.
@@ -131,6 +133,22 @@ impl Received {
         self.close.lock().unwrap().clone()
     }
 
+    /// Whether a multiplexed connection's `{"type":"message"}` frame carrying `data` arrived.
+    fn has_message(&self, data: &str) -> bool {
+        self.texts.lock().unwrap().iter().any(|t| {
+            serde_json::from_str::<serde_json::Value>(t).is_ok_and(|f| f["type"] == "message" && f["data"] == data)
+        })
+    }
+
+    /// Waits until a multiplexed connection received the message `data`.
+    async fn wait_for_message(&self, data: &str, who: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.has_message(data) {
+            assert!(Instant::now() < deadline, "{who} never received the message {data:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until a frame equal to `text` has arrived.
     async fn wait_for(&self, text: &str, who: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -178,20 +196,58 @@ async fn connect_with(sluice: &Sluice, path: &str, authorization: &str) -> (Ws, 
     (ws, welcome["replyId"].as_str().unwrap().to_owned())
 }
 
+/// The subscriptions the multiplexed client opens: a pattern, exact keys with a condition on
+/// the value, and one whose header condition is markup the console must show as text.
+fn mux_subscriptions() -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({ "id": "s1", "pattern": "sensor-*" }),
+        serde_json::json!({ "id": "s2", "keys": ["sensor-2", "sensor-3"], "where": { "/sensor": "sensor-2" } }),
+        serde_json::json!({ "id": "s3", "pattern": "pump-*", "headers": { "x": MARKUP } }),
+    ]
+}
+
+/// A multiplexed connection (`/` with the subprotocol `sluice.v1`) that opens
+/// [`mux_subscriptions`] and reads each `subscribed` answer (records of those already open
+/// may come between them).
+async fn connect_mux(sluice: &Sluice, authorization: &str) -> (Ws, String) {
+    let (mut ws, response) =
+        try_connect(&sluice.url("/"), &[("authorization", authorization), ("sec-websocket-protocol", "sluice.v1")])
+            .await
+            .expect("connect a multiplexed client");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "sluice.v1");
+    let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(welcome["type"], "connected", "{welcome}");
+    for mut subscribe in mux_subscriptions() {
+        subscribe["type"] = "subscribe".into();
+        let id = subscribe["id"].clone();
+        ws.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+        loop {
+            let frame: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+            assert_ne!(frame["type"], "error", "{subscribe} was refused: {frame}");
+            if frame["type"] == "subscribed" && frame["id"] == id {
+                break;
+            }
+        }
+    }
+    (ws, welcome["replyId"].as_str().unwrap().to_owned())
+}
+
 /// The value printed after `prefix` on a start-up line.
 fn printed<'a>(sluice: &'a Sluice, prefix: &str) -> &'a str {
     let line = sluice.banner.iter().find(|l| l.starts_with(prefix));
     line.unwrap_or_else(|| panic!("no start-up line {prefix:?} in {:?}", sluice.banner))[prefix.len()..].trim()
 }
 
-/// Five clients on three keys and `/*`, and the script's environment to act on them. The
-/// browser disconnects `b` and messages `a`; `c` (on `/*`) keeps sending messages.
+/// Five clients on three keys and `/*`, a multiplexed one with three subscriptions, and the
+/// script's environment to act on them. The browser disconnects `b` and messages `a`; `c`
+/// (on `/*`) keeps sending messages.
 struct Scene {
     a: Received,
     b: Received,
     c: Received,
     d: Received,
     e: Received,
+    mux: Received,
     env: Vec<(&'static str, String)>,
 }
 
@@ -202,17 +258,31 @@ async fn scene(sluice: &Sluice, authorization: &str, console: &str, admin_token:
     let (mut d, id_d) = connect_with(sluice, "/sensor-3", authorization).await;
     d.send(Message::Text(MARKUP.into())).await.unwrap();
     let (e, id_e) = connect_with(sluice, "/sensor-2?envelope=true", authorization).await;
+    let (mux, id_mux) = connect_mux(sluice, authorization).await;
+    // What the console must show of each client's subscriptions, in its row, as text.
+    let shows = serde_json::json!({
+        &id_a: [["sensor-1"]],
+        &id_c: [["*"]],
+        &id_e: [["sensor-2"]],
+        &id_mux: [
+            ["s1", "sensor-*"],
+            ["s2", "sensor-2, sensor-3", r#"where./sensor="sensor-2""#],
+            ["s3", "pump-*", format!("header.x={MARKUP}")],
+        ],
+    });
     let env = vec![
         ("CONSOLE_URL", console.to_owned()),
         ("ADMIN_TOKEN", admin_token.to_owned()),
-        ("CLIENT_IDS", [&id_a, &id_b, &id_c, &id_d, &id_e].map(|s| s.as_str()).join(",")),
+        ("CLIENT_IDS", [&id_a, &id_b, &id_c, &id_d, &id_e, &id_mux].map(|s| s.as_str()).join(",")),
+        ("MULTIPLEXED", id_mux),
+        ("SUBSCRIPTIONS", shows.to_string()),
         ("SEND_TO", id_a),
         ("DISCONNECT", id_b),
         ("BROADCAST_KEY", "sensor-1".to_owned()),
-        // sensor-1 reaches `a` and `c` (on `/*`, whose subscription can match any key);
-        // everyone is a, c, d and e once b is gone.
-        ("EXPECT_KEY_DELIVERED", "2".to_owned()),
-        ("EXPECT_ALL_DELIVERED", "4".to_owned()),
+        // sensor-1 reaches `a`, `c` (on `/*`, whose subscription can match any key) and the
+        // multiplexed client (its `sensor-*`); everyone is a, c, d, e and it once b is gone.
+        ("EXPECT_KEY_DELIVERED", "3".to_owned()),
+        ("EXPECT_ALL_DELIVERED", "5".to_owned()),
         ("PUBLISH_KEY", "sensor-1".to_owned()),
         ("MARKUP_FROM", id_d.clone()),
         ("MARKUP", MARKUP.to_owned()),
@@ -223,6 +293,7 @@ async fn scene(sluice: &Sluice, authorization: &str, console: &str, admin_token:
         c: keep_reading(c, Some(Duration::from_millis(700))),
         d: keep_reading(d, None),
         e: keep_reading(e, None),
+        mux: keep_reading(mux, None),
         env,
     }
 }
@@ -245,6 +316,10 @@ async fn check_clients(s: &Scene) {
     for (client, name) in [(&s.a, "a"), (&s.c, "c"), (&s.d, "d"), (&s.e, "e")] {
         client.wait_for(ALL_TEXT, name).await;
     }
+    // A multiplexed connection gets them as message frames.
+    s.mux.wait_for_message(KEYED_TEXT, "the multiplexed client").await;
+    s.mux.wait_for_message(ALL_TEXT, "the multiplexed client").await;
+    assert!(!s.mux.has_message(SENT_TEXT), "the multiplexed client received a message meant for another client");
     for (other, name) in [(&s.b, "b"), (&s.d, "d"), (&s.e, "e")] {
         assert!(!other.has(KEYED_TEXT), "{name} received a broadcast for sensor-1");
     }
@@ -308,11 +383,12 @@ async fn the_console_on_a_separate_admin_listener_watches_the_subscription_port(
     assert_eq!(console, format!("http://{admin_addr}/"));
 
     let mut scene = scene(&sluice, &basic(USER, PASSWORD), &console, ADMIN_TOKEN).await;
-    scene.env.extend([("WATCH_KEY", "*".to_owned()), ("WATCH_TEXT", r#""sensor":"sensor-"#.to_owned())]);
+    // A pattern: the console's client token holds it as a claim pattern.
+    scene.env.extend([("WATCH_KEY", "sensor-*".to_owned()), ("WATCH_TEXT", r#""sensor":"sensor-"#.to_owned())]);
     let steps = run_browser(scene.env.clone(), &sluice).await;
     check_clients(&scene).await;
     let data = steps.iter().find(|s| s["step"] == "data shown").expect("data step");
-    let port = format!(":{}/*", sluice.addr.port());
+    let port = format!(":{}/ ", sluice.addr.port());
     assert!(data["state"].as_str().unwrap().contains(&port), "the data pane did not use the subscription port: {data}");
 }
 
@@ -419,12 +495,23 @@ async fn info_tells_the_console_where_subscriptions_are() {
     assert!(doc["paths"]["/api/info"]["get"].is_object());
 
     // The page and its assets, with a policy that keeps client data from running as script.
-    for (path, kind) in [("/", "text/html"), ("/console.js", "text/javascript"), ("/console.css", "text/css")] {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+        ("/client.js", "text/javascript"),
+    ] {
         let response = reqwest::get(shared.http(path)).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
         assert!(header("content-type").starts_with(kind), "{path}: {}", header("content-type"));
         assert!(header("content-security-policy").contains("script-src 'self'"), "{path}");
+        let body = response.text().await.unwrap();
+        if path == "/client.js" {
+            // The library itself, as the repository has it: the console imports it.
+            let library = include_str!("../clients/js/index.js");
+            assert_eq!(body, library, "/client.js is not clients/js/index.js");
+        }
     }
 
     // With --admin-addr and a configured secret: the console learns the other port, and

@@ -1,7 +1,8 @@
 //! The example clients in `examples/`, each run as a newcomer would run it, against the real
 //! binary: the Node clients (`websocket` and `ws` packages) and the Python one (`websockets`)
-//! as child processes, the browser page in headless Chromium (`tests/browser/example-page.mjs`,
-//! playwright-core), served by `python3 -m http.server` as `examples/README.md` says.
+//! as child processes, the browser pages in headless Chromium (`tests/browser/example-page.mjs`,
+//! `eventsource-page.mjs` and `dashboard-page.mjs`, playwright-core), served by
+//! `python3 -m http.server` as `examples/README.md` says.
 //!
 //! What each did is checked through the gateway's public surface: the records it printed
 //! are the distinctive values published for it, its acknowledgements are on the event feed
@@ -517,11 +518,10 @@ fn require_browser_tools() {
     );
 }
 
-/// `python3 -m http.server`, serving the page, as examples/README.md has it.
-fn serve_page(port: u16) -> Running {
+/// `python3 -m http.server` in `dir`, serving a page, as examples/README.md has it.
+fn serve_page(port: u16, dir: &Path) -> Running {
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(examples_dir().join("browser"));
+    cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()]).current_dir(dir);
     let server = Running::spawn(cmd);
     let deadline = Instant::now() + STEP;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -549,7 +549,7 @@ async fn the_browser_page_shows_records_close_codes_and_reconnects() {
         &["--demo", "--allowed-origins", &origin],
         &[("SLUICE_JWT_SECRET", JWT_SECRET), ("ADMIN_TOKEN", ADMIN_TOKEN)],
     );
-    let _server = serve_page(page_port);
+    let _server = serve_page(page_port, &examples_dir().join("browser"));
     let key = "line 7/oven";
     // The token as the README has it: `sluice token`, signed with the gateway's secret.
     let out = sluice_command(&["token", "--sub", "example-page", "--keys", key, "--ttl", "10m"])
@@ -577,7 +577,7 @@ async fn the_browser_page_shows_records_close_codes_and_reconnects() {
         ("MESSAGE", message.to_owned()),
         ("SCREENSHOT", screenshot.display().to_string()),
     ];
-    let steps = run_page_script(&env, &sluice).await;
+    let steps = run_page_script("example-page.mjs", &env, &sluice).await;
     let step =
         |name: &str| steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no {name} step: {steps:?}"));
 
@@ -606,11 +606,11 @@ async fn the_browser_page_shows_records_close_codes_and_reconnects() {
     assert!(png.starts_with(b"\x89PNG"), "not a screenshot");
 }
 
-/// Runs tests/browser/example-page.mjs and returns the JSON lines it printed; panics with its
+/// Runs `script` (in tests/browser) and returns the JSON lines it printed; panics with its
 /// output when it fails or overruns.
-async fn run_page_script(env: &[(&str, String)], sluice: &Sluice) -> Vec<serde_json::Value> {
+async fn run_page_script(script: &str, env: &[(&str, String)], sluice: &Sluice) -> Vec<serde_json::Value> {
     let mut cmd = Command::new("node");
-    cmd.arg(browser_dir().join("example-page.mjs"))
+    cmd.arg(browser_dir().join(script))
         .current_dir(browser_dir())
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("CHROMIUM", chromium());
@@ -627,6 +627,85 @@ async fn run_page_script(env: &[(&str, String)], sluice: &Sluice) -> Vec<serde_j
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     );
     parsed
+}
+
+/// The dashboard example: the repository's root served as examples/README.md says (the page
+/// imports the client library from `../../clients/js/index.js`), a token from `sluice token`
+/// granting a pattern and a key, and a gateway with `--demo`. Both subscriptions' records show
+/// (the last ones first, then live), on one multiplexed connection, and a reconnect resumes
+/// both with nothing missed and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_page_shows_two_subscriptions_on_one_connection() {
+    require_browser_tools();
+    let page_port = free_port();
+    let origin = format!("http://127.0.0.1:{page_port}");
+    let sluice = Sluice::start(
+        &["--demo", "--allowed-origins", &origin],
+        &[("SLUICE_JWT_SECRET", JWT_SECRET), ("ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let _server = serve_page(page_port, Path::new(env!("CARGO_MANIFEST_DIR")));
+    let pattern = "sensor-*";
+    // A key the demo does not feed, with a space and a slash, and a key of the pattern that
+    // only this test publishes to.
+    let key = "line 7/oven";
+    let pattern_key = format!("sensor-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let grant = format!("{pattern},{key}");
+    let out = sluice_command(&["token", "--sub", "dashboard", "--keys", &grant, "--ttl", "10m"])
+        .env("SLUICE_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let values = distinct_values(8);
+    let page = |origin: &str| {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("url", &sluice.url(""))
+            .append_pair("token", &token)
+            .append_pair("pattern", pattern)
+            .append_pair("key", key)
+            .finish();
+        format!("{origin}/examples/dashboard/?{query}")
+    };
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let env = [
+        ("PAGE_URL", page(&origin)),
+        // localhost is another origin than 127.0.0.1, and not an allowed one.
+        ("REFUSED_PAGE_URL", page(&format!("http://localhost:{page_port}"))),
+        ("GATEWAY_HTTP", sluice.http("")),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("PATTERN", pattern.to_owned()),
+        ("PATTERN_KEY", pattern_key.clone()),
+        ("KEY", key.to_owned()),
+        ("BEFORE", serde_json::to_string(&values[..2]).unwrap()),
+        ("RECORDS", serde_json::to_string(&values[2..6]).unwrap()),
+        ("AFTER", serde_json::to_string(&values[6..]).unwrap()),
+        ("MARKUP", r#"<img src="x" onerror="window.pwned = 1">"#.to_owned()),
+        ("SCREENSHOT", screenshot.display().to_string()),
+    ];
+    let steps = run_page_script("dashboard-page.mjs", &env, &sluice).await;
+    let step =
+        |name: &str| steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("no {name} step: {steps:?}"));
+
+    // One connection, the token's subject, with exactly the page's two subscriptions.
+    let one = step("one connection");
+    assert_eq!(one["user"], "dashboard", "{one}");
+    assert_eq!(
+        one["subscriptions"],
+        serde_json::json!([
+            { "id": "s1", "topic": "sluice", "pattern": pattern },
+            { "id": "s2", "topic": "sluice", "keys": [key] },
+        ]),
+        "{one}"
+    );
+    let connected = step("connected");
+    assert_eq!(connected["lastKey"], "2", "{connected}");
+    for sensor in ["sensor-1", "sensor-2", "sensor-3"] {
+        assert!(connected["tiles"].as_array().unwrap().iter().any(|t| t == sensor), "no {sensor} tile: {connected}");
+    }
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "not a real screenshot: {} bytes", png.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

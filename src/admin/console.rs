@@ -1,6 +1,8 @@
 //! The operator console: a page, its script and its style, embedded in the binary (no CDN,
 //! nothing fetched from elsewhere), served on the admin surface at `/`, `/console.js` and
-//! `/console.css`. Everything it shows comes from the admin API with the operator's token.
+//! `/console.css`, with the JavaScript client library (`clients/js/index.js`) at
+//! `/client.js`, which the console watches records with and which pages of this origin may
+//! import too. Everything it shows comes from the admin API with the operator's token.
 
 use axum::http::{header, HeaderName};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +14,8 @@ use crate::admin::Admin;
 const PAGE: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/app.js");
 const STYLE: &str = include_str!("console/app.css");
+/// The client library, as the repository has it: the console's script imports it.
+const CLIENT: &str = include_str!("../../clients/js/index.js");
 
 /// Only this origin's script and style; fetches to this origin; WebSockets to any host,
 /// since with `--admin-addr` subscriptions live on another port. Client data shown on the
@@ -25,6 +29,7 @@ pub fn routes() -> Router<Admin> {
         .route("/", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
         .route("/console.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/console.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/client.js", get(|| async { asset("text/javascript; charset=utf-8", CLIENT) }))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

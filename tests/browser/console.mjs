@@ -6,12 +6,14 @@
 //   CONSOLE_URL       the console page
 //   ADMIN_TOKEN       the admin token to sign in with
 //   CLIENT_IDS        comma-separated replyIds the table must list
+//   SUBSCRIPTIONS     JSON {replyId: [[text, …] per subscription]}: what its row must show
+//   MULTIPLEXED       replyId of the multiplexed client (sluice.v1)
 //   SEND_TO           replyId to message through its row
 //   DISCONNECT        replyId to close through its row (code 4001)
 //   BROADCAST_KEY     key for the keyed broadcast; EXPECT_KEY_DELIVERED, EXPECT_ALL_DELIVERED
 //   PUBLISH_KEY       key to publish a record to
 //   MARKUP_FROM       replyId of a client whose last message, MARKUP, is HTML: shown as text
-//   WATCH_KEY         key (or *) for the data pane; its records must hold WATCH_TEXT
+//   WATCH_KEY         key, pattern (or *) for the data pane; its records must hold WATCH_TEXT
 //   SCREENSHOT        where to write a PNG of the console at work (optional)
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 // Output: one JSON line per step on stdout, the last {"ok":true} or {"ok":false,"error":…};
@@ -97,7 +99,33 @@ async function run(page, { url, token, ids, sendTo, disconnect, watchKey, watchT
   check(/\d+ \/ \d+/.test(cells[7]), `messages column: ${cells[7]}`);
   say('clients listed', { ids, row: cells });
 
-  // What a client sent is untrusted: its markup is shown as text and never becomes elements.
+  // Each client's subscriptions, in its row: a plain client's one, and each of the
+  // multiplexed client's with its id, pattern, keys and conditions.
+  const expected = JSON.parse(env('SUBSCRIPTIONS'));
+  for (const [id, subscriptions] of Object.entries(expected)) {
+    const lines = row(id).locator('td.subs .subn');
+    const texts = await lines.allTextContents();
+    check(texts.length === subscriptions.length, `${id} shows ${texts.length} subscriptions: ${JSON.stringify(texts)}`);
+    subscriptions.forEach((parts, i) => {
+      for (const part of parts) check(texts[i].includes(part), `subscription ${i + 1} of ${id} lacks ${part}: ${texts[i]}`);
+    });
+  }
+  const multiplexed = env('MULTIPLEXED');
+  const tags = await row(multiplexed).locator('td .tag').allTextContents();
+  check(tags.includes('sluice.v1'), `the multiplexed client is not marked so: ${JSON.stringify(tags)}`);
+  check((await row(sendTo).locator('td .tag').count()) === 0, 'a plain client is tagged');
+  // The filter finds clients by what they subscribed to.
+  await page.fill('#client-filter', 'sensor-*');
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll('#clients tbody tr')].map((tr) => tr.dataset.id).join() === id,
+    multiplexed,
+  );
+  await page.fill('#client-filter', '');
+  for (const id of ids) await row(id).waitFor();
+  say('subscriptions shown', { multiplexed: await row(multiplexed).locator('td.subs').textContent() });
+
+  // What a client sent or subscribed to is untrusted: its markup is shown as text and never
+  // becomes elements (a header condition of the multiplexed client holds markup too).
   const markup = env('MARKUP');
   await row(env('MARKUP_FROM')).locator('td.msg', { hasText: markup }).first().waitFor();
   check((await page.locator('#clients tbody img, #clients tbody b').count()) === 0, 'client data became markup');
@@ -181,7 +209,7 @@ async function run(page, { url, token, ids, sendTo, disconnect, watchKey, watchT
   check(published.status === '202', `publish answered ${published.status} ${JSON.stringify(published.body)}`);
   say('published', { answer: published.body });
 
-  // The data pane: a WebSocket on the subscription port with a token the console minted.
+  // The data pane: the client library on the subscription port, with a token the console minted.
   await page.fill('#data-key', watchKey);
   await page.click('#data-toggle');
   await page.locator('#data-state', { hasText: 'connected to' }).waitFor();
@@ -192,8 +220,12 @@ async function run(page, { url, token, ids, sendTo, disconnect, watchKey, watchT
   );
   say('data shown', { state: await page.textContent('#data-state'), first: await records.first().textContent() });
 
-  // Its own connection is a client like any other.
-  await page.locator('#clients tbody tr', { hasText: 'console' }).first().waitFor();
+  // Its own connection is a client like any other: user console, multiplexed, watching
+  // what was asked.
+  const own = page.locator('#clients tbody tr').filter({ has: page.locator('td:nth-child(3)', { hasText: /^console$/ }) });
+  await own.locator('td.subs .subn', { hasText: `: ${watchKey}` }).waitFor();
+  await own.locator('td .tag', { hasText: 'sluice.v1' }).waitFor();
+  say('own connection listed', { subscriptions: await own.locator('td.subs').textContent() });
 
   if (process.env.SCREENSHOT) {
     // Let the panes fill and the relative times move on, as an operator would see them.

@@ -1,6 +1,9 @@
-// The Sluice console. Plain DOM, no framework. Everything a client sent or a record holds
-// is untrusted: it reaches the page only as text (textContent, text nodes, titles), never
-// as markup.
+// The Sluice console. Plain DOM, no framework. Everything a client sent, subscribed to or a
+// record holds is untrusted: it reaches the page only as text (textContent, text nodes,
+// titles), never as markup. Records are watched with the client library, which the gateway
+// serves next to this script.
+
+import { Sluice } from '/client.js';
 
 const TOKEN_KEY = 'sluice.adminToken';
 const POLL_MS = 2000;
@@ -9,6 +12,8 @@ const PAGE = 1000;
 const MAX_CLIENTS = 5000;
 const MAX_LOG = 500;
 const RETRY_MS = 3000;
+// A client's subscriptions shown in its row; the rest are counted, and all are in the title.
+const SHOWN_SUBSCRIPTIONS = 3;
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,8 +28,8 @@ const state = {
   clients: [],
   rows: new Map(),
   events: { controller: null, wanted: false, retry: null, total: 0 },
-  // `attempt` tells a watch started later from one whose token is still on its way.
-  data: { socket: null, count: 0, attempt: 0, pending: false },
+  // `client` is the library's connection while a watch runs (it reconnects by itself).
+  data: { client: null, count: 0 },
 };
 
 /** An element whose children are nodes or strings; strings always become text nodes. */
@@ -156,7 +161,8 @@ function showGateway(info) {
     ['Source', source, null],
     ['Node', info.node ?? '-', 'The replica serving this console. The client list covers every replica of a cluster; '
       + 'the events below are this replica\'s.'],
-    ['Subscriptions', `${wsBase()}/{key} or /*`, null],
+    ['Subscriptions', `${wsBase()}/{key}, /*, /`, '/{key} reads one key, /* every key; / takes selectors, '
+      + 'and with the sluice.v1 subprotocol many subscriptions on one connection (the client library).'],
     ['Admin API', ws.sameOrigin ? 'on the same port' : `own listener, ${location.host}`, null],
     ['Client tokens', tokens[0], tokens[1]],
   ];
@@ -224,6 +230,7 @@ function setLive(ok, text) {
 function matchesFilter(client, filter) {
   if (!filter) return true;
   const hay = [client.replyId, client.key, client.user, client.remoteAddr, client.node, client.userAgent];
+  for (const s of client.subscriptions ?? []) hay.push(s.id, subscriptionText(s));
   return hay.some((v) => typeof v === 'string' && v.toLowerCase().includes(filter));
 }
 
@@ -261,7 +268,7 @@ function clientRow(id) {
   const cell = (cls) => el('td', { class: cls });
   const cells = {
     id: cell('id'),
-    key: cell('key'),
+    subs: cell('subs'),
     user: cell(''),
     node: cell(''),
     connected: cell(''),
@@ -272,7 +279,8 @@ function clientRow(id) {
     queued: cell('num'),
     acts: cell('acts'),
   };
-  cells.id.textContent = id;
+  const kind = el('div', { class: 'kind', hidden: '' });
+  cells.id.append(id, kind);
   cells.id.title = id;
   const send = el('button', { type: 'button', class: 'small', 'data-action': 'send', onclick: () => openSend(id) }, 'Send');
   const kick = el(
@@ -283,13 +291,13 @@ function clientRow(id) {
   const closing = el('span', { class: 'badge', hidden: '' });
   cells.acts.append(closing, send, kick);
   const tr = el('tr', { dataset: { id } }, ...Object.values(cells));
-  return { tr, cells, send, kick, closing };
+  return { tr, cells, kind, send, kick, closing };
 }
 
 function updateRow(row, c) {
   const { cells } = row;
-  setText(cells.key, c.key);
-  cells.key.title = c.key;
+  connectionKind(row.kind, c);
+  subscriptions(cells.subs, c);
   setText(cells.user, c.user ?? 'anonymous');
   setText(cells.node, c.node ?? '-');
   moment(cells.connected, c.connectedAt, `from ${c.remoteAddr}`);
@@ -305,6 +313,66 @@ function updateRow(row, c) {
   row.kick.hidden = Boolean(closing);
   if (closing) setText(row.closing, `closing ${closing.code}`);
   row.closing.title = closing ? closing.reason : '';
+}
+
+/**
+ * What one subscription selects, as one line of text: its topic, then its keys, its
+ * pattern (or `*` for every key) and its conditions, e.g. `telemetry: sensor-* header.region=eu`.
+ */
+function subscriptionText(s) {
+  return [`${s.topic}:`, ...selectorParts(s)].join(' ');
+}
+
+function selectorParts(s) {
+  const parts = [];
+  if (Array.isArray(s.keys)) parts.push(s.keys.join(', '));
+  if (typeof s.pattern === 'string') parts.push(s.pattern);
+  if (!Array.isArray(s.keys) && typeof s.pattern !== 'string') parts.push('*');
+  for (const [name, value] of Object.entries(s.headers ?? {})) parts.push(`header.${name}=${value}`);
+  for (const [pointer, value] of Object.entries(s.where ?? {})) parts.push(`where.${pointer}=${JSON.stringify(value)}`);
+  return parts;
+}
+
+/** What kind of connection a client has, under its id: sluice.v1 (multiplexed), SSE, envelope. */
+function connectionKind(box, c) {
+  const tags = [];
+  if (c.multiplexed) tags.push('sluice.v1');
+  if (c.transport === 'sse') tags.push('SSE');
+  if (c.envelope && !c.multiplexed) tags.push('envelope');
+  const shown = tags.join(' ');
+  if (box.shown === shown) return;
+  box.shown = shown;
+  box.replaceChildren(...tags.map((t) => el('span', { class: 'tag' }, t)));
+  box.hidden = !tags.length;
+}
+
+/**
+ * A client's subscriptions cell: one line each (`s1 telemetry: sensor-*`), the first few
+ * only, all of them in its title. Rebuilt only when they changed, since the table is
+ * refreshed every few seconds.
+ */
+function subscriptions(cell, c) {
+  const subs = Array.isArray(c.subscriptions) ? c.subscriptions : [];
+  const shown = JSON.stringify([c.multiplexed, subs]);
+  if (cell.shown === shown) return;
+  cell.shown = shown;
+  const lines = subs.slice(0, SHOWN_SUBSCRIPTIONS).map((s) => {
+    const [keys, ...conditions] = selectorParts(s);
+    const parts = [
+      s.id != null ? el('span', { class: 'sub-id' }, String(s.id)) : null,
+      el('span', { class: 'sub-topic' }, `${s.topic}:`),
+      el('span', { class: `sub-keys${typeof s.pattern === 'string' ? ' pattern' : ''}` }, keys),
+      ...conditions.map((text) => el('span', { class: 'sub-cond' }, text)),
+    ].filter(Boolean);
+    // Spaces between the parts, so that the line copies as it reads.
+    return el('div', { class: 'subn' }, ...parts.flatMap((part, i) => (i ? [' ', part] : [part])));
+  });
+  if (subs.length > SHOWN_SUBSCRIPTIONS) {
+    lines.push(el('div', { class: 'sub-more' }, `+${subs.length - SHOWN_SUBSCRIPTIONS} more`));
+  }
+  if (!subs.length) lines.push(el('div', { class: 'sub-more' }, c.multiplexed ? 'no subscription yet' : '-'));
+  cell.replaceChildren(...lines);
+  cell.title = subs.map((s) => `${s.id != null ? `${s.id} ` : ''}${subscriptionText(s)}`).join('\n');
 }
 
 /** A time cell: the local clock time, and how long ago below it. */
@@ -545,7 +613,8 @@ function onSseBlock(block) {
 function addEvent({ type, at, key, id, text, raw }) {
   const list = $('events-list');
   const when = at ? new Date(at) : new Date();
-  const who = key != null ? `${key} ${id ? id.slice(0, 8) : ''}` : '';
+  // A multiplexed connection has no key: its id alone says who.
+  const who = [key, id ? id.slice(0, 8) : null].filter((part) => part != null).join(' ');
   const li = el(
     'li',
     { title: raw },
@@ -578,7 +647,7 @@ function countEvents() {
   $('events-count').textContent = shown === items.length ? String(items.length) : `${shown} / ${items.length}`;
 }
 
-// ---------------------------------------------------------------- data: a key, as a client sees it
+// ---------------------------------------------------------------- data: records, as a client sees them
 
 /** ws[s]://host:port of the subscriptions, which may be another port than this page's. */
 function wsBase() {
@@ -587,79 +656,108 @@ function wsBase() {
   return `${ws.scheme}://${location.hostname}:${ws.port}`;
 }
 
-async function startData() {
+/**
+ * What the data pane's field asks for, as the library's selector: `*` every key, a glob
+ * (`sensor-*`, `line-?`) a pattern, anything else one exact key.
+ */
+function watchSelector(text) {
+  if (text === '*') return {};
+  if (/[*?]/.test(text)) return { pattern: text };
+  return { keys: [text] };
+}
+
+/** A client token that opens exactly what is watched, minted with the admin token. */
+async function watchToken(key) {
+  return (await api('POST', '/api/tokens', { json: { sub: 'console', keys: [key], ttl: 3600 } })).data.token;
+}
+
+/**
+ * Watches records as a client receives them, through the client library on a multiplexed
+ * connection to the subscription port: the token is minted afresh on every (re)connect, and
+ * after a drop the library reconnects and resumes from the last record shown, so that
+ * nothing is missed or shown twice.
+ */
+function startData() {
   stopData();
-  const attempt = ++state.data.attempt;
-  state.data.pending = true;
   const key = $('data-key').value.trim() || '*';
-  const path = key === '*' ? '*' : encodeURIComponent(key);
-  const base = `${wsBase()}/${path}`;
-  dataState('getting a client token…');
-  $('data-toggle').textContent = 'Stop';
-  let token;
-  try {
-    token = (await api('POST', '/api/tokens', { json: { sub: 'console', keys: [key], ttl: 3600 } })).data.token;
-  } catch (error) {
-    if (attempt !== state.data.attempt) return;
-    state.data.pending = false;
-    dataState(`no client token: ${describe(error)}`, 'bad');
-    $('data-toggle').textContent = 'Watch';
-    return;
-  }
-  if (attempt !== state.data.attempt) return;
-  state.data.pending = false;
-  const query = new URLSearchParams({ token });
-  if ($('data-envelope').checked) query.set('envelope', 'true');
-  const socket = new WebSocket(`${base}?${query}`);
-  socket.binaryType = 'arraybuffer';
-  state.data.socket = socket;
+  const base = `${wsBase()}/`;
+  const selector = watchSelector(key);
+  const what = selectorParts(selector).join(' ');
   state.data.count = 0;
   $('data-count').textContent = '0';
   $('data-list').replaceChildren();
+  $('data-toggle').textContent = 'Stop';
   dataState(`connecting to ${base}…`);
-  let opened = false;
-  socket.onopen = () => {
-    opened = true;
-    dataState(`connected to ${base}`, 'ok');
-  };
-  socket.onmessage = (message) => {
-    if (state.data.socket !== socket) return;
-    if (typeof message.data === 'string' && state.data.count === 0 && !socket.welcomed) {
-      // The first frame names this connection, unless the gateway runs with --no-welcome.
-      try {
-        const welcome = JSON.parse(message.data);
-        if (welcome && welcome.type === 'connected') {
-          socket.welcomed = true;
-          dataState(`connected to ${base} as ${welcome.replyId}`, 'ok');
-          return;
+  let client;
+  try {
+    client = new Sluice(base, {
+      // Asked on every (re)connect: a fresh token each time.
+      token: async () => {
+        if (state.data.client === client) dataState('getting a client token…');
+        try {
+          return await watchToken(key);
+        } catch (error) {
+          // A refusal that asking again cannot change (400: a key too long, say) ends the
+          // watch; while the gateway cannot be reached, the library tries again.
+          if (error instanceof ApiError && error.status < 500 && state.data.client === client) {
+            stopData();
+            dataState(`no client token: ${describe(error)}`, 'bad');
+          }
+          throw new Error(describe(error));
         }
-      } catch {
-        // A record, not the welcome frame.
-      }
-    }
-    addRecord(message.data);
-  };
-  socket.onclose = (close) => {
-    if (state.data.socket !== socket) return;
-    state.data.socket = null;
+      },
+    });
+  } catch (error) {
     $('data-toggle').textContent = 'Watch';
-    let text = `closed ${close.code}${close.reason ? ` ${close.reason}` : ''}`;
-    if (close.code === 1006 && !opened) {
-      text += `: the gateway refused the connection or ${base.split('/').slice(0, 3).join('/')} cannot be reached from this browser`;
+    dataState(`cannot watch: ${error.message}`, 'bad');
+    return;
+  }
+  state.data.client = client;
+  const mine = (listener) => (value) => state.data.client === client && listener(value);
+  // What the last close or failure was, shown with the wait before the next attempt.
+  let trouble = null;
+  let connectedAs = null;
+  client.on('connected', mine(({ replyId }) => {
+    connectedAs = replyId;
+    trouble = null;
+    dataState(`connected to ${base} as ${replyId}`, 'ok');
+  }));
+  client.on('subscribed', mine((answer) => {
+    const as = connectedAs ? ` as ${connectedAs}` : '';
+    const lost = answer.resumed === false ? ' (some records were no longer available)' : '';
+    dataState(`connected to ${base}${as} · watching ${what}${lost}`, lost ? 'bad' : 'ok');
+  }));
+  client.on('disconnected', mine(({ code, reason }) => {
+    connectedAs = null;
+    trouble = `closed ${code}${reason ? ` ${reason}` : ''}`;
+    dataState(trouble, 'bad');
+  }));
+  client.on('error', mine((error) => {
+    if (error.id) {
+      // The subscription was refused (a topic not configured, a token that no longer
+      // grants it): retrying would not change that.
+      stopData();
+      dataState(`refused: ${error.status ? `${error.status} ` : ''}${error.message}`, 'bad');
+      return;
     }
-    dataState(text, close.code === 1000 ? '' : 'bad');
-  };
+    trouble = /closed with code 1006/.test(error.message)
+      ? `the gateway refused the connection or ${wsBase()} cannot be reached from this browser`
+      : error.message;
+    dataState(trouble, 'bad');
+  }));
+  client.on('reconnecting', mine(({ delay }) => {
+    dataState(`${trouble ?? 'disconnected'}; reconnecting in ${(delay / 1000).toFixed(1)} s`, 'bad');
+  }));
+  // A refusal is also an `error` event, handled above; a stop before the answer ends it too.
+  client.subscribe(selector, mine((record) => addRecord(record))).catch(() => {});
 }
 
 function stopData(reason) {
-  const socket = state.data.socket;
-  const pending = state.data.pending;
-  state.data.socket = null;
-  state.data.pending = false;
-  state.data.attempt += 1;
+  const client = state.data.client;
+  state.data.client = null;
   $('data-toggle').textContent = 'Watch';
-  if (socket || pending) {
-    if (socket) socket.close(1000);
+  if (client) {
+    client.close();
     dataState(reason || 'stopped');
   }
 }
@@ -670,13 +768,23 @@ function dataState(text, kind = '') {
   box.textContent = text;
 }
 
-function addRecord(data) {
+/** A value as text: JSON as JSON, other text as it is, bytes by their size. */
+function valueText(value) {
+  if (value instanceof Uint8Array) return `[binary, ${value.byteLength} bytes]`;
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+/** A record from the library: its key and value, or with `envelope` ticked all of it. */
+function addRecord(record) {
   const list = $('data-list');
-  const text = typeof data === 'string' ? data : `[binary, ${data.byteLength} bytes]`;
+  const text = $('data-envelope').checked
+    ? JSON.stringify({ ...record, value: record.value instanceof Uint8Array ? valueText(record.value) : record.value })
+    : valueText(record.value);
   const li = el(
     'li',
     { title: text },
     el('span', { class: 'time' }, new Date().toLocaleTimeString([], { hour12: false })),
+    el('span', { class: 'who' }, record.key ?? '(no key)'),
     el('span', { class: 'text' }, text),
   );
   list.prepend(li);
@@ -708,7 +816,7 @@ function wire() {
     countEvents();
   });
   $('events-filter').addEventListener('input', filterEvents);
-  $('data-toggle').addEventListener('click', () => (state.data.socket || state.data.pending ? stopData() : startData()));
+  $('data-toggle').addEventListener('click', () => (state.data.client ? stopData() : startData()));
   $('data-key').addEventListener('keydown', (event) => {
     if (event.key === 'Enter') startData();
   });
