@@ -34,6 +34,39 @@ pub struct Record {
     /// `None` is a tombstone: skipped, there is nothing to deliver.
     pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Bytes>)>,
+    /// The value decoded from its wire format (`--value-format`), when the topic has one:
+    /// what clients get in its place.
+    pub decoded: Option<Decoded>,
+}
+
+/// A value decoded from its wire format (Avro, Protobuf, JSON Schema) to JSON, or why it
+/// could not be: then the raw bytes go out, with the reason (`decodeError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// The value as JSON text (UTF-8).
+    Json(Bytes),
+    /// Why it could not be decoded.
+    Failed(Arc<str>),
+}
+
+impl Record {
+    /// The value as clients get it: the decoded JSON when there is one, else the bytes.
+    pub fn shown_value(&self) -> Option<Bytes> {
+        match (&self.decoded, &self.value) {
+            // A tombstone stays one, whatever its format.
+            (_, None) => None,
+            (Some(Decoded::Json(json)), Some(_)) => Some(json.clone()),
+            (_, value) => value.clone(),
+        }
+    }
+
+    /// Why the value could not be decoded, when it could not.
+    pub fn decode_error(&self) -> Option<&str> {
+        match &self.decoded {
+            Some(Decoded::Failed(why)) => Some(why),
+            _ => None,
+        }
+    }
 }
 
 /// How a subscriber wants records: over WebSocket or Server-Sent Events, verbatim or in
@@ -111,7 +144,7 @@ impl Stamped {
 
     /// The value as JSON, parsed on first use; `None` when it is not JSON (or a tombstone).
     pub fn json(&self) -> Option<&serde_json::Value> {
-        self.json.get_or_init(|| self.record.value.as_deref().and_then(|v| serde_json::from_slice(v).ok())).as_ref()
+        self.json.get_or_init(|| self.record.shown_value().and_then(|v| serde_json::from_slice(&v).ok())).as_ref()
     }
 
     /// Payload bytes of the frames built so far (charged to the budget, and held as long as
@@ -153,10 +186,10 @@ impl Stamped {
     /// The frame for a subscriber in `form`; `None` for a tombstone. `cursor` gives the
     /// position just after this record, when the form needs it and it is not known yet.
     pub fn frame(&self, form: Form, budget: &Budget, cursor: impl FnOnce() -> String) -> Option<&Message> {
-        let value = self.record.value.as_ref()?;
+        self.record.value.as_ref()?;
         Some(match form {
             Form::Verbatim => {
-                return self.verbatim.get_or_init(|| Some(frame(budget.charge(value.clone())))).as_ref();
+                return self.verbatim.get_or_init(|| Some(verbatim(&self.record, budget))).as_ref();
             }
             Form::Envelope => self.envelope.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
             Form::Sse => self.sse.get_or_init(|| self.build(form, self.cursor(cursor), budget)),
@@ -171,25 +204,36 @@ impl Stamped {
     pub fn frame_with_cursor(&self, form: Form, cursor: &str, budget: &Budget) -> Option<Message> {
         self.record.value.as_ref()?;
         Some(match form {
-            Form::Verbatim => frame(budget.charge(self.record.value.clone().unwrap_or_default())),
+            Form::Verbatim => verbatim(&self.record, budget),
             _ => self.build(form, cursor, budget),
         })
     }
 
     fn build(&self, form: Form, cursor: &str, budget: &Budget) -> Message {
         match form {
-            Form::Verbatim => frame(budget.charge(self.record.value.clone().unwrap_or_default())),
+            Form::Verbatim => verbatim(&self.record, budget),
             Form::Envelope | Form::Mux => {
                 let json = budget.charge(Bytes::from(envelope_json(&self.record, Some(cursor))));
                 // Serialized JSON is UTF-8: the check cannot fail.
                 Message::Text(Utf8Bytes::try_from(json).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
             }
-            Form::Sse => Message::Binary(budget.charge(sse_record(cursor, self.record.value.as_deref()))),
+            Form::Sse => Message::Binary(budget.charge(sse_record(cursor, self.record.shown_value().as_deref()))),
             Form::SseEnvelope => {
                 let json = envelope_json(&self.record, Some(cursor));
                 Message::Binary(budget.charge(sse_event(None, Some(cursor), json.as_bytes())))
             }
         }
+    }
+}
+
+/// A record's plain frame: its value as shown (decoded JSON, or the bytes), text when UTF-8;
+/// a value that could not be decoded goes as the binary it is.
+fn verbatim(record: &Record, budget: &Budget) -> Message {
+    let value = budget.charge(record.shown_value().unwrap_or_default());
+    if record.decode_error().is_some() {
+        Message::Binary(value)
+    } else {
+        frame(value)
     }
 }
 
@@ -256,8 +300,11 @@ pub fn frame(value: Bytes) -> Message {
 /// is the JSON value itself when the payload is JSON, a string when it is other UTF-8 text,
 /// and a base64 string (with `"valueEncoding":"base64"`) when it is binary.
 pub fn envelope_json(r: &Record, cursor: Option<&str>) -> String {
-    let value = match r.value.as_deref() {
+    let shown = r.shown_value();
+    let value = match shown.as_deref() {
         None => EnvelopeValue::Null,
+        // A failed decode goes out as the bytes it was, base64 (with its decodeError).
+        Some(bytes) if r.decode_error().is_some() => EnvelopeValue::Base64(Text::base64(bytes).as_str().to_owned()),
         Some(bytes) => match Text::of(bytes) {
             Text::Utf8(text) => match serde_json::from_str::<&RawValue>(text) {
                 Ok(raw) => EnvelopeValue::Json(raw),
@@ -275,6 +322,7 @@ pub fn envelope_json(r: &Record, cursor: Option<&str>) -> String {
         headers: Headers(&r.headers),
         value_encoding: matches!(value, EnvelopeValue::Base64(_)).then_some("base64"),
         value,
+        decode_error: r.decode_error(),
         cursor,
     };
     // Serializing borrowed strings, integers and already-valid raw JSON cannot fail.
@@ -292,6 +340,8 @@ struct Envelope<'a> {
     value: EnvelopeValue<'a>,
     #[serde(rename = "valueEncoding", skip_serializing_if = "Option::is_none")]
     value_encoding: Option<&'static str>,
+    #[serde(rename = "decodeError", skip_serializing_if = "Option::is_none")]
+    decode_error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cursor: Option<&'a str>,
 }
@@ -375,6 +425,7 @@ mod tests {
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: value.map(Bytes::copy_from_slice),
             headers: vec![("h".into(), Some(Bytes::from_static(b"v"))), ("n".into(), None)],
+            decoded: None,
         }
     }
 
@@ -443,6 +494,39 @@ mod tests {
         assert_eq!(calls, 1);
         let own = s.frame_with_cursor(Form::Envelope, "MINE", &b).unwrap();
         assert!(own.to_text().unwrap().contains("\"cursor\":\"MINE\""));
+    }
+
+    #[test]
+    fn a_decoded_value_goes_out_as_its_json_and_a_failed_one_as_its_bytes_with_the_reason() {
+        let mut r = record(Some("k"), Some(&[0, 0, 0, 0, 7, 2, 0x61]));
+        r.decoded = Some(Decoded::Json(Bytes::from_static(br#"{"a":1}"#)));
+        let decoded = Stamped::new(r.clone());
+        let budget = unbounded();
+        assert_eq!(decoded.frame(Form::Verbatim, &budget, cursor), Some(&Message::Text(r#"{"a":1}"#.into())));
+        let envelope: serde_json::Value = serde_json::from_str(&envelope_json(&r, None)).unwrap();
+        assert_eq!(envelope["value"], serde_json::json!({ "a": 1 }));
+        assert!(envelope.get("decodeError").is_none() && envelope.get("valueEncoding").is_none());
+        assert_eq!(decoded.json(), Some(&serde_json::json!({ "a": 1 })));
+        let sse = decoded.frame(Form::Sse, &budget, cursor).unwrap();
+        assert!(std::str::from_utf8(payload(sse)).unwrap().contains("data: {\"a\":1}\n"));
+
+        r.decoded = Some(Decoded::Failed("unknown schema id 7".into()));
+        let failed = Stamped::new(r.clone());
+        assert_eq!(
+            failed.frame(Form::Verbatim, &budget, cursor),
+            Some(&Message::Binary(Bytes::from_static(&[0, 0, 0, 0, 7, 2, 0x61])))
+        );
+        let envelope: serde_json::Value = serde_json::from_str(&envelope_json(&r, None)).unwrap();
+        assert_eq!(
+            (envelope["valueEncoding"].as_str(), envelope["value"].as_str()),
+            (Some("base64"), Some("AAAAAAcCYQ=="))
+        );
+        assert_eq!(envelope["decodeError"], "unknown schema id 7");
+        // A failed value is base64 even when its bytes happen to be text.
+        let mut text = record(Some("k"), Some(b"plain"));
+        text.decoded = Some(Decoded::Failed("no magic byte".into()));
+        let envelope: serde_json::Value = serde_json::from_str(&envelope_json(&text, None)).unwrap();
+        assert_eq!(envelope["value"], "cGxhaW4=");
     }
 
     #[test]

@@ -323,6 +323,7 @@ mod tests {
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
             headers: headers.iter().map(|(n, v)| (n.to_string(), Some(Bytes::copy_from_slice(v.as_bytes())))).collect(),
+            decoded: None,
         })
     }
 

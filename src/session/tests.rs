@@ -183,6 +183,7 @@ impl Fixture {
             key: Some(Bytes::copy_from_slice(key.as_bytes())),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
             headers: vec![],
+            decoded: None,
         });
     }
 

@@ -411,6 +411,7 @@ fn to_record(m: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
         key: m.key().map(Bytes::copy_from_slice),
         value: m.payload().map(Bytes::copy_from_slice),
         headers,
+        decoded: None,
     }
 }
 

@@ -50,6 +50,7 @@ impl MemoryStream {
             key,
             value: Some(value),
             headers,
+            decoded: None,
         });
         offset
     }

@@ -295,6 +295,7 @@ fn read(
                                 hs.iter().map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice))).collect()
                             })
                             .unwrap_or_default(),
+                        decoded: None,
                     }));
                 }
                 if m.offset() + 1 >= r.to {
@@ -355,6 +356,7 @@ mod tests {
             key: None,
             value: Some(Bytes::from_static(b"v")),
             headers: vec![],
+            decoded: None,
         })
     }
 

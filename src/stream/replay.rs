@@ -359,6 +359,7 @@ mod tests {
             key: Some(Bytes::copy_from_slice(key.as_bytes())),
             value: Some(Bytes::from(format!("{partition}:{offset}"))),
             headers: vec![],
+            decoded: None,
         }))
     }
 

@@ -29,6 +29,7 @@ fn record(key: Option<&'static str>, value: Option<&'static str>) -> Record {
         key: key.map(|k| Bytes::from_static(k.as_bytes())),
         value: value.map(|v| Bytes::from_static(v.as_bytes())),
         headers: vec![],
+        decoded: None,
     }
 }
 
