@@ -85,6 +85,8 @@ impl Throttles {
 /// Seconds between log lines of one repeating Kafka failure (an outage is one line per
 /// this, with a count, instead of one per reconnect attempt).
 const KAFKA_LOG_PERIOD: u64 = 15;
+/// Distinct (topic, schema id, reason) decode failures logged at most.
+const DECODE_LOG_IDS: usize = 10_000;
 /// Seconds between log lines of refused upgrades of one reason.
 const REFUSAL_LOG_PERIOD: u64 = 10;
 
@@ -165,6 +167,12 @@ pub struct Metrics {
     pub wildcard_clients: Gauge,
     /// Subscriptions of multiplexed connections now.
     pub subscriptions: Gauge,
+    /// Values decoded from their wire format (`--value-format`), by topic.
+    decoded: Family<TopicLabel, Counter>,
+    /// Values that could not be decoded (sent raw, with `decodeError`), by topic and reason.
+    decode_failures: Family<[(&'static str, String); 2], Counter>,
+    /// Schema ids whose failure was logged already: one line per id, not per record.
+    decode_logged: Arc<Mutex<std::collections::HashSet<(String, Option<u32>, &'static str)>>>,
     /// `subscribe` frames refused, by reason (`bad_request`, `forbidden`, `unknown_topic`,
     /// `limit`).
     subscribes_refused: Family<Label, Counter>,
@@ -250,6 +258,9 @@ impl Metrics {
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
             subscriptions: Gauge::default(),
+            decoded: Family::default(),
+            decode_failures: Family::default(),
+            decode_logged: Arc::default(),
             subscribes_refused: Family::default(),
             control_frames_refused: Family::default(),
             cluster_up: Gauge::default(),
@@ -343,6 +354,12 @@ impl Metrics {
         r.register("subscribed_keys", "Keys with at least one subscriber", m.subscribed_keys.clone());
         r.register("wildcard_clients", "Clients subscribed to every record", m.wildcard_clients.clone());
         r.register("subscriptions", "Subscriptions of multiplexed connections now", m.subscriptions.clone());
+        r.register("values_decoded", "Values decoded from their wire format, by topic", m.decoded.clone());
+        r.register(
+            "decode_failures",
+            "Values that could not be decoded (sent raw with decodeError), by topic and reason",
+            m.decode_failures.clone(),
+        );
         r.register("subscribes_refused", "subscribe frames refused, by reason", m.subscribes_refused.clone());
         r.register(
             "control_frames_refused",
@@ -437,6 +454,26 @@ impl Metrics {
             tracing::info!(client, reason, error, similar_refusals_not_logged = skipped, "control frame refused");
         }
         self.control_frames_refused.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// A value decoded from its wire format.
+    pub fn decoded(&self, topic: &str) {
+        self.decoded.get_or_create(&[("topic", topic.to_owned())]).inc();
+    }
+
+    /// A value that could not be decoded: counted by reason, and logged once per topic,
+    /// schema id and reason (a topic full of one bad schema is one line, not one a record).
+    pub fn decode_failed(&self, topic: &str, reason: &'static str, schema: Option<u32>, error: &str) {
+        self.decode_failures.get_or_create(&[("topic", topic.to_owned()), ("reason", reason.to_owned())]).inc();
+        let first = {
+            let mut logged = self.decode_logged.lock();
+            // Corrupt bytes can name any schema id: the set stays bounded (past it, the
+            // counter still counts; the log has said what kind of failure it is).
+            logged.len() < DECODE_LOG_IDS && logged.insert((topic.to_owned(), schema, reason))
+        };
+        if first {
+            tracing::warn!(topic, reason, schema, error, "a value could not be decoded: sent raw with decodeError");
+        }
     }
 
     pub fn resumed(&self, how: &'static str) {
