@@ -19,6 +19,7 @@ use crate::session::{SessionSettings, Sessions, Subscriptions};
 use crate::auth::Authenticator;
 use crate::client::SlowConsumerPolicy;
 use crate::config::{Config, SourceConfig};
+use crate::decode::{DecodeSetupError, Decoder, Registry as SchemaRegistry};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::budget::Budget;
@@ -43,6 +44,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Decode(#[from] DecodeSetupError),
 }
 
 enum Source {
@@ -85,6 +88,8 @@ impl Gateway {
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let (source, topics, memory, outbox, progress) = match &config.source {
             SourceConfig::Kafka(k) => {
+                let registry =
+                    config.schemas.registry.as_ref().map(|r| SchemaRegistry::new(r, metrics.clone())).transpose()?;
                 let mut inputs = Vec::new();
                 let mut topics = Vec::new();
                 let mut progress = Vec::new();
@@ -92,12 +97,22 @@ impl Gateway {
                     // Kafka offsets mean the same to every process reading the topic: its
                     // cursors are tagged with the topic's name.
                     let hub = hub(crate::record::position::topic_tag(name));
-                    let source = KafkaSource::connect(k, name, k.start, metrics.clone(), readiness.part(name)).await?;
+                    let formats = config.schemas.topics.get(name).cloned().unwrap_or_default();
+                    let decoder = Decoder::new(name, formats, registry.clone(), metrics.clone())?;
+                    let decoder = (!decoder.is_raw()).then_some(decoder);
+                    let source = KafkaSource::connect(k, name, k.start, metrics.clone(), readiness.part(name))
+                        .await?
+                        .decoding(decoder.clone());
                     progress.push(source.progress());
                     let history = History::start(k, name, metrics.clone()).map_err(|e| match e {
                         crate::stream::history::HistoryError::Config(e) => KafkaSourceError::Config(e),
                     })?;
-                    topics.push(Topic { name: Arc::from(name.as_str()), hub: hub.clone(), history: Some(history) });
+                    topics.push(Topic {
+                        name: Arc::from(name.as_str()),
+                        hub: hub.clone(),
+                        history: Some(history),
+                        decoder,
+                    });
                     inputs.push((Box::new(source), hub));
                 }
                 let outbox = Outbox::kafka(k, metrics.clone()).map_err(KafkaSourceError::Config)?;
@@ -123,7 +138,7 @@ impl Gateway {
                 let hub = hub(rand::random());
                 let stream = MemoryStream::new(Arc::new(hub.clone()));
                 let source = Source::Memory { demo: *demo, stream: stream.clone() };
-                let topic = Topic { name: Arc::from(memory::TOPIC), hub, history: None };
+                let topic = Topic { name: Arc::from(memory::TOPIC), hub, history: None, decoder: None };
                 (source, vec![topic], Some(stream), Outbox::memory(metrics.clone()), Vec::new())
             }
         };

@@ -12,6 +12,8 @@
 //!   subscriber; the gateway-wide bound on bytes those frames hold.
 //! - `selector`: what a subscription selects — topic, exact keys or a pattern, header and
 //!   JSON-field conditions — parsed once and bounded; key patterns and their coverage.
+//! - `decode`: readable values — each record's value and key from Avro, Protobuf or JSON
+//!   (Schema) to JSON, once per record; the Schema Registry client and its cache.
 //! - `client`: one connected client: who it is and where from (behind trusted proxies),
 //!   what it subscribed to, its bounded outgoing queue and the policy when it is full, the
 //!   signal that closes it, its counters.
@@ -43,6 +45,7 @@ mod admin;
 pub mod auth;
 mod client;
 pub mod config;
+mod decode;
 pub mod gateway;
 pub mod metrics;
 mod readiness;

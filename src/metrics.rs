@@ -85,6 +85,9 @@ impl Throttles {
 /// Seconds between log lines of one repeating Kafka failure (an outage is one line per
 /// this, with a count, instead of one per reconnect attempt).
 const KAFKA_LOG_PERIOD: u64 = 15;
+/// A decode failure logged: its topic, schema id and reason.
+type DecodeLogged = (String, Option<u32>, &'static str);
+
 /// Distinct (topic, schema id, reason) decode failures logged at most.
 const DECODE_LOG_IDS: usize = 10_000;
 /// Seconds between log lines of refused upgrades of one reason.
@@ -172,7 +175,7 @@ pub struct Metrics {
     /// Values that could not be decoded (sent raw, with `decodeError`), by topic and reason.
     decode_failures: Family<[(&'static str, String); 2], Counter>,
     /// Schema ids whose failure was logged already: one line per id, not per record.
-    decode_logged: Arc<Mutex<std::collections::HashSet<(String, Option<u32>, &'static str)>>>,
+    decode_logged: Arc<Mutex<std::collections::HashSet<DecodeLogged>>>,
     /// `subscribe` frames refused, by reason (`bad_request`, `forbidden`, `unknown_topic`,
     /// `limit`).
     subscribes_refused: Family<Label, Counter>,

@@ -9,6 +9,7 @@
 //!   settings on the way: [`AuthSettings`], [`TlsFiles`], [`KafkaSettings`],
 //!   [`SlowConsumerPolicy`], [`ClusterSettings`]. Config is above the parts: none of
 //!   them imports it;
+//! - `formats`: the Schema Registry and how each topic's values and keys are encoded;
 //! - [`quix`]: Quix Cloud discovery, which fills options in before validation;
 //!   [`machine`]: what the machine allows, for defaults.
 //!
@@ -19,6 +20,7 @@
 //! `Quix__Workspace__Id`, read by [`quix`]). Sluice's own settings use a `SLUICE_`
 //! prefix; the Kafka client settings a `KAFKA_` prefix.
 
+mod formats;
 mod load;
 pub mod machine;
 pub mod options;
@@ -42,6 +44,7 @@ use crate::secret::Secret;
 use crate::server::TlsFiles;
 use crate::source::kafka::KafkaSettings;
 
+pub use self::formats::Schemas;
 pub use self::options::{Command, Options, Settings, TokenArgs, GENERATED_USER, SETTING};
 pub use self::setting::{Setting, Unset};
 
@@ -72,6 +75,8 @@ pub struct Config {
     pub max_resume_records: u64,
     pub max_last: usize,
     pub max_subscriptions: usize,
+    /// The Schema Registry and each topic's formats (Kafka only).
+    pub schemas: Schemas,
     pub allowed_origins: AllowedOrigins,
     pub trusted_proxies: TrustedProxies,
     pub ping_interval: Option<Duration>,

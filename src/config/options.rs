@@ -257,6 +257,39 @@ settings! {
     #[default(60)]
     stuck_partition_timeout: Option<u64>,
 
+    /// Confluent Schema Registry URL: values in the Confluent wire format (Avro, Protobuf,
+    /// JSON Schema) are decoded with the schemas it holds.
+    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY", value_name = "URL")]
+    schema_registry: Option<String>,
+
+    /// User for the Schema Registry's HTTP Basic authentication.
+    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_USER", value_name = "USER")]
+    schema_registry_user: Option<String>,
+
+    /// Password for the Schema Registry's HTTP Basic authentication.
+    #[arg(long, env = "SLUICE_SCHEMA_REGISTRY_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    schema_registry_password: Option<Secret>,
+
+    /// How a topic's values are encoded, as TOPIC=FORMAT (comma-separated): raw, json, avro,
+    /// protobuf or json-schema; decoded values reach clients as JSON.
+    #[arg(long, env = "SLUICE_VALUE_FORMAT", value_name = "TOPIC=FORMAT", value_delimiter = ',')]
+    #[default = "raw: values verbatim"]
+    value_format: Vec<String>,
+
+    /// How a topic's keys are encoded, as TOPIC=FORMAT (comma-separated), as for values.
+    #[arg(long, env = "SLUICE_KEY_FORMAT", value_name = "TOPIC=FORMAT", value_delimiter = ',')]
+    #[default = "raw: keys verbatim"]
+    key_format: Vec<String>,
+
+    /// A topic's value schema without a registry (semicolon-separated):
+    /// TOPIC=avro:FILE.avsc, or TOPIC=protobuf:FILE.desc:package.Message (a descriptor set).
+    #[arg(long, env = "SLUICE_VALUE_SCHEMA", value_name = "TOPIC=KIND:FILE", value_delimiter = ';')]
+    value_schema: Vec<String>,
+
+    /// A topic's key schema without a registry, as for values.
+    #[arg(long, env = "SLUICE_KEY_SCHEMA", value_name = "TOPIC=KIND:FILE", value_delimiter = ';')]
+    key_schema: Vec<String>,
+
     /// Kafka topic that receives every client message (key = replyId). Optional.
     #[arg(long, env = "output", value_name = "TOPIC")]
     output: Option<String>,

@@ -131,6 +131,23 @@ impl Config {
                 }
             }
         }
+        let schemas = match &source {
+            SourceConfig::Kafka(k) => super::formats::schemas(&o, &k.topics, &mut bad),
+            SourceConfig::Memory { .. } => {
+                for (setting, given) in [
+                    (SETTING.schema_registry, o.schema_registry.is_some()),
+                    (SETTING.value_format, !o.value_format.is_empty()),
+                    (SETTING.key_format, !o.key_format.is_empty()),
+                    (SETTING.value_schema, !o.value_schema.is_empty()),
+                    (SETTING.key_schema, !o.key_schema.is_empty()),
+                ] {
+                    if given {
+                        bad(setting, "applies to Kafka topics, but no Kafka broker is configured".into());
+                    }
+                }
+                Default::default()
+            }
+        };
         if o.demo && matches!(source, SourceConfig::Kafka(_)) {
             bad(SETTING.demo, "demo data feeds the embedded stream; it cannot be used with Kafka".into());
         }
@@ -292,6 +309,7 @@ impl Config {
             max_resume_records,
             max_last,
             max_subscriptions,
+            schemas,
             allowed_origins,
             trusted_proxies,
             ping_interval,

@@ -387,7 +387,7 @@ mod tests {
             let stream = StreamSettings { tag, recent_bytes: 1 << 20, limits: Limits { kafka: false, max_fetch: 0 } };
             let budget = Budget::new(usize::MAX, Default::default());
             let hub = Hub::new(SlowConsumerPolicy::Disconnect, metrics.clone(), budget, stream);
-            Topic { name: name.into(), hub, history: None }
+            Topic { name: name.into(), hub, history: None, decoder: None }
         };
         let streams = Streams::new(vec![topic("t", 7), topic("u", 9)]);
         Gate {

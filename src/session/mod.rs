@@ -229,15 +229,9 @@ impl Session {
                     None => Default::default(),
                 };
                 // Matched before anything is copied: the reader returns every key's records.
-                let matching = |records: Vec<Arc<crate::record::Record>>| -> Vec<Arc<Stamped>> {
-                    records
-                        .into_iter()
-                        .map(|r| Arc::new(Stamped::new(Arc::unwrap_or_clone(r))))
-                        .filter(|s| subscriber.selector.matches(s))
-                        .collect()
-                };
+                let records = read_back(topic, fetched.records, &subscriber.selector).await;
                 if let Some(wanted) = older {
-                    let chosen = newest(matching(fetched.records), wanted);
+                    let chosen = newest(records, wanted);
                     last = last.map(|n| n + chosen.len());
                     frames = self.frames_from_kafka(&topic.hub, chosen, start_of(&fetch, &start));
                 } else {
@@ -248,7 +242,7 @@ impl Session {
                     for &(partition, from) in &fetched.starts {
                         start.set(partition, from);
                     }
-                    frames = self.frames_from_kafka(&topic.hub, matching(fetched.records), start.clone());
+                    frames = self.frames_from_kafka(&topic.hub, records, start.clone());
                     if resumed == Some(false) {
                         // What was missed is gone: delivery starts at the oldest record still
                         // held in memory or read back.
@@ -341,6 +335,27 @@ impl Session {
             topic.hub.unsubscribe(subscriber);
         }
     }
+}
+
+/// Records read back from Kafka, decoded as live ones are, that `selector` selects.
+async fn read_back(
+    topic: &Topic,
+    records: Vec<Arc<crate::record::Record>>,
+    selector: &crate::selector::Selector,
+) -> Vec<Arc<Stamped>> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let mut record = Arc::unwrap_or_clone(record);
+        if let Some(decoder) = &topic.decoder {
+            decoder.prepare(&record).await;
+            decoder.decode(&mut record);
+        }
+        let stamped = Stamped::new(record);
+        if selector.matches(&stamped) {
+            out.push(Arc::new(stamped));
+        }
+    }
+    out
 }
 
 /// The newest `n` records of `records` (each partition in offset order) with a value,

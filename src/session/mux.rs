@@ -24,7 +24,6 @@ use crate::auth::{AuthError, Authenticator, Identity};
 use crate::client::subscriber::Subscriber;
 use crate::client::Offer;
 use crate::record::position::Position;
-use crate::record::Stamped;
 use crate::selector::Selector;
 use crate::session::admission::start;
 use crate::session::{resolve, Session, Sessions};
@@ -270,12 +269,7 @@ impl Opening {
         let Some(history) = &self.topic.history else { return (start, resumed, last, Vec::new()) };
         let fetched = history.fetch(fetch.clone()).await;
         let selector = &self.subscriber.selector;
-        let records: Vec<Arc<Stamped>> = fetched
-            .records
-            .into_iter()
-            .map(|r| Arc::new(Stamped::new(Arc::unwrap_or_clone(r))))
-            .filter(|s| selector.matches(s))
-            .collect();
+        let records = crate::session::read_back(&self.topic, fetched.records, selector).await;
         let (records, mut at) = match older {
             Some(wanted) => {
                 let chosen = crate::session::newest(records, wanted);

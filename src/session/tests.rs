@@ -127,7 +127,7 @@ impl Fixture {
         let outbox = Outbox::memory(metrics.clone());
         let feed = outbox.feed();
         let sessions = Sessions::new(Shared {
-            streams: Streams::new(vec![Topic { name: "t".into(), hub: hub.clone(), history: None }]),
+            streams: Streams::new(vec![Topic { name: "t".into(), hub: hub.clone(), history: None, decoder: None }]),
             registry: Registry::default(),
             metrics,
             outbox,

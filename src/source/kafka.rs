@@ -29,6 +29,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::record::Record;
@@ -99,6 +100,8 @@ pub struct KafkaSource {
     metrics: Metrics,
     readiness: Readiness,
     progress: Progress,
+    /// Decodes each record's value (and key) from its wire format before it is dispatched.
+    decoder: Option<Decoder>,
 }
 
 /// How often the position of a partition that is joining is looked at (see
@@ -255,7 +258,15 @@ impl KafkaSource {
             metrics,
             readiness,
             progress,
+            decoder: None,
         })
+    }
+
+    /// Decodes every record with `decoder` before dispatching it: once per record, however
+    /// many subscribers get it.
+    pub fn decoding(mut self, decoder: Option<Decoder>) -> KafkaSource {
+        self.decoder = decoder;
+        self
     }
 
     /// How far consuming is in each partition (lag, stuck partitions).
@@ -304,7 +315,15 @@ impl KafkaSource {
                     }
                     self.settle(&joined);
                     self.progress.dispatched(m.partition(), m.offset());
-                    dispatch.dispatch(to_record(&m, &self.topic));
+                    let mut record = to_record(&m, &self.topic);
+                    drop(m);
+                    if let Some(decoder) = &self.decoder {
+                        // A schema seen for the first time is fetched (bounded); the partition
+                        // waits for it once, not once per record.
+                        decoder.prepare(&record).await;
+                        decoder.decode(&mut record);
+                    }
+                    dispatch.dispatch(record);
                 }
                 Err(e) => self.metrics.kafka_error("consume", &e),
             }

@@ -13,6 +13,7 @@ pub mod replay;
 
 use std::sync::Arc;
 
+use crate::decode::Decoder;
 use crate::stream::history::History;
 use crate::stream::hub::Hub;
 
@@ -23,6 +24,8 @@ pub struct Topic {
     pub hub: Hub,
     /// Reads its older records back from Kafka (Kafka only).
     pub history: Option<History>,
+    /// Turns its values (and keys) from their wire format into JSON, when they have one.
+    pub decoder: Option<Decoder>,
 }
 
 /// Every topic streamed, the default one first. Cheap to clone.

@@ -7,6 +7,8 @@
 //!   (its address read from the line it prints).
 //! - [`tansu`]: the Kafka-protocol broker, in memory or on SQLite; topics, producers, readers.
 //! - [`redis`]: a Redis server of its own, which a test may stop and restart.
+//! - [`registry`]: a Schema Registry stand-in: schemas registered in process, served by id
+//!   and by subject version, taken away and brought back.
 //! - [`gateway`]: the gateway as the tests drive it: admin API, metrics, logs, signals.
 //! - [`ws`]: WebSocket clients: connect with credentials, read frames, close.
 //! - [`sse`]: Server-Sent Events clients: open a stream, read its events.
@@ -17,6 +19,7 @@
 pub mod gateway;
 pub mod process;
 pub mod redis;
+pub mod registry;
 pub mod sse;
 pub mod tansu;
 pub mod ws;
@@ -24,6 +27,7 @@ pub mod ws;
 pub use gateway::{sluice_command, Events, Sluice};
 pub use process::{free_port, sluice_binary, wait_for_port};
 pub use redis::Redis;
+pub use registry::SchemaRegistry;
 pub use sse::EventStream;
 pub use tansu::{next_record, reader, topic, Producer, Tansu};
 pub use ws::{
