@@ -45,7 +45,7 @@ mod admin;
 pub mod auth;
 mod client;
 pub mod config;
-mod decode;
+pub mod decode;
 pub mod gateway;
 pub mod metrics;
 mod readiness;
