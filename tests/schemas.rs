@@ -269,3 +269,23 @@ fn a_format_that_needs_schemas_without_any_is_a_start_up_error() {
         sluice_command(&["--brokers", "127.0.0.1:9", "--input", "t", "--value-format", "u=json"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("which input does not stream"));
 }
+
+#[tokio::test]
+async fn json_schema_values_are_the_json_after_the_header() {
+    let registry = SchemaRegistry::start().await;
+    let id = registry.register("events-value", Subject::json(r#"{"type":"object"}"#));
+    let (tansu, topic, sluice) = gateway(Some(&registry), &["json-schema"]).await;
+    let mut env = open(&sluice, "/*?envelope=true").await;
+    let mut hot = open(&sluice, "/?where./level=3").await;
+    let p = tansu.producer();
+    p.send(&topic, None, Some(b"k"), Some(&framed(id, br#"{"level":3,"msg":"hot"}"#)), &[]).await;
+    p.send(&topic, None, Some(b"k"), Some(br#"{"level":3}"#), &[]).await;
+    assert_eq!(envelope(&mut env).await["value"], json!({ "level": 3, "msg": "hot" }));
+    // Without the header it is not what the topic's format says.
+    let bare = envelope(&mut env).await;
+    assert!(bare["decodeError"].is_string(), "{bare}");
+    assert_eq!(next_text(&mut hot).await, r#"{"level":3,"msg":"hot"}"#);
+    // A value that failed to decode has no fields to match.
+    p.send(&topic, None, Some(b"k"), Some(&framed(id, br#"{"level":3,"msg":"end"}"#)), &[]).await;
+    assert_eq!(next_text(&mut hot).await, r#"{"level":3,"msg":"end"}"#);
+}

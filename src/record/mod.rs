@@ -144,7 +144,15 @@ impl Stamped {
 
     /// The value as JSON, parsed on first use; `None` when it is not JSON (or a tombstone).
     pub fn json(&self) -> Option<&serde_json::Value> {
-        self.json.get_or_init(|| self.record.shown_value().and_then(|v| serde_json::from_slice(&v).ok())).as_ref()
+        self.json
+            .get_or_init(|| {
+                // A value that failed to decode has no JSON to look into: `where` never matches it.
+                if self.record.decode_error().is_some() {
+                    return None;
+                }
+                self.record.shown_value().and_then(|v| serde_json::from_slice(&v).ok())
+            })
+            .as_ref()
     }
 
     /// Payload bytes of the frames built so far (charged to the budget, and held as long as
