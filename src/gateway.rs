@@ -178,6 +178,7 @@ impl Gateway {
             embedded,
             shutdown: shutdown.clone(),
         });
+        let expiries = crate::session::expiry::Expiries::start(metrics.clone());
         let sessions = Sessions::new(crate::session::Shared {
             streams,
             registry,
@@ -192,10 +193,13 @@ impl Gateway {
                 stored_message_bytes: config.stored_message_bytes,
                 max_subscriptions: config.max_subscriptions,
                 max_last: config.max_last,
+                close_at_expiry: config.close_at_expiry,
             },
             shutdown,
             tracker: TaskTracker::new(),
             node,
+            auth: gate.auth.clone(),
+            expiries,
         });
         Ok(Gateway {
             sessions,

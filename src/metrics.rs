@@ -170,6 +170,10 @@ pub struct Metrics {
     pub wildcard_clients: Gauge,
     /// Subscriptions of multiplexed connections now.
     pub subscriptions: Gauge,
+    /// Connections closed because their token expired (4001).
+    pub tokens_expired: Counter,
+    /// `refresh` frames, by outcome (`ok`, `invalid`, `other_user`, `earlier`).
+    refreshes: Family<Label, Counter>,
     /// Values decoded from their wire format (`--value-format`), by topic.
     decoded: Family<TopicLabel, Counter>,
     /// Values that could not be decoded (sent raw, with `decodeError`), by topic and reason.
@@ -261,6 +265,8 @@ impl Metrics {
             subscribed_keys: Gauge::default(),
             wildcard_clients: Gauge::default(),
             subscriptions: Gauge::default(),
+            tokens_expired: Counter::default(),
+            refreshes: Family::default(),
             decoded: Family::default(),
             decode_failures: Family::default(),
             decode_logged: Arc::default(),
@@ -357,6 +363,8 @@ impl Metrics {
         r.register("subscribed_keys", "Keys with at least one subscriber", m.subscribed_keys.clone());
         r.register("wildcard_clients", "Clients subscribed to every record", m.wildcard_clients.clone());
         r.register("subscriptions", "Subscriptions of multiplexed connections now", m.subscriptions.clone());
+        r.register("tokens_expired", "Connections closed at their token's expiry (4001)", m.tokens_expired.clone());
+        r.register("token_refreshes", "refresh frames of multiplexed connections, by outcome", m.refreshes.clone());
         r.register("values_decoded", "Values decoded from their wire format, by topic", m.decoded.clone());
         r.register(
             "decode_failures",
@@ -457,6 +465,10 @@ impl Metrics {
             tracing::info!(client, reason, error, similar_refusals_not_logged = skipped, "control frame refused");
         }
         self.control_frames_refused.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    pub fn refreshed(&self, outcome: &'static str) {
+        self.refreshes.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     /// A value decoded from its wire format.

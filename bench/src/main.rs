@@ -2,6 +2,7 @@
 //! broker and gateway, drives them with WebSocket clients and a Kafka producer, and
 //! prints what it measured, with the CPU each process used beside every figure.
 
+mod avro;
 mod broker;
 mod clock;
 mod connect;

@@ -12,6 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
+use crate::avro::Framing;
 use crate::clock;
 use crate::payload::{self, Stamp};
 use crate::usage::OwnThreads;
@@ -34,6 +35,10 @@ pub struct Plan {
     pub linger_ms: u32,
     /// Where each key's sequence starts (continuing an earlier phase).
     pub first_seq: Vec<u64>,
+    /// Values as Avro records in the Confluent wire format, the stamp their first field
+    /// (`size` is then not used); `None`: the stamp padded to `size`, verbatim. The rig
+    /// sets it when its gateway decodes Avro.
+    pub avro: Option<Arc<Framing>>,
 }
 
 /// What was produced.
@@ -119,6 +124,7 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
     let mut next_seq = plan.first_seq.clone();
     next_seq.resize(plan.keys.len(), 0);
     let mut value = Vec::with_capacity(plan.size);
+    let mut stamp_text = Vec::new();
     let started = Instant::now();
     let deadline = started + plan.max_time;
     let mut max_behind = Duration::ZERO;
@@ -149,7 +155,14 @@ pub fn run(brokers: &str, plan: &Plan) -> Result<Produced> {
             None => clock::now_ns(),
         };
         let key = (i % plan.keys.len() as u64) as usize;
-        payload::encode(&mut value, Stamp { seq: next_seq[key], send_ns, key: key as u32 }, plan.size);
+        let stamp = Stamp { seq: next_seq[key], send_ns, key: key as u32 };
+        match &plan.avro {
+            Some(avro) => {
+                payload::encode(&mut stamp_text, stamp, 0);
+                avro.framed(&mut value, &stamp_text);
+            }
+            None => payload::encode(&mut value, stamp, plan.size),
+        }
         let mut record =
             BaseRecord::with_opaque_to(&plan.topic, Box::new((key, send_ns))).key(&plan.keys[key]).payload(&value);
         loop {

@@ -124,7 +124,7 @@ export declare class Sluice {
   subscribe<V = unknown>(onRecord: (record: SluiceRecord<V>) => void): Promise<Subscription<V>>;
   /** Sends a client message; false (nothing sent) while disconnected. */
   send(data: unknown): boolean;
-  /** Sends a fresh token on the open connection, for gateways that accept `refresh`. */
+  /** Sends a fresh token on the open connection: the gateway then closes it at that token's expiry. */
   refresh(): Promise<boolean>;
   /** Closes for good: no reconnect, every subscription ends. */
   close(): Promise<void>;

@@ -49,12 +49,15 @@ pub struct Identity {
     pub keys: Option<Vec<String>>,
     /// Topics it may read; `None` is every topic streamed.
     pub topics: Option<Vec<String>>,
+    /// When its token expires (`exp`, seconds since the epoch); `None` for Basic
+    /// credentials and anonymous clients.
+    pub expires: Option<u64>,
 }
 
 impl Identity {
     /// Who may read everything: a Basic user, or anyone when anonymous access is on.
     pub fn unrestricted(user: Option<String>) -> Identity {
-        Identity { user, keys: None, topics: None }
+        Identity { user, keys: None, topics: None, expires: None }
     }
 }
 
@@ -92,6 +95,7 @@ impl AuthError {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     keys: Option<Vec<String>>,
     #[serde(default)]
@@ -203,7 +207,8 @@ impl Authenticator {
                 AuthError::BadToken(e.to_string())
             }
         })?;
-        Ok(Identity { user: Some(data.claims.sub), keys: data.claims.keys, topics: data.claims.topics })
+        let claims = data.claims;
+        Ok(Identity { user: Some(claims.sub), keys: claims.keys, topics: claims.topics, expires: Some(claims.exp) })
     }
 
     /// Whether `identity` may read what `selector` selects in `topic`: the topic must be one
@@ -385,7 +390,9 @@ mod tests {
         let grant = Grant { keys: Some(keys.clone()), topics: Some(topics.clone()) };
         let t = mint(&Secret::new(SECRET), "dash", &grant, Duration::from_secs(60));
         let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
-        assert_eq!(id, Identity { user: Some("dash".into()), keys: Some(keys), topics: Some(topics) });
+        assert_eq!((id.user.as_deref(), id.keys, id.topics), (Some("dash"), Some(keys), Some(topics)));
+        let left = id.expires.unwrap() as i64 - SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!((58..=60).contains(&left), "{left}");
         let other =
             mint(&Secret::new("another secret, 32 bytes long!!!"), "dash", &Grant::default(), Duration::from_secs(60));
         assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&other)), Err(AuthError::BadToken(_))));
@@ -407,7 +414,7 @@ mod tests {
         let left = expires.duration_since(SystemTime::now()).unwrap();
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60), "{left:?}");
         let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
-        assert_eq!(id, Identity { user: Some("console".into()), keys: Some(keys), topics: None });
+        assert_eq!((id.user.as_deref(), id.keys, id.topics), (Some("console"), Some(keys), None));
         // Another process draws another secret.
         match b.authenticate(&HeaderMap::new(), Some(&t)) {
             Err(AuthError::BadToken(why)) => assert!(why.contains("not signed by this gateway"), "{why}"),
@@ -425,7 +432,7 @@ mod tests {
         assert_eq!(a.signing_secret(), SigningSecret::Configured);
         let (t, _) = a.mint("console", &Grant::default(), Duration::from_secs(60));
         let id = auth(false).authenticate(&HeaderMap::new(), Some(&t)).unwrap();
-        assert_eq!(id, Identity::unrestricted(Some("console".into())));
+        assert_eq!((id.user.as_deref(), id.keys, id.topics), (Some("console"), None, None));
     }
 
     #[test]
@@ -434,6 +441,7 @@ mod tests {
             user: Some("d".into()),
             keys: Some(keys.iter().map(|k| k.to_string()).collect()),
             topics: None,
+            expires: None,
         };
         let key = |k: &'static str| Selector::key(Bytes::from_static(k.as_bytes()));
         let pattern = |p: &str| Selector { pattern: Some(Glob::new(p).unwrap()), ..Selector::default() };
@@ -460,7 +468,7 @@ mod tests {
         let by_header = Selector { conditions: Some(Box::new(conditions)), ..Selector::default() };
         assert!(!ok(&sensors, &by_header));
         // A topics claim lists what may be read.
-        let topics = Identity { user: None, keys: None, topics: Some(vec!["a".into()]) };
+        let topics = Identity { user: None, keys: None, topics: Some(vec!["a".into()]), expires: None };
         assert!(Authenticator::authorize(&topics, &Selector::default(), "a").is_ok());
         assert_eq!(Authenticator::authorize(&topics, &Selector::default(), "b"), Err(AuthError::ForbiddenTopic));
     }

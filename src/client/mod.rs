@@ -112,6 +112,8 @@ pub struct Client {
     /// session ends, which breaks the reference each holds back to this client. A plain
     /// connection's one is held inline.
     subscriptions: Mutex<SmallVec<[Arc<Subscriber>; 1]>>,
+    /// When its token expires (seconds since the epoch; 0: never), for the close at expiry.
+    expires_at: AtomicU64,
 }
 
 impl std::ops::Deref for Client {
@@ -144,6 +146,7 @@ impl Client {
             dropped: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
             subscriptions: Mutex::new(SmallVec::new()),
+            expires_at: AtomicU64::new(0),
         };
         (client, rx)
     }
@@ -184,6 +187,16 @@ impl Client {
         } else {
             crate::record::frame(body)
         }
+    }
+
+    /// Its token's expiry (seconds since the epoch), when it is to be closed then.
+    pub fn expiry(&self) -> Option<u64> {
+        Some(self.expires_at.load(Ordering::Acquire)).filter(|&at| at != 0)
+    }
+
+    /// Closes it at `at` (see `session::expiry`); a refreshed token moves it.
+    pub fn set_expiry(&self, at: u64) {
+        self.expires_at.store(at.max(1), Ordering::Release);
     }
 
     /// Adds a subscription to what the registry shows.

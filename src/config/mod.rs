@@ -75,6 +75,8 @@ pub struct Config {
     pub max_resume_records: u64,
     pub max_last: usize,
     pub max_subscriptions: usize,
+    /// Close a token-authenticated connection at its token's expiry (`--token-expiry`).
+    pub close_at_expiry: bool,
     /// The Schema Registry and each topic's formats (Kafka only).
     pub schemas: Schemas,
     pub allowed_origins: AllowedOrigins,

@@ -257,6 +257,13 @@ settings! {
     #[default(60)]
     stuck_partition_timeout: Option<u64>,
 
+    /// What happens at a client token's expiry (`exp`): close closes the connection with
+    /// 4001 "token expired" (a multiplexed one may present a later token first); ignore keeps
+    /// it open.
+    #[arg(long, env = "SLUICE_TOKEN_EXPIRY", value_name = "close|ignore")]
+    #[default("close")]
+    token_expiry: Option<String>,
+
     /// Confluent Schema Registry URL: values in the Confluent wire format (Avro, Protobuf,
     /// JSON Schema) are decoded with the schemas it holds.
     #[arg(long, env = "SLUICE_SCHEMA_REGISTRY", value_name = "URL")]

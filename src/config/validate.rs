@@ -186,6 +186,14 @@ impl Config {
         let replay_buffer_bytes = o.replay_buffer_bytes.unwrap_or((max_queued_bytes / 4).min(64 << 20));
         let max_resume_records = o.max_resume_records();
         let max_last = o.max_last();
+        let close_at_expiry = match o.token_expiry().trim() {
+            "close" => true,
+            "ignore" => false,
+            other => {
+                bad(SETTING.token_expiry, format!("{other:?} is not close or ignore"));
+                true
+            }
+        };
         let max_subscriptions = o.max_subscriptions();
         if max_subscriptions == 0 {
             bad(SETTING.max_subscriptions, "must be at least 1".into());
@@ -309,6 +317,7 @@ impl Config {
             max_resume_records,
             max_last,
             max_subscriptions,
+            close_at_expiry,
             schemas,
             allowed_origins,
             trusted_proxies,

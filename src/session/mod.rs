@@ -11,6 +11,7 @@
 //!   [`transport::Transport`].
 
 pub mod admission;
+pub mod expiry;
 pub mod mux;
 pub mod pump;
 pub mod sse;
@@ -53,6 +54,8 @@ pub struct SessionSettings {
     pub max_subscriptions: usize,
     /// Largest N of a subscription's `last` (`--max-last`).
     pub max_last: usize,
+    /// Close a token-authenticated connection at its token's expiry (`--token-expiry`).
+    pub close_at_expiry: bool,
 }
 
 /// What every session shares, and all it needs: where records come from and clients are
@@ -76,6 +79,10 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// This replica's name, on every session's log lines.
     pub node: Arc<str>,
+    /// Verifies the later token a multiplexed connection may present (`refresh`).
+    pub auth: Arc<crate::auth::Authenticator>,
+    /// Closes connections at their token's expiry.
+    pub expiries: expiry::Expiries,
 }
 
 impl Sessions {
@@ -178,6 +185,10 @@ impl Session {
         let info = ClientInfo { id, keyed: key.is_some(), form, user: identity.user.clone(), remote, user_agent };
         let (client, queue) = Client::new(info, sessions.settings.queue, sessions.settings.stored_message_bytes);
         let client = Arc::new(client);
+        if let (true, Some(at)) = (sessions.settings.close_at_expiry, identity.expires) {
+            client.set_expiry(at);
+            sessions.expiries.watch(&client);
+        }
         let mut opening = Opening::default();
         if !multiplexed {
             let resumed = matches!(start, Start::After(_) | Start::Oldest);
@@ -204,7 +215,7 @@ impl Session {
             sessions.registry.insert(client.clone());
         }
         let tracked = sessions.tracker.token();
-        let mux = multiplexed.then(|| Box::new(mux::Mux { identity }));
+        let mux = multiplexed.then(|| Box::new(mux::Mux { identity: parking_lot::Mutex::new(identity) }));
         (Session { sessions, client, queue, _tracked: tracked, _slot: slot, mux }, opening)
     }
 

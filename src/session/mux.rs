@@ -7,6 +7,8 @@
 //! - `{"type":"unsubscribe","id"}` → `{"type":"unsubscribed","id"}`: no frame of that
 //!   subscription follows the answer.
 //! - `{"type":"message","data"}` → a client message (section 4 of the contract).
+//! - `{"type":"refresh","token"}` → `{"type":"refreshed","expiresAt"}`: a later token of the
+//!   same user; the connection then closes at its expiry instead.
 //!
 //! Records arrive as envelopes with `"type":"record"` and `"sub"`. A subscription's
 //! opening (`subscribed`, then what it replays from Kafka and memory) is prepared while live
@@ -38,7 +40,8 @@ pub const MAX_ID_CHARS: usize = 64;
 /// What a multiplexed session keeps besides a plain one's: who the client is, to authorize
 /// each subscription as it comes.
 pub struct Mux {
-    pub identity: Identity,
+    /// A `refresh` with a later token replaces it.
+    pub identity: parking_lot::Mutex<Identity>,
 }
 
 /// A frame from the client.
@@ -48,6 +51,7 @@ enum Request {
     Subscribe(Subscribe),
     Unsubscribe { id: String },
     Message { data: Value },
+    Refresh { token: String },
 }
 
 #[derive(Deserialize)]
@@ -99,14 +103,17 @@ impl Session {
         // The id, when there is one, goes back with the error, so the client knows which
         // request it answers.
         let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-        let known = matches!(value.get("type").and_then(Value::as_str), Some("subscribe" | "unsubscribe" | "message"));
+        let known = matches!(
+            value.get("type").and_then(Value::as_str),
+            Some("subscribe" | "unsubscribe" | "message" | "refresh")
+        );
         let request = match serde_json::from_value::<Request>(value) {
             Ok(r) => r,
             Err(_) if !known => {
                 return self.refuse_frame(
                     id.as_deref(),
                     "unknown_type",
-                    "type must be \"subscribe\", \"unsubscribe\" or \"message\"",
+                    "type must be \"subscribe\", \"unsubscribe\", \"message\" or \"refresh\"",
                 );
             }
             Err(e) => return self.refuse_frame(id.as_deref(), "bad_field", &e.to_string()),
@@ -127,6 +134,7 @@ impl Session {
                 }
                 None => self.refuse_frame(Some(&id), "unknown_id", "no subscription has this id"),
             },
+            Request::Refresh { token } => self.refresh(mux, &token),
             Request::Message { data } => {
                 let bytes = match data {
                     Value::String(s) => s.into_bytes(),
@@ -135,6 +143,35 @@ impl Session {
                 self.sessions.outbox.emit(&self.client, Event::Message { data: &bytes, text: true });
             }
         }
+    }
+
+    /// A later token for this connection: it must be valid and the same user's; the
+    /// connection then closes at its expiry instead, and what it grants applies to the
+    /// subscriptions that come after.
+    fn refresh(&self, mux: &Mux, token: &str) {
+        let refused = |outcome: &'static str, status: u16, error: String| {
+            self.sessions.metrics.refreshed(outcome);
+            self.answer(json!({ "type": "error", "status": status, "error": error }));
+        };
+        let identity = match self.sessions.auth.authenticate(&axum::http::HeaderMap::new(), Some(token)) {
+            Ok(identity) => identity,
+            Err(e) => return refused("invalid", 401, e.to_string()),
+        };
+        if identity.user != mux.identity.lock().user {
+            return refused("other_user", 403, "a refresh token must be for the connection's own user".into());
+        }
+        let Some(at) = identity.expires else { return refused("invalid", 401, "a refresh needs a token".into()) };
+        if self.client.expiry().is_some_and(|current| at < current) {
+            return refused("earlier", 400, "the token expires before the connection's current one".into());
+        }
+        if self.sessions.settings.close_at_expiry {
+            self.client.set_expiry(at);
+            self.sessions.expiries.watch(&self.client);
+        }
+        *mux.identity.lock() = identity;
+        self.sessions.metrics.refreshed("ok");
+        let expires = crate::sink::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at));
+        self.answer(json!({ "type": "refreshed", "expiresAt": expires }));
     }
 
     /// An error frame for a frame that was not a request understood; counted.
@@ -175,7 +212,7 @@ impl Session {
             let error = format!("topic {:?} is not streamed here", s.topic.as_deref().unwrap_or_default());
             return Err(Refusal { status: 404, reason: "unknown_topic", error });
         };
-        Authenticator::authorize(&mux.identity, &selector, &topic.name).map_err(|e| {
+        Authenticator::authorize(&mux.identity.lock(), &selector, &topic.name).map_err(|e| {
             let error = match e {
                 AuthError::ForbiddenTopic => "this identity may not read that topic",
                 _ => "this identity may not read every key this subscription can match",

@@ -140,10 +140,18 @@ impl Fixture {
                 stored_message_bytes: 64,
                 max_subscriptions: 10,
                 max_last: 10,
+                close_at_expiry: true,
             },
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             node: "test".into(),
+            auth: Arc::new(crate::auth::Authenticator::new(&crate::auth::AuthSettings {
+                users: vec![],
+                jwt_secret: None,
+                allow_anonymous: true,
+                generated_password: false,
+            })),
+            expiries: super::expiry::Expiries::start(Metrics::new()),
         });
         Fixture { sessions, hub, feed, offset: 0 }
     }

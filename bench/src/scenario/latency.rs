@@ -40,6 +40,7 @@ pub fn paced(load: &Load, delivered_rate: f64, seconds: f64) -> Plan {
         rate: Some(record_rate),
         linger_ms: load.linger_ms.unwrap_or(0),
         first_seq: Vec::new(),
+        avro: None,
     }
 }
 

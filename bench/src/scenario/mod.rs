@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
+use sluice_support::registry::{SchemaRegistry, Subject};
 use tokio::sync::watch;
 
+use crate::avro::{self, Framing};
 use crate::broker::{self, Broker};
 use crate::connect::{self, Conn, Target};
 use crate::gateway::{self, Gateway, Metrics};
@@ -134,6 +136,10 @@ pub struct Rig {
     pub clients: Vec<Client>,
     /// Records produced so far per key (the next sequence number).
     pub produced: Vec<u64>,
+    /// When the gateway decodes the topic's values as Avro: the registry it reads the
+    /// schema from, and how the producer frames values.
+    pub registry: Option<SchemaRegistry>,
+    pub avro: Option<Arc<Framing>>,
 }
 
 /// CPU seconds per process over a phase, and the phase's wall time.
@@ -208,6 +214,11 @@ pub struct Phase {
     pub slow_disconnects: f64,
     /// Frames the gateway dropped for full queues (drop policy).
     pub frames_dropped: f64,
+    /// Payload bytes written to sockets.
+    pub bytes_sent: f64,
+    /// Values decoded from their wire format, and values that could not be.
+    pub values_decoded: f64,
+    pub decode_failures: f64,
 }
 
 impl Phase {
@@ -271,11 +282,34 @@ impl Rig {
     /// Starts a broker, creates a fresh topic, starts the gateway with `args` and waits
     /// until it is ready.
     pub async fn start(common: &Common, name: &str, partitions: i32, keys: usize, args: Vec<String>) -> Result<Rig> {
+        Self::start_with(common, name, partitions, keys, args, false).await
+    }
+
+    /// [`Rig::start`], with the topic's values Avro records in the Confluent wire format
+    /// when `avro`: a Schema Registry stand-in (on this runtime) holds the schema, the
+    /// gateway decodes them with it, and every phase's producer frames them.
+    pub async fn start_with(
+        common: &Common,
+        name: &str,
+        partitions: i32,
+        keys: usize,
+        args: Vec<String>,
+        avro: bool,
+    ) -> Result<Rig> {
         let tansu = common.tansu_bin.clone().unwrap_or_else(broker::default_binary);
         let broker = Broker::start(&tansu)?;
         let topic = broker::fresh_topic(&format!("bench-{name}"));
         broker.create_topic(&topic, partitions).await?;
         let mut all_args = args;
+        let (registry, framing) = if avro {
+            let registry = SchemaRegistry::start().await;
+            let id = registry.register(&format!("{topic}-value"), Subject::avro(avro::SCHEMA));
+            all_args.extend(["--schema-registry".into(), registry.url()]);
+            all_args.extend(["--value-format".into(), format!("{topic}=avro")]);
+            (Some(registry), Some(Arc::new(Framing::new(id)?)))
+        } else {
+            (None, None)
+        };
         all_args.extend(common.gateway_args.iter().cloned());
         let gateway = Gateway::start(&common.sluice_bin, &broker.address(), &topic, &all_args)?;
         gateway.wait_ready(Duration::from_secs(30)).await?;
@@ -289,6 +323,8 @@ impl Rig {
             keys: (0..keys.max(1)).map(|k| format!("k{k}")).collect(),
             clients: Vec::new(),
             produced: vec![0; keys.max(1)],
+            registry,
+            avro: framing,
         })
     }
 
@@ -353,6 +389,7 @@ impl Rig {
         plan.topic = self.topic.clone();
         plan.keys = self.keys.clone();
         plan.first_seq = self.produced.clone();
+        plan.avro = self.avro.clone();
 
         let progress = Arc::new(AtomicU64::new(0));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -432,6 +469,11 @@ impl Rig {
             records_consumed: metric("sluice_records_consumed_total"),
             slow_disconnects: metric("sluice_slow_consumer_disconnects_total"),
             frames_dropped: metric("sluice_frames_dropped_total"),
+            bytes_sent: metric("sluice_bytes_sent_total"),
+            values_decoded: after.metrics.sum("sluice_values_decoded_total")
+                - before.metrics.sum("sluice_values_decoded_total"),
+            decode_failures: after.metrics.sum("sluice_decode_failures_total")
+                - before.metrics.sum("sluice_decode_failures_total"),
         })
     }
 }

@@ -95,6 +95,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
         rate: None,
         linger_ms: 5,
         first_seq: Vec::new(),
+        avro: None,
     };
     let phase = rig.phase(plan, &|_| true, &|_| true, Duration::from_secs_f64(opts.drain)).await?;
 

@@ -446,6 +446,7 @@ async fn produce(rig: &Rig, keys: usize, per_key: u64, size: usize, first_seq: V
         rate: None,
         linger_ms: 5,
         first_seq,
+        avro: rig.avro.clone(),
     };
     let producer = produce::spawn(rig.broker.address(), plan);
     let produced = tokio::task::spawn_blocking(move || producer.join())

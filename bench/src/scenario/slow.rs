@@ -63,6 +63,7 @@ async fn one(
         rate: None,
         linger_ms: load.linger_ms.unwrap_or(5),
         first_seq: Vec::new(),
+        avro: None,
     };
     // Flat out first: it fills the slow clients' socket buffers and queues, so the paced
     // phase meets them already stuck, as a long-lived slow client would be.

@@ -167,6 +167,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
         rate: None,
         linger_ms: 5,
         first_seq: Vec::new(),
+        avro: None,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
