@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh                 every scenario, 3 runs each (about 10 minutes on 2 cores)
 #   scripts/bench.sh fanout          one scenario: fanout, multiplexed, latency, memory, accept,
-#                                    slow, stalled or reconnect
+#                                    slow, stalled, reconnect or decode
 #   scripts/bench.sh smoke           every scenario at a tiny scale, once; fails when the
 #                                    harness misbehaves (for CI; no figure is checked)
 #   RUNS=1 scripts/bench.sh latency  fewer runs
@@ -47,7 +47,11 @@ extra=("$@")
 fanout() {
   run fanout --clients 1000 --keys 10 --records 100000 --duration 10 --drain 20
   run fanout --clients 100 --all --records 100000 --duration 10 --drain 20
+  # The same 1,000 clients on 20-field Avro values the gateway decodes: beside the first.
+  run fanout --clients 1000 --keys 10 --records 100000 --duration 10 --drain 20 --avro
 }
+# Single-core decode throughput, Avro and Protobuf (no broker, no gateway).
+decode() { "$bench" decode --seconds 5 --json "$results"; }
 latency() {
   # The broker path alone (one client, 100 records/s): the floor under every figure below.
   run latency --clients 1 --keys 1 --rates 100 --duration 8
@@ -93,6 +97,8 @@ smoke() {
   local s=(--strict)
   run fanout --clients 20 --keys 2 --records 2000 --duration 5 --drain 5 --slow-consumer disconnect "${s[@]}"
   run fanout --clients 4 --all --records 2000 --duration 5 --drain 5 --slow-consumer disconnect "${s[@]}"
+  run fanout --clients 20 --keys 2 --records 2000 --duration 5 --drain 5 --slow-consumer disconnect --avro "${s[@]}"
+  "$bench" decode --seconds 0.2
   run latency --clients 20 --keys 2 --rates 1000,2000 --duration 1 --warmup 0.5 --drain 5 "${s[@]}"
   run memory --connections 100,200 --settle 0.2 "${s[@]}"
   run memory --connections 100 --subscriptions 10 --settle 0.2 "${s[@]}"
@@ -121,16 +127,17 @@ case "$what" in
       slow
       stalled
       reconnect
+      decode
     done
     ;;
-  fanout | multiplexed | latency | memory | accept | slow | stalled | reconnect)
+  fanout | multiplexed | latency | memory | accept | slow | stalled | reconnect | decode)
     for i in $(seq "$runs"); do
       echo "== run $i of $runs" >&2
       "$what"
     done
     ;;
   *)
-    echo "usage: $0 [all|smoke|fanout|multiplexed|latency|memory|accept|slow|stalled|reconnect] [sluice-bench arguments...]" >&2
+    echo "usage: $0 [all|smoke|fanout|multiplexed|latency|memory|accept|slow|stalled|reconnect|decode] [sluice-bench arguments...]" >&2
     exit 2
     ;;
 esac

@@ -89,6 +89,12 @@ impl Framing {
         self.append_datum(out, stamp);
     }
 
+    /// The record as a plain datum (no header), into `out`.
+    pub fn datum(&self, out: &mut Vec<u8>, stamp: &[u8]) {
+        out.clear();
+        self.append_datum(out, stamp);
+    }
+
     fn append_datum(&self, out: &mut Vec<u8>, stamp: &[u8]) {
         long(out, stamp.len() as i64);
         out.extend_from_slice(stamp);

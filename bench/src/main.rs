@@ -6,6 +6,7 @@ mod avro;
 mod broker;
 mod clock;
 mod connect;
+mod decode;
 mod envelope;
 mod gateway;
 mod payload;
@@ -95,6 +96,12 @@ enum Command {
         #[command(flatten)]
         opts: scenario::reconnect::Opts,
     },
+    /// Single-core decode throughput of a 20-field Avro record and Protobuf message, through
+    /// the gateway's decoder; no broker, no gateway.
+    Decode {
+        #[command(flatten)]
+        opts: decode::Opts,
+    },
     /// Medians, minima and maxima of results appended with --json, as Markdown.
     Summary { file: PathBuf },
 }
@@ -108,6 +115,18 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Summary { file } = &cli.command {
         return summary::print(file);
+    }
+    if let Command::Decode { opts } = &cli.command {
+        let reports = decode::run(opts)?;
+        for r in &reports {
+            r.print();
+            if let Some(path) = &opts.json {
+                r.append_json(path)?;
+            }
+        }
+        let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+        anyhow::ensure!(problems == 0, "{problems} harness problem(s), see above");
+        return Ok(());
     }
     clock::start();
     let limit = usage::raise_open_files()?;
@@ -131,7 +150,7 @@ fn main() -> Result<()> {
             Command::Reconnect { common, opts } => {
                 (common, vec![scenario::reconnect::run(common, opts, threads).await?])
             }
-            Command::Summary { .. } => unreachable!("handled above"),
+            Command::Summary { .. } | Command::Decode { .. } => unreachable!("handled above"),
         })
     })?;
     // Sockets and tasks go before the figures are final; nothing below waits on them.

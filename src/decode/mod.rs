@@ -131,15 +131,9 @@ impl Decoder {
     pub fn decode(&self, record: &mut Record) {
         let inner = &*self.inner;
         if let (false, Some(value)) = (matches!(inner.value, Reader::Raw), &record.value) {
-            record.decoded = Some(match inner.value.read(value) {
-                Ok(json) => {
-                    inner.metrics.decoded(&inner.topic);
-                    Decoded::Json(json)
-                }
-                Err(failure) => {
-                    inner.metrics.decode_failed(&inner.topic, failure.reason, failure.schema, &failure.message);
-                    Decoded::Failed(failure.message)
-                }
+            record.decoded = Some(match self.decode_value(value) {
+                Ok(json) => Decoded::Json(json),
+                Err(message) => Decoded::Failed(message),
             });
         }
         if let (false, Some(key)) = (matches!(inner.key, Reader::Raw), &record.key) {
@@ -149,6 +143,28 @@ impl Decoder {
                     let error = format!("key: {}", failure.message);
                     inner.metrics.decode_failed(&inner.topic, key_reason(failure.reason), failure.schema, &error);
                 }
+            }
+        }
+    }
+}
+
+impl Decoder {
+    /// A value alone, as `decode` reads a record's (with the schemas known, no I/O): its
+    /// JSON text, or why it could not be decoded; counted either way. A topic whose values
+    /// are raw gives them back as they are, uncounted.
+    pub fn decode_value(&self, value: &Bytes) -> Result<Bytes, Arc<str>> {
+        let inner = &*self.inner;
+        if matches!(inner.value, Reader::Raw) {
+            return Ok(value.clone());
+        }
+        match inner.value.read(value) {
+            Ok(json) => {
+                inner.metrics.decoded(&inner.topic);
+                Ok(json)
+            }
+            Err(failure) => {
+                inner.metrics.decode_failed(&inner.topic, failure.reason, failure.schema, &failure.message);
+                Err(failure.message)
             }
         }
     }

@@ -95,6 +95,7 @@ pub async fn run(common: &Common, opts: &Opts, client_threads: usize) -> Result<
     }
     if opts.avro {
         r.check(phase.decode_failures > 0.0, || format!("{} values not decoded", phase.decode_failures));
+        r.check(phase.values_decoded == 0.0, || "the gateway decoded no value".to_owned());
     }
     if opts.slow_consumer != "drop" || phase.measured.gaps == 0 {
         phase.check_complete(&mut r, "");
