@@ -46,6 +46,8 @@ pub enum StartError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Decode(#[from] DecodeSetupError),
+    #[error("identity provider: {0}")]
+    Provider(String),
 }
 
 enum Source {
@@ -155,7 +157,13 @@ impl Gateway {
                 (cluster.clone(), Some(cluster))
             }
         };
-        let auth = Arc::new(Authenticator::new(&config.auth));
+        let auth = Arc::new(Authenticator::new(&config.auth, &metrics).map_err(StartError::Provider)?);
+        // The identity provider's keys, fetched now so that the first client does not
+        // wait for them (a provider that cannot be reached is logged, and tried again).
+        tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.prefetch().await }
+        });
         let gate = Arc::new(Gate {
             auth: auth.clone(),
             allowed_origins: config.allowed_origins.clone(),

@@ -174,6 +174,8 @@ pub struct Metrics {
     pub tokens_expired: Counter,
     /// `refresh` frames, by outcome (`ok`, `invalid`, `other_user`, `earlier`).
     refreshes: Family<Label, Counter>,
+    /// Fetches of the identity provider's key set (`--jwks-url`), by outcome (`ok`, `error`).
+    jwks_fetches: Family<Label, Counter>,
     /// Values decoded from their wire format (`--value-format`), by topic.
     decoded: Family<TopicLabel, Counter>,
     /// Values that could not be decoded (sent raw, with `decodeError`), by topic and reason.
@@ -267,6 +269,7 @@ impl Metrics {
             subscriptions: Gauge::default(),
             tokens_expired: Counter::default(),
             refreshes: Family::default(),
+            jwks_fetches: Family::default(),
             decoded: Family::default(),
             decode_failures: Family::default(),
             decode_logged: Arc::default(),
@@ -365,6 +368,7 @@ impl Metrics {
         r.register("subscriptions", "Subscriptions of multiplexed connections now", m.subscriptions.clone());
         r.register("tokens_expired", "Connections closed at their token's expiry (4001)", m.tokens_expired.clone());
         r.register("token_refreshes", "refresh frames of multiplexed connections, by outcome", m.refreshes.clone());
+        r.register("jwks_fetches", "Fetches of the identity provider's key set, by outcome", m.jwks_fetches.clone());
         r.register("values_decoded", "Values decoded from their wire format, by topic", m.decoded.clone());
         r.register(
             "decode_failures",
@@ -469,6 +473,18 @@ impl Metrics {
 
     pub fn refreshed(&self, outcome: &'static str) {
         self.refreshes.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    /// A fetch of the identity provider's key set: counted, and a failure logged (fetches
+    /// are at most one per 10 s, so are these lines).
+    pub fn jwks_fetched(&self, error: Option<&str>) {
+        match error {
+            None => self.jwks_fetches.get_or_create(&[("outcome", "ok")]).inc(),
+            Some(error) => {
+                tracing::warn!(error, "cannot fetch the identity provider's key set: the keys known keep verifying");
+                self.jwks_fetches.get_or_create(&[("outcome", "error")]).inc()
+            }
+        };
     }
 
     /// A value decoded from its wire format.

@@ -66,6 +66,7 @@ const WITHOUT_DEFAULT: &[&str] = &[
     "--kafka-property",
     "--kafka-consumer-property",
     "--kafka-producer-property",
+    "--jwks-url",
     "--schema-registry",
     "--schema-registry-user",
     "--schema-registry-password",

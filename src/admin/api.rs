@@ -635,12 +635,18 @@ mod tests {
         let client = Arc::new(client);
         registry.insert(client.clone());
         let local = Local::new("n1".into(), registry.clone(), hub, None, outbox.clone());
-        let auth = AuthSettings { users: vec![], jwt_secret: None, allow_anonymous: true, generated_password: false };
+        let auth = AuthSettings {
+            users: vec![],
+            jwt_secret: None,
+            allow_anonymous: true,
+            generated_password: false,
+            provider: None,
+        };
         let admin = Admin::new(crate::admin::Shared {
             clients: Arc::new(local),
             registry,
             admin_token: Secret::new("t0ken"),
-            auth: Arc::new(Authenticator::new(&auth)),
+            auth: Arc::new(Authenticator::new(&auth, &metrics).unwrap()),
             metrics: metrics.clone(),
             readiness: crate::readiness::Readiness::new(metrics),
             progress: Vec::new(),

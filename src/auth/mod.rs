@@ -6,6 +6,12 @@
 //!   with `sub` and `exp`, and optionally `keys`, the keys it may subscribe to (exact keys
 //!   or patterns such as `sensor-*`), and `topics`, the topics it may read.
 //!
+//! - With `--jwks-url`, also an RS256, ES256 or EdDSA JWT (or another asymmetric algorithm)
+//!   signed by an identity provider with a key of its key set (`jwks`), `iss` and `aud`
+//!   checked when `--jwt-issuer` and `--jwt-audience` are set. The algorithm in a token's
+//!   header picks the key: HS256 is verified with the secret only, the others with the
+//!   provider's keys only, so no token can pass a public key off as a secret.
+//!
 //! Tokens are signed with `--jwt-secret` when one is configured. Without one the gateway
 //! draws a random signing secret at start-up, so the console (and any admin) can still mint
 //! browser tokens with `POST /api/tokens`; such tokens are accepted only by the process
@@ -14,6 +20,7 @@
 //! Missing or wrong credentials are a 401 with `WWW-Authenticate`; a key the identity may
 //! not read is a 403. Credentials are never logged.
 
+pub mod jwks;
 pub mod origin;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,6 +31,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use self::jwks::KeySet;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::selector::{Glob, Selector};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +47,18 @@ pub struct AuthSettings {
     pub allow_anonymous: bool,
     /// True when the only user's password was generated at start-up and must be printed.
     pub generated_password: bool,
+    /// An identity provider whose tokens are accepted.
+    pub provider: Option<ProviderSettings>,
+}
+
+/// An identity provider: where its key set is, and what its tokens must say.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSettings {
+    pub jwks_url: String,
+    /// `iss` must be this, when set.
+    pub issuer: Option<String>,
+    /// `aud` must hold this, when set.
+    pub audience: Option<String>,
 }
 
 /// Who a request authenticated as, and what it may read.
@@ -102,6 +123,12 @@ struct Claims {
     topics: Option<Vec<String>>,
 }
 
+impl Claims {
+    fn identity(self) -> Identity {
+        Identity { user: Some(self.sub), keys: self.keys, topics: self.topics, expires: Some(self.exp) }
+    }
+}
+
 /// Bytes of a generated signing secret: alphanumeric, so 64 of them carry about 380 bits,
 /// well beyond HS256's 256-bit key.
 const GENERATED_SECRET_LEN: usize = 64;
@@ -127,10 +154,51 @@ pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
     anonymous: bool,
+    /// The identity provider's keys and what its tokens must say.
+    provider: Option<Provider>,
 }
 
+struct Provider {
+    keys: KeySet,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Provider {
+    /// What a token of this provider signed with `algorithm` must satisfy.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            // Providers put their own audiences in tokens: without a configured one, `aud`
+            // is not looked at.
+            None => validation.validate_aud = false,
+        }
+        validation
+    }
+}
+
+/// The asymmetric algorithms a provider's tokens may be signed with.
+const PROVIDER_ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
 impl Authenticator {
-    pub fn new(cfg: &AuthSettings) -> Self {
+    /// Fails only when the identity provider's HTTP client cannot be built.
+    pub fn new(cfg: &AuthSettings, metrics: &Metrics) -> Result<Self, String> {
         let users = cfg.users.iter().map(|(u, p)| (u.clone(), digest(p.expose().as_bytes()))).collect();
         let (secret, source) = match &cfg.jwt_secret {
             Some(s) => (s.clone(), SigningSecret::Configured),
@@ -140,7 +208,23 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 5;
         let key = DecodingKey::from_secret(secret.expose().as_bytes());
-        Authenticator { users, secret, source, key, validation, anonymous: cfg.allow_anonymous }
+        let provider = match &cfg.provider {
+            Some(p) => Some(Provider {
+                keys: KeySet::new(&p.jwks_url, metrics.clone())?,
+                issuer: p.issuer.clone(),
+                audience: p.audience.clone(),
+            }),
+            None => None,
+        };
+        Ok(Authenticator { users, secret, source, key, validation, anonymous: cfg.allow_anonymous, provider })
+    }
+
+    /// Fetches the identity provider's keys, when there is one: at start-up, so the first
+    /// client does not wait for them.
+    pub async fn prefetch(&self) {
+        if let Some(provider) = &self.provider {
+            provider.keys.refresh().await;
+        }
     }
 
     /// Where the signing secret came from (the console tells operators whether its tokens
@@ -155,9 +239,9 @@ impl Authenticator {
     }
 
     /// Authenticates a request from its headers and its `?token=` (already decoded).
-    pub fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Identity, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap, query_token: Option<&str>) -> Result<Identity, AuthError> {
         if let Some(token) = query_token {
-            return self.verify_token(token);
+            return self.verify_token(token).await;
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return if self.anonymous { Ok(Identity::unrestricted(None)) } else { Err(AuthError::Missing) };
@@ -167,7 +251,7 @@ impl Authenticator {
         if scheme.eq_ignore_ascii_case("basic") {
             self.verify_basic(rest.trim())
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            self.verify_token(rest.trim())
+            self.verify_token(rest.trim()).await
         } else {
             Err(AuthError::Malformed)
         }
@@ -193,7 +277,33 @@ impl Authenticator {
         }
     }
 
-    fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
+    /// A token: HS256 with the secret, any other accepted algorithm with the provider's key
+    /// its header names.
+    pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::BadToken(e.to_string()))?;
+        if header.alg == Algorithm::HS256 {
+            return self.verify_secret_token(token);
+        }
+        let Some(provider) = &self.provider else {
+            return Err(AuthError::BadToken(format!(
+                "{:?} tokens are not accepted: only HS256 without an identity provider (--jwks-url)",
+                header.alg
+            )));
+        };
+        if !PROVIDER_ALGORITHMS.contains(&header.alg) {
+            return Err(AuthError::BadToken(format!("{:?} tokens are not accepted", header.alg)));
+        }
+        let kid = header.kid.ok_or_else(|| AuthError::BadToken("the token names no key (kid)".into()))?;
+        let key = provider.keys.key(&kid).await.map_err(AuthError::BadToken)?;
+        if key.algorithm.is_some_and(|a| a != header.alg) {
+            return Err(AuthError::BadToken(format!("key {kid:?} is not for {:?}", header.alg)));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &provider.validation(header.alg))
+            .map_err(|e| AuthError::BadToken(e.to_string()))?;
+        Ok(data.claims.identity())
+    }
+
+    fn verify_secret_token(&self, token: &str) -> Result<Identity, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
             let signature = matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
             if signature && self.source == SigningSecret::Generated {
@@ -207,8 +317,7 @@ impl Authenticator {
                 AuthError::BadToken(e.to_string())
             }
         })?;
-        let claims = data.claims;
-        Ok(Identity { user: Some(claims.sub), keys: claims.keys, topics: claims.topics, expires: Some(claims.exp) })
+        Ok(data.claims.identity())
     }
 
     /// Whether `identity` may read what `selector` selects in `topic`: the topic must be one
@@ -300,15 +409,32 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// `authenticate`, waited on here: tokens of the secret never wait on anything.
+    trait Now {
+        fn authenticate_now(&self, headers: &HeaderMap, token: Option<&str>) -> Result<Identity, AuthError>;
+    }
+
+    impl Now for Authenticator {
+        fn authenticate_now(&self, headers: &HeaderMap, token: Option<&str>) -> Result<Identity, AuthError> {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(self.authenticate(headers, token))
+        }
+    }
+
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn auth(anonymous: bool) -> Authenticator {
-        Authenticator::new(&AuthSettings {
-            users: vec![("alice".into(), Secret::new("pa:ss word"))],
-            jwt_secret: Some(Secret::new(SECRET)),
-            allow_anonymous: anonymous,
-            generated_password: false,
-        })
+        Authenticator::new(
+            &AuthSettings {
+                users: vec![("alice".into(), Secret::new("pa:ss word"))],
+                jwt_secret: Some(Secret::new(SECRET)),
+                allow_anonymous: anonymous,
+                generated_password: false,
+                provider: None,
+            },
+            &Metrics::new(),
+        )
+        .unwrap()
     }
 
     fn basic(user_pass: &str) -> HeaderMap {
@@ -333,53 +459,53 @@ mod tests {
 
     #[test]
     fn basic_accepts_passwords_with_colons_and_spaces() {
-        let id = auth(false).authenticate(&basic("alice:pa:ss word"), None).unwrap();
+        let id = auth(false).authenticate_now(&basic("alice:pa:ss word"), None).unwrap();
         assert_eq!(id.user.as_deref(), Some("alice"));
     }
 
     #[test]
     fn basic_refuses_wrong_and_malformed_credentials() {
         let a = auth(false);
-        assert_eq!(a.authenticate(&basic("alice:wrong"), None), Err(AuthError::BadCredentials));
-        assert_eq!(a.authenticate(&basic("bob:pa:ss word"), None), Err(AuthError::BadCredentials));
-        assert_eq!(a.authenticate(&basic("no-colon"), None), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate_now(&basic("alice:wrong"), None), Err(AuthError::BadCredentials));
+        assert_eq!(a.authenticate_now(&basic("bob:pa:ss word"), None), Err(AuthError::BadCredentials));
+        assert_eq!(a.authenticate_now(&basic("no-colon"), None), Err(AuthError::Malformed));
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
-        assert_eq!(a.authenticate(&h, None), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate_now(&h, None), Err(AuthError::Malformed));
         h.insert(header::AUTHORIZATION, "Digest abc".parse().unwrap());
-        assert_eq!(a.authenticate(&h, None), Err(AuthError::Malformed));
-        assert_eq!(a.authenticate(&HeaderMap::new(), None), Err(AuthError::Missing));
+        assert_eq!(a.authenticate_now(&h, None), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate_now(&HeaderMap::new(), None), Err(AuthError::Missing));
     }
 
     #[test]
     fn anonymous_only_when_allowed_and_wrong_credentials_still_fail() {
-        assert!(auth(true).authenticate(&HeaderMap::new(), None).unwrap().user.is_none());
-        assert_eq!(auth(true).authenticate(&basic("alice:x"), None), Err(AuthError::BadCredentials));
+        assert!(auth(true).authenticate_now(&HeaderMap::new(), None).unwrap().user.is_none());
+        assert_eq!(auth(true).authenticate_now(&basic("alice:x"), None), Err(AuthError::BadCredentials));
     }
 
     #[test]
     fn tokens_are_checked_for_signature_and_expiry() {
         let a = auth(false);
         let good = token(serde_json::json!({"sub": "dash", "exp": now() + 60, "keys": ["sensor-1"]}));
-        let id = a.authenticate(&HeaderMap::new(), Some(&good)).unwrap();
+        let id = a.authenticate_now(&HeaderMap::new(), Some(&good)).unwrap();
         assert_eq!(id.user.as_deref(), Some("dash"));
         assert_eq!(id.keys, Some(vec!["sensor-1".to_owned()]));
 
         let expired = token(serde_json::json!({"sub": "dash", "exp": now() - 120}));
-        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&expired)), Err(AuthError::BadToken(_))));
+        assert!(matches!(a.authenticate_now(&HeaderMap::new(), Some(&expired)), Err(AuthError::BadToken(_))));
         let no_exp = token(serde_json::json!({"sub": "dash"}));
-        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&no_exp)), Err(AuthError::BadToken(_))));
+        assert!(matches!(a.authenticate_now(&HeaderMap::new(), Some(&no_exp)), Err(AuthError::BadToken(_))));
         let forged = jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &serde_json::json!({"sub": "x", "exp": now() + 60}),
             &jsonwebtoken::EncodingKey::from_secret(b"another secret, 32 bytes long!!!"),
         )
         .unwrap();
-        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&forged)), Err(AuthError::BadToken(_))));
+        assert!(matches!(a.authenticate_now(&HeaderMap::new(), Some(&forged)), Err(AuthError::BadToken(_))));
 
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, format!("Bearer {good}").parse().unwrap());
-        assert!(a.authenticate(&h, None).is_ok());
+        assert!(a.authenticate_now(&h, None).is_ok());
     }
 
     #[test]
@@ -389,13 +515,13 @@ mod tests {
         let topics = vec!["telemetry".to_owned()];
         let grant = Grant { keys: Some(keys.clone()), topics: Some(topics.clone()) };
         let t = mint(&Secret::new(SECRET), "dash", &grant, Duration::from_secs(60));
-        let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
+        let id = a.authenticate_now(&HeaderMap::new(), Some(&t)).unwrap();
         assert_eq!((id.user.as_deref(), id.keys, id.topics), (Some("dash"), Some(keys), Some(topics)));
         let left = id.expires.unwrap() as i64 - SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
         assert!((58..=60).contains(&left), "{left}");
         let other =
             mint(&Secret::new("another secret, 32 bytes long!!!"), "dash", &Grant::default(), Duration::from_secs(60));
-        assert!(matches!(a.authenticate(&HeaderMap::new(), Some(&other)), Err(AuthError::BadToken(_))));
+        assert!(matches!(a.authenticate_now(&HeaderMap::new(), Some(&other)), Err(AuthError::BadToken(_))));
     }
 
     #[test]
@@ -405,25 +531,27 @@ mod tests {
             jwt_secret: None,
             allow_anonymous: false,
             generated_password: false,
+            provider: None,
         };
-        let (a, b) = (Authenticator::new(&cfg), Authenticator::new(&cfg));
+        let (a, b) =
+            (Authenticator::new(&cfg, &Metrics::new()).unwrap(), Authenticator::new(&cfg, &Metrics::new()).unwrap());
         assert_eq!(a.signing_secret(), SigningSecret::Generated);
         let keys = vec!["sensor-1".to_owned()];
         let grant = Grant { keys: Some(keys.clone()), topics: None };
         let (t, expires) = a.mint("console", &grant, Duration::from_secs(60));
         let left = expires.duration_since(SystemTime::now()).unwrap();
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60), "{left:?}");
-        let id = a.authenticate(&HeaderMap::new(), Some(&t)).unwrap();
+        let id = a.authenticate_now(&HeaderMap::new(), Some(&t)).unwrap();
         assert_eq!((id.user.as_deref(), id.keys, id.topics), (Some("console"), Some(keys), None));
         // Another process draws another secret.
-        match b.authenticate(&HeaderMap::new(), Some(&t)) {
+        match b.authenticate_now(&HeaderMap::new(), Some(&t)) {
             Err(AuthError::BadToken(why)) => assert!(why.contains("not signed by this gateway"), "{why}"),
             other => panic!("accepted a foreign token: {other:?}"),
         }
         // Nor does a token signed with some guessable secret pass.
         let guess = mint(&Secret::new(""), "x", &Grant::default(), Duration::from_secs(60));
-        assert!(a.authenticate(&HeaderMap::new(), Some(&guess)).is_err());
-        assert!(a.authenticate(&basic("alice:pw"), None).is_ok());
+        assert!(a.authenticate_now(&HeaderMap::new(), Some(&guess)).is_err());
+        assert!(a.authenticate_now(&basic("alice:pw"), None).is_ok());
     }
 
     #[test]
@@ -431,7 +559,7 @@ mod tests {
         let a = auth(false);
         assert_eq!(a.signing_secret(), SigningSecret::Configured);
         let (t, _) = a.mint("console", &Grant::default(), Duration::from_secs(60));
-        let id = auth(false).authenticate(&HeaderMap::new(), Some(&t)).unwrap();
+        let id = auth(false).authenticate_now(&HeaderMap::new(), Some(&t)).unwrap();
         assert_eq!((id.user.as_deref(), id.keys, id.topics), (Some("console"), None, None));
     }
 

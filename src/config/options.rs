@@ -74,12 +74,12 @@ settings! {
 
     /// User name clients authenticate with (HTTP Basic).
     #[arg(long, env = "WS_USERNAME", value_name = "USER")]
-    #[default = "sluice, when no password, --jwt-secret or --allow-anonymous is given"]
+    #[default = "sluice, when no password, --jwt-secret, --jwks-url or --allow-anonymous is given"]
     ws_username: Option<String>,
 
     /// Password clients authenticate with (HTTP Basic).
     #[arg(long, env = "WS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
-    #[default = "generated and printed at start-up, when no user name, --jwt-secret or --allow-anonymous is given"]
+    #[default = "generated and printed at start-up, when no user name, --jwt-secret, --jwks-url or --allow-anonymous is given"]
     ws_password: Option<Secret>,
 
     /// Secret that signs the HS256 JWTs browsers may present as ?token= or a Bearer header.
@@ -87,6 +87,21 @@ settings! {
     #[default = "a random secret drawn at start-up and never shown: only tokens this process \
         minted (POST /api/tokens) are accepted"]
     jwt_secret: Option<Secret>,
+
+    /// An identity provider's JSON Web Key Set URL: RS256, ES256 and EdDSA tokens signed by
+    /// its keys are accepted (beside HS256 tokens of --jwt-secret).
+    #[arg(long, env = "SLUICE_JWKS_URL", value_name = "URL")]
+    jwks_url: Option<String>,
+
+    /// The issuer (`iss`) an identity provider's tokens must name. Needs --jwks-url.
+    #[arg(long, env = "SLUICE_JWT_ISSUER", value_name = "ISSUER")]
+    #[default = "not checked"]
+    jwt_issuer: Option<String>,
+
+    /// An audience (`aud`) an identity provider's tokens must name. Needs --jwks-url.
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    #[default = "not checked"]
+    jwt_audience: Option<String>,
 
     /// Accept clients without any credentials. Without it, Sluice never runs open.
     #[arg(long, env = "SLUICE_ALLOW_ANONYMOUS", value_parser = FalseyValueParser::new())]

@@ -9,7 +9,7 @@ use super::{
     AdminConfig, Config, ConfigError, LogFormat, Options, Problem, Setting, SourceConfig, GENERATED_USER, SETTING,
 };
 use crate::auth::origin::AllowedOrigins;
-use crate::auth::AuthSettings;
+use crate::auth::{AuthSettings, ProviderSettings};
 use crate::client::address::TrustedProxies;
 use crate::client::SlowConsumerPolicy;
 use crate::registry::cluster::ClusterSettings;
@@ -366,6 +366,7 @@ fn auth_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> AuthSett
     let username = o.ws_username.as_deref().filter(|u| !u.is_empty());
     let password = o.ws_password.as_ref().filter(|p| !p.expose().is_empty());
     let jwt_secret = o.jwt_secret.clone().filter(|s| !s.expose().is_empty());
+    let provider = provider_settings(o, bad);
     if let Some(secret) = &jwt_secret {
         // HS256 with a short key is brute-forceable offline from any token a browser holds.
         if secret.expose().len() < 32 {
@@ -384,13 +385,31 @@ fn auth_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> AuthSett
         (Some(_), None) => bad(SETTING.ws_password, format!("required when {} is set", SETTING.ws_username.env)),
         (None, Some(_)) => bad(SETTING.ws_username, format!("required when {} is set", SETTING.ws_password.env)),
         (None, None) => {
-            if jwt_secret.is_none() && !o.allow_anonymous {
+            if jwt_secret.is_none() && provider.is_none() && !o.allow_anonymous {
                 users.push((GENERATED_USER.to_owned(), Secret::generate(24)));
                 generated_password = true;
             }
         }
     }
-    AuthSettings { users, jwt_secret, allow_anonymous: o.allow_anonymous, generated_password }
+    AuthSettings { users, jwt_secret, allow_anonymous: o.allow_anonymous, generated_password, provider }
+}
+
+/// The identity provider: a key set URL, and the issuer and audience its tokens must name.
+fn provider_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Option<ProviderSettings> {
+    let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let (url, issuer, audience) = (given(&o.jwks_url), given(&o.jwt_issuer), given(&o.jwt_audience));
+    let Some(url) = url else {
+        for (setting, set) in [(SETTING.jwt_issuer, issuer.is_some()), (SETTING.jwt_audience, audience.is_some())] {
+            if set {
+                bad(setting, format!("given without {}", SETTING.jwks_url.env));
+            }
+        }
+        return None;
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(&url).is_err() {
+        bad(SETTING.jwks_url, format!("{url:?} is not an http:// or https:// URL"));
+    }
+    Some(ProviderSettings { jwks_url: url, issuer, audience })
 }
 
 fn kafka_properties(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Vec<(String, KafkaValue, Scope)> {

@@ -260,7 +260,7 @@ impl Gate {
     /// Checks the path and the query, the origin, the credentials, the topic and what the
     /// credentials allow of it, and what the subscriber asks to get first, in that order. `multiplexed` for an upgrade
     /// that chose the `sluice.v1` subprotocol.
-    pub fn admit(&self, parts: &request::Parts, multiplexed: bool) -> Result<Admitted, Refused> {
+    pub async fn admit(&self, parts: &request::Parts, multiplexed: bool) -> Result<Admitted, Refused> {
         let remote = self.remote(parts);
         let (from_path, key) = path_selector(parts.uri.path()).map_err(Refused::BadPath)?;
         let params = params(&parts.uri).map_err(Refused::BadRequest)?;
@@ -285,7 +285,7 @@ impl Gate {
         if !self.permits_origin(&parts.headers) {
             return Err(Refused::Origin);
         }
-        let identity = self.auth.authenticate(&parts.headers, params.token.as_deref()).map_err(Refused::Auth)?;
+        let identity = self.auth.authenticate(&parts.headers, params.token.as_deref()).await.map_err(Refused::Auth)?;
         // Which topics exist is told only to those who may connect.
         let topic = self
             .streams
@@ -391,12 +391,19 @@ mod tests {
         };
         let streams = Streams::new(vec![topic("t", 7), topic("u", 9)]);
         Gate {
-            auth: Arc::new(Authenticator::new(&AuthSettings {
-                users: vec![("ann".into(), Secret::new("pw"))],
-                jwt_secret: None,
-                allow_anonymous: false,
-                generated_password: false,
-            })),
+            auth: Arc::new(
+                Authenticator::new(
+                    &AuthSettings {
+                        users: vec![("ann".into(), Secret::new("pw"))],
+                        jwt_secret: None,
+                        allow_anonymous: false,
+                        generated_password: false,
+                        provider: None,
+                    },
+                    &Metrics::new(),
+                )
+                .unwrap(),
+            ),
             allowed_origins: AllowedOrigins::default(),
             trusted_proxies: TrustedProxies::default(),
             console_port: Arc::new(OnceLock::new()),
@@ -415,19 +422,24 @@ mod tests {
         r.body(()).unwrap().into_parts().0
     }
 
+    /// `admit`, waited on here: Basic credentials never wait on anything.
+    fn admit_now(gate: &Gate, parts: &request::Parts, multiplexed: bool) -> Result<Admitted, Refused> {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(gate.admit(parts, multiplexed))
+    }
+
     const ANN: (&str, &str) = ("authorization", "Basic YW5uOnB3");
 
     #[test]
     fn a_decision_checks_path_origin_and_credentials_before_anything_opens() {
         let gate = gate(1);
-        let admitted = gate.admit(&request("/sensor-1?envelope=true&last=3", &[ANN]), false).expect("admitted");
+        let admitted = admit_now(&gate, &request("/sensor-1?envelope=true&last=3", &[ANN]), false).expect("admitted");
         assert_eq!(admitted.selector, Selector::key(bytes::Bytes::from_static(b"sensor-1")));
         assert_eq!(&*admitted.topic.name, "t");
         assert_eq!(admitted.identity.user.as_deref(), Some("ann"));
         assert_eq!(admitted.start, Start::Last(3));
 
         let refused = |r: Result<Admitted, Refused>| r.err().map(|e| e.reason()).unwrap_or("admitted");
-        let admit = |uri: &str, headers: &[(&str, &str)]| refused(gate.admit(&request(uri, headers), false));
+        let admit = |uri: &str, headers: &[(&str, &str)]| refused(admit_now(&gate, &request(uri, headers), false));
         assert_eq!(admit("/", &[ANN]), "bad_path");
         assert_eq!(admit("/k", &[]), "missing");
         assert_eq!(admit("/k", &[ANN, ("origin", "https://evil.example")]), "origin");
@@ -442,25 +454,28 @@ mod tests {
         assert_eq!(admit("/k?topic=nope", &[ANN]), "unknown_topic");
         // A well-formed cursor of another stream is no resume: everything held, then live.
         let other = Cursor { tag: 8, position: Default::default() }.encode();
-        assert_eq!(gate.admit(&request(&format!("/k?cursor={other}"), &[ANN]), false).unwrap().start, Start::Oldest);
+        assert_eq!(
+            admit_now(&gate, &request(&format!("/k?cursor={other}"), &[ANN]), false).unwrap().start,
+            Start::Oldest
+        );
         // Nor is a cursor of another topic.
         let t_cursor = Cursor { tag: 7, position: Default::default() }.encode();
-        let on_u = gate.admit(&request(&format!("/*?topic=u&cursor={t_cursor}"), &[ANN]), false).unwrap();
+        let on_u = admit_now(&gate, &request(&format!("/*?topic=u&cursor={t_cursor}"), &[ANN]), false).unwrap();
         assert_eq!((&*on_u.topic.name, on_u.start), ("u", Start::Oldest));
     }
 
     #[test]
     fn selectors_on_slash_and_a_plain_key_combine() {
         let gate = gate(1);
-        let a = gate.admit(&request("/?keys=a,b&header.region=eu&topic=u", &[ANN]), false).unwrap();
+        let a = admit_now(&gate, &request("/?keys=a,b&header.region=eu&topic=u", &[ANN]), false).unwrap();
         assert_eq!(a.selector.keys.as_ref().map(|k| k.len()), Some(2));
         assert_eq!((&*a.topic.name, a.key), ("u", None));
-        let b = gate.admit(&request("/sensor-1?where.temp=20", &[ANN]), false).unwrap();
+        let b = admit_now(&gate, &request("/sensor-1?where.temp=20", &[ANN]), false).unwrap();
         assert_eq!(b.selector.fields().len(), 1);
         assert_eq!(b.key.as_deref(), Some("sensor-1"));
         // A multiplexed connection subscribes with frames, on `/` only.
-        assert!(gate.admit(&request("/", &[ANN]), true).unwrap().multiplexed);
-        assert_eq!(gate.admit(&request("/k", &[ANN]), true).err().map(|e| e.reason()), Some("bad_path"));
+        assert!(admit_now(&gate, &request("/", &[ANN]), true).unwrap().multiplexed);
+        assert_eq!(admit_now(&gate, &request("/k", &[ANN]), true).err().map(|e| e.reason()), Some("bad_path"));
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl Session {
             sessions.registry.insert(client.clone());
         }
         let tracked = sessions.tracker.token();
-        let mux = multiplexed.then(|| Box::new(mux::Mux { identity: parking_lot::Mutex::new(identity) }));
+        let mux = multiplexed.then(|| Box::new(mux::Mux { identity: Arc::new(parking_lot::Mutex::new(identity)) }));
         (Session { sessions, client, queue, _tracked: tracked, _slot: slot, mux }, opening)
     }
 

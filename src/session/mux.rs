@@ -24,7 +24,7 @@ use tungstenite::Message;
 
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::client::subscriber::Subscriber;
-use crate::client::Offer;
+use crate::client::{Client, Offer};
 use crate::record::position::Position;
 use crate::selector::Selector;
 use crate::session::admission::start;
@@ -40,8 +40,8 @@ pub const MAX_ID_CHARS: usize = 64;
 /// What a multiplexed session keeps besides a plain one's: who the client is, to authorize
 /// each subscription as it comes.
 pub struct Mux {
-    /// A `refresh` with a later token replaces it.
-    pub identity: parking_lot::Mutex<Identity>,
+    /// A `refresh` with a later token replaces it (shared with the refresh's task).
+    pub identity: Arc<parking_lot::Mutex<Identity>>,
 }
 
 /// A frame from the client.
@@ -134,7 +134,7 @@ impl Session {
                 }
                 None => self.refuse_frame(Some(&id), "unknown_id", "no subscription has this id"),
             },
-            Request::Refresh { token } => self.refresh(mux, &token),
+            Request::Refresh { token } => self.refresh(mux, token),
             Request::Message { data } => {
                 let bytes = match data {
                     Value::String(s) => s.into_bytes(),
@@ -147,31 +147,37 @@ impl Session {
 
     /// A later token for this connection: it must be valid and the same user's; the
     /// connection then closes at its expiry instead, and what it grants applies to the
-    /// subscriptions that come after.
-    fn refresh(&self, mux: &Mux, token: &str) {
-        let refused = |outcome: &'static str, status: u16, error: String| {
-            self.sessions.metrics.refreshed(outcome);
-            self.answer(json!({ "type": "error", "status": status, "error": error }));
-        };
-        let identity = match self.sessions.auth.authenticate(&axum::http::HeaderMap::new(), Some(token)) {
-            Ok(identity) => identity,
-            Err(e) => return refused("invalid", 401, e.to_string()),
-        };
-        if identity.user != mux.identity.lock().user {
-            return refused("other_user", 403, "a refresh token must be for the connection's own user".into());
-        }
-        let Some(at) = identity.expires else { return refused("invalid", 401, "a refresh needs a token".into()) };
-        if self.client.expiry().is_some_and(|current| at < current) {
-            return refused("earlier", 400, "the token expires before the connection's current one".into());
-        }
-        if self.sessions.settings.close_at_expiry {
-            self.client.set_expiry(at);
-            self.sessions.expiries.watch(&self.client);
-        }
-        *mux.identity.lock() = identity;
-        self.sessions.metrics.refreshed("ok");
-        let expires = crate::sink::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at));
-        self.answer(json!({ "type": "refreshed", "expiresAt": expires }));
+    /// subscriptions that come after the answer. Checked in a task of its own: a token of
+    /// an identity provider may wait for its key set, and the connection's other frames
+    /// must not wait with it.
+    fn refresh(&self, mux: &Mux, token: String) {
+        let (sessions, client, identity) = (self.sessions.clone(), self.client.clone(), mux.identity.clone());
+        tokio::spawn(async move {
+            let answer = |frame: Value| answer_to(&sessions, &client, frame);
+            let refused = |outcome: &'static str, status: u16, error: String| {
+                sessions.metrics.refreshed(outcome);
+                answer(json!({ "type": "error", "status": status, "error": error }));
+            };
+            let renewed = match sessions.auth.verify_token(&token).await {
+                Ok(renewed) => renewed,
+                Err(e) => return refused("invalid", 401, e.to_string()),
+            };
+            if renewed.user != identity.lock().user {
+                return refused("other_user", 403, "a refresh token must be for the connection's own user".into());
+            }
+            let Some(at) = renewed.expires else { return refused("invalid", 401, "a refresh needs a token".into()) };
+            if client.expiry().is_some_and(|current| at < current) {
+                return refused("earlier", 400, "the token expires before the connection's current one".into());
+            }
+            if sessions.settings.close_at_expiry {
+                client.set_expiry(at);
+                sessions.expiries.watch(&client);
+            }
+            *identity.lock() = renewed;
+            sessions.metrics.refreshed("ok");
+            let expires = crate::sink::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at));
+            answer(json!({ "type": "refreshed", "expiresAt": expires }));
+        });
     }
 
     /// An error frame for a frame that was not a request understood; counted.
@@ -188,9 +194,7 @@ impl Session {
     /// Queues an answer like any frame: a client that does not read its answers is slow
     /// like one that does not read its records.
     fn answer(&self, frame: Value) {
-        let sessions = &self.sessions;
-        let topic = sessions.streams.default_topic();
-        offer(&self.client, control(frame), crate::client::NO_STAMP, topic.hub.policy(), &sessions.metrics);
+        answer_to(&self.sessions, &self.client, frame);
     }
 
     /// Checks a subscribe and opens the subscription; its opening is queued when ready.
@@ -353,4 +357,10 @@ impl Opening {
         self.subscriber
             .release(opening, |client, frame, stamp| -> Offer { offer(client, frame, stamp, policy, metrics) });
     }
+}
+
+/// A control frame to `client`, queued as its records are.
+fn answer_to(sessions: &Sessions, client: &Arc<Client>, frame: Value) {
+    let topic = sessions.streams.default_topic();
+    offer(client, control(frame), crate::client::NO_STAMP, topic.hub.policy(), &sessions.metrics);
 }

@@ -49,7 +49,7 @@ pub fn is_event_stream(method: &Method, headers: &HeaderMap) -> bool {
 /// for WebSocket upgrades, before anything is registered.
 pub async fn subscribe(subs: Subscriptions, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let admitted = match subs.gate.admit(&parts, false) {
+    let admitted = match subs.gate.admit(&parts, false).await {
         Ok(a) => a,
         Err(refused) => return subs.gate.refuse(&parts, refused),
     };

@@ -145,12 +145,19 @@ impl Fixture {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             node: "test".into(),
-            auth: Arc::new(crate::auth::Authenticator::new(&crate::auth::AuthSettings {
-                users: vec![],
-                jwt_secret: None,
-                allow_anonymous: true,
-                generated_password: false,
-            })),
+            auth: Arc::new(
+                crate::auth::Authenticator::new(
+                    &crate::auth::AuthSettings {
+                        users: vec![],
+                        jwt_secret: None,
+                        allow_anonymous: true,
+                        generated_password: false,
+                        provider: None,
+                    },
+                    &Metrics::new(),
+                )
+                .unwrap(),
+            ),
             expiries: super::expiry::Expiries::start(Metrics::new()),
         });
         Fixture { sessions, hub, feed, offset: 0 }

@@ -67,7 +67,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 pub async fn upgrade(subs: Subscriptions, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let multiplexed = offers_protocol(&parts.headers, MULTIPLEXED);
-    let admitted = match subs.gate.admit(&parts, multiplexed) {
+    let admitted = match subs.gate.admit(&parts, multiplexed).await {
         Ok(a) => a,
         Err(refused) => return subs.gate.refuse(&parts, refused),
     };

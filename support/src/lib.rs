@@ -9,6 +9,8 @@
 //! - [`redis`]: a Redis server of its own, which a test may stop and restart.
 //! - [`registry`]: a Schema Registry stand-in: schemas registered in process, served by id
 //!   and by subject version, taken away and brought back.
+//! - [`identity`]: an identity provider stand-in: a JSON Web Key Set of RSA, P-256 and
+//!   Ed25519 test keys, rotated at will, and tokens signed with them.
 //! - [`gateway`]: the gateway as the tests drive it: admin API, metrics, logs, signals.
 //! - [`ws`]: WebSocket clients: connect with credentials, read frames, close.
 //! - [`sse`]: Server-Sent Events clients: open a stream, read its events.
@@ -17,6 +19,7 @@
 //! `launch`/`try_` forms return errors for the benchmarks, which report rather than panic.
 
 pub mod gateway;
+pub mod identity;
 pub mod process;
 pub mod redis;
 pub mod registry;
@@ -25,6 +28,7 @@ pub mod tansu;
 pub mod ws;
 
 pub use gateway::{sluice_command, Events, Sluice};
+pub use identity::{IdentityProvider, SigningKey};
 pub use process::{free_port, sluice_binary, wait_for_port};
 pub use redis::Redis;
 pub use registry::SchemaRegistry;

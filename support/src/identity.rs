@@ -1,0 +1,128 @@
+//! An identity provider stand-in on 127.0.0.1 and a free port: its JSON Web Key Set at
+//! `/.well-known/jwks.json`, and tokens signed with its keys — an RSA key (RS256), a P-256
+//! key (ES256) and an Ed25519 key (EdDSA), made for this harness and used nowhere else
+//! (`keys/`). Which keys the set publishes, under which ids, can change while it runs (a
+//! rotation), and every request is counted.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const RSA: &[u8] = include_bytes!("../keys/rsa.der");
+const EC: &[u8] = include_bytes!("../keys/ec.der");
+const ED25519: &[u8] = include_bytes!("../keys/ed25519.der");
+/// The Ed25519 key's public half (RFC 8037's `x`), from `openssl pkey -pubout`: the JWK
+/// library derives RSA and EC public keys, not Ed25519 ones.
+const ED25519_X: &str = "Bw02ozo_qxgWRrfodo6nmquV2AzBhHkLIjYZP6PvhMg";
+
+/// One of the provider's signing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKey {
+    Rs256,
+    Es256,
+    EdDsa,
+}
+
+impl SigningKey {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            SigningKey::Rs256 => Algorithm::RS256,
+            SigningKey::Es256 => Algorithm::ES256,
+            SigningKey::EdDsa => Algorithm::EdDSA,
+        }
+    }
+
+    fn encoding(self) -> EncodingKey {
+        match self {
+            SigningKey::Rs256 => EncodingKey::from_rsa_der(RSA),
+            SigningKey::Es256 => EncodingKey::from_ec_der(EC),
+            SigningKey::EdDsa => EncodingKey::from_ed_der(ED25519),
+        }
+    }
+
+    /// The public key as the key set lists it, under `kid`.
+    fn jwk(self, kid: &str) -> Value {
+        let mut jwk = match self {
+            SigningKey::EdDsa => json!({ "kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "alg": "EdDSA" }),
+            _ => {
+                let jwk = Jwk::from_encoding_key(&self.encoding(), self.algorithm()).expect("a public key");
+                serde_json::to_value(jwk).expect("JSON")
+            }
+        };
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        jwk
+    }
+}
+
+struct Shared {
+    published: Mutex<Vec<(String, SigningKey)>>,
+    requests: AtomicUsize,
+}
+
+pub struct IdentityProvider {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl IdentityProvider {
+    /// Serves a key set of the three keys, under the ids `rsa`, `ec` and `ed`.
+    pub async fn start() -> IdentityProvider {
+        let published = vec![
+            ("rsa".to_owned(), SigningKey::Rs256),
+            ("ec".to_owned(), SigningKey::Es256),
+            ("ed".to_owned(), SigningKey::EdDsa),
+        ];
+        let shared = Arc::new(Shared { published: Mutex::new(published), requests: AtomicUsize::new(0) });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port for the identity provider");
+        let addr = listener.local_addr().expect("its address");
+        let app = Router::new().route("/.well-known/jwks.json", get(key_set)).with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        IdentityProvider { shared, addr, server }
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.addr)
+    }
+
+    /// Publishes these keys under these ids from now on, and no other.
+    pub fn publish(&self, keys: &[(&str, SigningKey)]) {
+        *self.shared.published.lock().unwrap() = keys.iter().map(|(kid, key)| ((*kid).to_owned(), *key)).collect();
+    }
+
+    /// Requests for the key set so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// A token with these claims, signed with `key` and naming `kid` in its header.
+    pub fn sign(key: SigningKey, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(key.algorithm());
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, claims, &key.encoding()).expect("a signed token")
+    }
+}
+
+impl Drop for IdentityProvider {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn key_set(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let keys: Vec<Value> = shared.published.lock().unwrap().iter().map(|(kid, key)| key.jwk(kid)).collect();
+    Json(json!({ "keys": keys }))
+}
