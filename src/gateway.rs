@@ -7,6 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use crate::admin::Admin;
 use crate::session::admission::Gate;
 use crate::session::{SessionSettings, Sessions, Subscriptions};
 
+use crate::auth::proxy::Proxy;
 use crate::auth::Authenticator;
 use crate::client::SlowConsumerPolicy;
 use crate::config::{Config, SourceConfig};
@@ -28,6 +30,7 @@ use crate::registry::local::Local;
 use crate::registry::replies::ReplyRouter;
 use crate::registry::{Clients, Registry};
 use crate::server::{Listening, Tls, TlsError};
+use crate::sink::webhook::{Reply, Webhook};
 use crate::sink::Outbox;
 use crate::source::kafka::{KafkaSource, KafkaSourceError, StartFrom};
 use crate::source::memory::{self, MemoryStream};
@@ -46,8 +49,10 @@ pub enum StartError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Decode(#[from] DecodeSetupError),
-    #[error("identity provider: {0}")]
-    Provider(String),
+    #[error("{0}")]
+    HttpClient(String),
+    #[error("event webhook: {0}")]
+    Webhook(String),
 }
 
 enum Source {
@@ -148,6 +153,18 @@ impl Gateway {
         let hub = streams.default_topic().hub.clone();
         let node: Arc<str> = Arc::from(config.node_id.as_str());
         let registry = Registry::default();
+        if let Some(settings) = &config.webhook {
+            // The backend's replies go to clients of this replica: a `message` event is
+            // posted by the replica its client is connected to.
+            let router = ReplyRouter {
+                registry: registry.clone(),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                policy: config.slow_consumer,
+            };
+            let reply: Reply = Arc::new(move |id: &str, body: Bytes| router.send(id, body));
+            outbox.attach_webhook(Webhook::start(settings, metrics.clone(), reply).map_err(StartError::Webhook)?);
+        }
         let embedded = memory.is_some();
         let local = Local::new(node.clone(), registry.clone(), hub.clone(), memory, outbox.clone());
         let (clients, cluster): (Arc<dyn Clients>, _) = match &config.cluster {
@@ -157,15 +174,20 @@ impl Gateway {
                 (cluster.clone(), Some(cluster))
             }
         };
-        let auth = Arc::new(Authenticator::new(&config.auth, &metrics).map_err(StartError::Provider)?);
+        let auth = Arc::new(Authenticator::new(&config.auth, &metrics).map_err(StartError::HttpClient)?);
         // The identity provider's keys, fetched now so that the first client does not
         // wait for them (a provider that cannot be reached is logged, and tried again).
         tokio::spawn({
             let auth = auth.clone();
             async move { auth.prefetch().await }
         });
+        let connect = match &config.connect_url {
+            Some(url) => Some(Arc::new(Proxy::new("connect", url, metrics.clone()).map_err(StartError::HttpClient)?)),
+            None => None,
+        };
         let gate = Arc::new(Gate {
             auth: auth.clone(),
+            connect,
             allowed_origins: config.allowed_origins.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             console_port: Arc::new(OnceLock::new()),
@@ -187,6 +209,10 @@ impl Gateway {
             shutdown: shutdown.clone(),
         });
         let expiries = crate::session::expiry::Expiries::start(metrics.clone());
+        let subscribe_proxy = match &config.subscribe_url {
+            Some(url) => Some(Arc::new(Proxy::new("subscribe", url, metrics.clone()).map_err(StartError::HttpClient)?)),
+            None => None,
+        };
         let sessions = Sessions::new(crate::session::Shared {
             streams,
             registry,
@@ -208,6 +234,7 @@ impl Gateway {
             node,
             auth: gate.auth.clone(),
             expiries,
+            subscribe_proxy,
         });
         Ok(Gateway {
             sessions,

@@ -176,6 +176,14 @@ pub struct Metrics {
     refreshes: Family<Label, Counter>,
     /// Fetches of the identity provider's key set (`--jwks-url`), by outcome (`ok`, `error`).
     jwks_fetches: Family<Label, Counter>,
+    /// Events the webhook's backend took, events sent again after a failure, and events
+    /// dropped (`full`: its queue was; `refused`: the backend refused them with a 4xx).
+    webhook_events: Counter,
+    /// Decisions of the connect and subscribe proxies, by proxy and outcome (`allow`,
+    /// `deny`, `unavailable`).
+    proxy_decisions: Family<[(&'static str, &'static str); 2], Counter>,
+    webhook_retries: Counter,
+    webhook_dropped: Family<Label, Counter>,
     /// Values decoded from their wire format (`--value-format`), by topic.
     decoded: Family<TopicLabel, Counter>,
     /// Values that could not be decoded (sent raw, with `decodeError`), by topic and reason.
@@ -270,6 +278,10 @@ impl Metrics {
             tokens_expired: Counter::default(),
             refreshes: Family::default(),
             jwks_fetches: Family::default(),
+            webhook_events: Counter::default(),
+            proxy_decisions: Family::default(),
+            webhook_retries: Counter::default(),
+            webhook_dropped: Family::default(),
             decoded: Family::default(),
             decode_failures: Family::default(),
             decode_logged: Arc::default(),
@@ -369,6 +381,14 @@ impl Metrics {
         r.register("tokens_expired", "Connections closed at their token's expiry (4001)", m.tokens_expired.clone());
         r.register("token_refreshes", "refresh frames of multiplexed connections, by outcome", m.refreshes.clone());
         r.register("jwks_fetches", "Fetches of the identity provider's key set, by outcome", m.jwks_fetches.clone());
+        r.register(
+            "proxy_decisions",
+            "Decisions of the connect and subscribe proxies, by proxy and outcome",
+            m.proxy_decisions.clone(),
+        );
+        r.register("webhook_events", "Events the webhook's backend took", m.webhook_events.clone());
+        r.register("webhook_retries", "Webhook batches sent again after a failure", m.webhook_retries.clone());
+        r.register("webhook_dropped", "Webhook events dropped, by reason", m.webhook_dropped.clone());
         r.register("values_decoded", "Values decoded from their wire format, by topic", m.decoded.clone());
         r.register(
             "decode_failures",
@@ -485,6 +505,49 @@ impl Metrics {
                 self.jwks_fetches.get_or_create(&[("outcome", "error")]).inc()
             }
         };
+    }
+
+    /// A decision of the `connect` or `subscribe` proxy; a backend that could not decide is
+    /// logged (at most once per proxy and period).
+    pub fn proxied(&self, proxy: &'static str, outcome: &'static str, error: Option<&str>) {
+        self.proxy_decisions.get_or_create(&[("proxy", proxy), ("outcome", outcome)]).inc();
+        if let Some(error) = error {
+            if let Some(skipped) = self.logs.admit(&format!("{proxy} proxy"), REFUSAL_LOG_PERIOD) {
+                tracing::warn!(
+                    proxy,
+                    error,
+                    similar_failures_not_logged = skipped,
+                    "proxy cannot decide: refused with 503"
+                );
+            }
+        }
+    }
+
+    /// A batch of `events` the webhook's backend took.
+    pub fn webhook_sent(&self, events: usize) {
+        self.webhook_events.inc_by(events as u64);
+    }
+
+    /// A webhook batch that failed and will be sent again: a line at most once a period.
+    pub fn webhook_failed(&self, error: &str) {
+        self.webhook_retries.inc();
+        if let Some(skipped) = self.logs.admit("webhook failed", REFUSAL_LOG_PERIOD) {
+            tracing::warn!(error, similar_failures_not_logged = skipped, "webhook POST failed: sending again");
+        }
+    }
+
+    /// Webhook events dropped: counted by reason, a line at most once per reason and period.
+    pub fn webhook_dropped(&self, reason: &'static str, events: usize, error: &str) {
+        self.webhook_dropped.get_or_create(&[("reason", reason)]).inc_by(events as u64);
+        if let Some(skipped) = self.logs.admit(&format!("webhook dropped {reason}"), REFUSAL_LOG_PERIOD) {
+            tracing::warn!(reason, events, error, similar_drops_not_logged = skipped, "webhook events dropped");
+        }
+    }
+
+    /// Webhook events dropped so far, for tests.
+    #[cfg(test)]
+    pub fn webhook_dropped_total(&self) -> u64 {
+        ["full", "refused"].iter().map(|r| self.webhook_dropped.get_or_create(&[("reason", *r)]).get()).sum()
     }
 
     /// A value decoded from its wire format.

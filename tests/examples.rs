@@ -755,3 +755,44 @@ async fn the_eventsource_page_resumes_after_the_gateway_ends_its_stream() {
     );
     sluice.wait_metric("sluice_resumes_total{outcome=\"memory\"}", 1.0, Duration::from_secs(5)).await;
 }
+
+// ---------------------------------------------------------------- the HTTP backend
+
+#[tokio::test]
+async fn the_backend_example_admits_by_token_verifies_the_webhook_and_answers_pings() {
+    use common::futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+    let secret = "a webhook secret of 32 bytes!!!!";
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.arg(examples_dir().join("backend/backend.py")).arg(port.to_string()).env("SLUICE_WEBHOOK_SECRET", secret);
+    let backend = Running::spawn(cmd);
+    let deadline = Instant::now() + STEP;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the backend did not listen\n{}", backend.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let sluice = Sluice::start(
+        &["--connect-url", &format!("{base}/connect"), "--events-url", &format!("{base}/events")],
+        &[("SLUICE_WEBHOOK_SECRET", secret), ("ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    match try_connect(&sluice.url("/sensor-1?token=nope"), &[]).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("an unknown token was not refused: {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = try_connect(&sluice.url("/sensor-1?token=demo-token"), &[]).await.expect("admitted");
+    let welcome: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let id = welcome["replyId"].as_str().unwrap().to_owned();
+    ws.send(Message::Text("ping".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "pong", "backend:\n{}", backend.output());
+    let (_, client) = sluice.api("GET", &format!("/api/clients/{id}"), None).await;
+    assert_eq!(
+        (&client["user"], &client["data"]),
+        (&serde_json::json!("demo"), &serde_json::json!({ "plan": "trial" }))
+    );
+    let printed = backend.lines();
+    assert!(printed.iter().any(|l| l.starts_with("connect demo from 127.0.0.1:")), "{printed:?}");
+    assert!(printed.iter().any(|l| *l == format!("event message {id} ping")), "{printed:?}");
+}

@@ -22,6 +22,7 @@
 
 pub mod jwks;
 pub mod origin;
+pub mod proxy;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -73,12 +74,14 @@ pub struct Identity {
     /// When its token expires (`exp`, seconds since the epoch); `None` for Basic
     /// credentials and anonymous clients.
     pub expires: Option<u64>,
+    /// JSON the connect proxy attached to the client (shown in the registry).
+    pub data: Option<Box<str>>,
 }
 
 impl Identity {
     /// Who may read everything: a Basic user, or anyone when anonymous access is on.
     pub fn unrestricted(user: Option<String>) -> Identity {
-        Identity { user, keys: None, topics: None, expires: None }
+        Identity { user, keys: None, topics: None, expires: None, data: None }
     }
 }
 
@@ -97,6 +100,12 @@ pub enum AuthError {
     Forbidden,
     #[error("this identity may not read that topic")]
     ForbiddenTopic,
+    /// The connect proxy's backend refused, with the status to answer.
+    #[error("{error}")]
+    Denied { status: u16, error: String },
+    /// The connect proxy's backend could not decide (down, slow, a bad answer).
+    #[error("the connect proxy cannot decide now: {0}")]
+    ProxyUnavailable(String),
 }
 
 impl AuthError {
@@ -108,6 +117,8 @@ impl AuthError {
             AuthError::BadCredentials => "bad_credentials",
             AuthError::BadToken(_) => "bad_token",
             AuthError::Forbidden | AuthError::ForbiddenTopic => "forbidden",
+            AuthError::Denied { .. } => "proxy_denied",
+            AuthError::ProxyUnavailable(_) => "proxy_unavailable",
         }
     }
 }
@@ -125,7 +136,7 @@ struct Claims {
 
 impl Claims {
     fn identity(self) -> Identity {
-        Identity { user: Some(self.sub), keys: self.keys, topics: self.topics, expires: Some(self.exp) }
+        Identity { user: Some(self.sub), keys: self.keys, topics: self.topics, expires: Some(self.exp), data: None }
     }
 }
 
@@ -356,11 +367,16 @@ impl Authenticator {
 
     /// The HTTP answer to a refused upgrade: 401 with challenges, or 403.
     pub fn refusal(&self, error: &AuthError) -> Response {
-        let forbidden = matches!(error, AuthError::Forbidden | AuthError::ForbiddenTopic);
-        let status = if forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        let status = match error {
+            AuthError::Forbidden | AuthError::ForbiddenTopic => StatusCode::FORBIDDEN,
+            AuthError::Denied { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
+            AuthError::ProxyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
         let body = serde_json::json!({ "error": error.to_string() }).to_string();
         let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        // The proxy's backend speaks for itself: no challenge of the gateway's own.
+        if status == StatusCode::UNAUTHORIZED && !matches!(error, AuthError::Denied { .. }) {
             for challenge in self.challenges() {
                 response.headers_mut().append(header::WWW_AUTHENTICATE, challenge);
             }
@@ -570,6 +586,7 @@ mod tests {
             keys: Some(keys.iter().map(|k| k.to_string()).collect()),
             topics: None,
             expires: None,
+            data: None,
         };
         let key = |k: &'static str| Selector::key(Bytes::from_static(k.as_bytes()));
         let pattern = |p: &str| Selector { pattern: Some(Glob::new(p).unwrap()), ..Selector::default() };
@@ -596,7 +613,7 @@ mod tests {
         let by_header = Selector { conditions: Some(Box::new(conditions)), ..Selector::default() };
         assert!(!ok(&sensors, &by_header));
         // A topics claim lists what may be read.
-        let topics = Identity { user: None, keys: None, topics: Some(vec!["a".into()]), expires: None };
+        let topics = Identity { user: None, keys: None, topics: Some(vec!["a".into()]), expires: None, data: None };
         assert!(Authenticator::authorize(&topics, &Selector::default(), "a").is_ok());
         assert_eq!(Authenticator::authorize(&topics, &Selector::default(), "b"), Err(AuthError::ForbiddenTopic));
     }

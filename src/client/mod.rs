@@ -89,6 +89,8 @@ pub struct ClientInfo {
     pub user: Option<String>,
     pub remote: RemoteAddr,
     pub user_agent: Option<String>,
+    /// JSON the connect proxy attached (shown in the registry).
+    pub data: Option<Box<str>>,
 }
 
 pub struct Client {
@@ -556,6 +558,7 @@ pub(crate) mod tests {
             user: None,
             remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1)).into(),
             user_agent: None,
+            data: None,
         }
     }
 

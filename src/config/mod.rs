@@ -42,6 +42,7 @@ use crate::client::SlowConsumerPolicy;
 use crate::registry::cluster::ClusterSettings;
 use crate::secret::Secret;
 use crate::server::TlsFiles;
+use crate::sink::webhook::WebhookSettings;
 use crate::source::kafka::KafkaSettings;
 
 pub use self::formats::Schemas;
@@ -94,6 +95,13 @@ pub struct Config {
     pub node_id: String,
     /// The Redis the replicas of a cluster share; `None` runs alone.
     pub cluster: Option<ClusterSettings>,
+    /// The event webhook (`--events-url`).
+    pub webhook: Option<WebhookSettings>,
+    /// The connect proxy (`--connect-url`): a backend decides who may connect.
+    pub connect_url: Option<String>,
+    /// The subscribe proxy (`--subscribe-url`): a backend decides which subscriptions of a
+    /// multiplexed connection may open.
+    pub subscribe_url: Option<String>,
 }
 
 /// The admin API's token and where it is served.

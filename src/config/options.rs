@@ -320,6 +320,27 @@ settings! {
     #[arg(long, env = "events", value_name = "TOPIC")]
     events: Option<String>,
 
+    /// HTTP endpoint that decides who may connect, before the upgrade, in place of Basic
+    /// credentials and tokens: it gets the request's credentials and answers allow (with a
+    /// user, keys, topics, data) or deny.
+    #[arg(long, env = "SLUICE_CONNECT_URL", value_name = "URL")]
+    connect_url: Option<String>,
+
+    /// HTTP endpoint that decides, for each subscription of a multiplexed connection,
+    /// whether it may open: it gets the subscribe frame and answers allow or deny.
+    #[arg(long, env = "SLUICE_SUBSCRIBE_URL", value_name = "URL")]
+    subscribe_url: Option<String>,
+
+    /// HTTP endpoint that receives connect, disconnect and message events as JSON, POSTed in
+    /// signed batches (a JSON array); its answer may reply to a message's client.
+    #[arg(long, env = "SLUICE_EVENTS_URL", value_name = "URL")]
+    events_url: Option<String>,
+
+    /// Secret the event webhook's requests are signed with (`Sluice-Signature`, HMAC-SHA256;
+    /// at least 16 bytes). Required with --events-url.
+    #[arg(long, env = "SLUICE_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
+    webhook_secret: Option<Secret>,
+
     /// Kafka topic whose records go to one client each: key = the client's replyId. Optional.
     #[arg(long, env = "replies", value_name = "TOPIC")]
     replies: Option<String>,

@@ -15,6 +15,7 @@ use crate::client::SlowConsumerPolicy;
 use crate::registry::cluster::ClusterSettings;
 use crate::secret::Secret;
 use crate::server::TlsFiles;
+use crate::sink::webhook::WebhookSettings;
 use crate::source::kafka::{KafkaSettings, KafkaValue, Scope, StartFrom};
 
 /// When the memory available cannot be read.
@@ -298,6 +299,10 @@ impl Config {
             bad(SETTING.cluster_ca_file, format!("set without {}", SETTING.cluster.flag()));
         }
 
+        let webhook = webhook_settings(&o, &mut bad);
+        let connect_url = http_url(&o.connect_url, SETTING.connect_url, &mut bad);
+        let subscribe_url = http_url(&o.subscribe_url, SETTING.subscribe_url, &mut bad);
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -330,6 +335,9 @@ impl Config {
             stored_message_bytes,
             node_id,
             cluster,
+            webhook,
+            connect_url,
+            subscribe_url,
         })
     }
 }
@@ -385,13 +393,46 @@ fn auth_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> AuthSett
         (Some(_), None) => bad(SETTING.ws_password, format!("required when {} is set", SETTING.ws_username.env)),
         (None, Some(_)) => bad(SETTING.ws_username, format!("required when {} is set", SETTING.ws_password.env)),
         (None, None) => {
-            if jwt_secret.is_none() && provider.is_none() && !o.allow_anonymous {
+            if jwt_secret.is_none() && provider.is_none() && o.connect_url.is_none() && !o.allow_anonymous {
                 users.push((GENERATED_USER.to_owned(), Secret::generate(24)));
                 generated_password = true;
             }
         }
     }
     AuthSettings { users, jwt_secret, allow_anonymous: o.allow_anonymous, generated_password, provider }
+}
+
+/// A backend's URL, when given: http:// or https://.
+fn http_url(given: &Option<String>, setting: Setting, bad: &mut impl FnMut(Setting, String)) -> Option<String> {
+    let url = given.as_deref().map(str::trim).filter(|u| !u.is_empty())?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(url).is_err() {
+        bad(setting, format!("{url:?} is not an http:// or https:// URL"));
+    }
+    Some(url.to_owned())
+}
+
+/// The event webhook: a URL, and the secret its requests are signed with.
+fn webhook_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Option<WebhookSettings> {
+    let url = o.events_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let secret = o.webhook_secret.clone().filter(|s| !s.expose().is_empty());
+    let Some(url) = url else {
+        if secret.is_some() {
+            bad(SETTING.webhook_secret, format!("given without {}", SETTING.events_url.env));
+        }
+        return None;
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(url).is_err() {
+        bad(SETTING.events_url, format!("{url:?} is not an http:// or https:// URL"));
+    }
+    match &secret {
+        // A short HMAC key can be found from one signed request.
+        Some(s) if s.expose().len() < 16 => bad(SETTING.webhook_secret, "must be at least 16 bytes long".into()),
+        Some(_) => {}
+        None => {
+            bad(SETTING.webhook_secret, format!("required with {}: requests are always signed", SETTING.events_url.env))
+        }
+    }
+    Some(WebhookSettings { url: url.to_owned(), secret: secret.unwrap_or_else(|| Secret::new("")) })
 }
 
 /// The identity provider: a key set URL, and the issuer and audience its tokens must name.

@@ -148,6 +148,8 @@ pub fn client_object(c: &Client, node: &str) -> Value {
         "user": c.user,
         "remoteAddr": c.remote.to_string(),
         "userAgent": c.user_agent,
+        // What the connect proxy attached, as it gave it.
+        "data": c.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
         "envelope": c.form.is_envelope(),
         "transport": if c.form.is_sse() { "sse" } else { "websocket" },
         "multiplexed": c.form == crate::record::Form::Mux,

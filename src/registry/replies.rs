@@ -1,6 +1,9 @@
 //! Replies through Kafka: each record of the `replies` topic goes to the one client whose
-//! `replyId` is the record's key, value verbatim. Records for no connected client are
-//! counted and dropped (the client has gone; nobody else may read its replies).
+//! `replyId` is the record's key, value verbatim; the event webhook's replies go the same
+//! way. Replies for no connected client are counted and dropped (the client has gone;
+//! nobody else may read its replies).
+
+use bytes::Bytes;
 
 use crate::client::{Offer, SlowConsumerPolicy};
 use crate::metrics::Metrics;
@@ -19,9 +22,19 @@ pub struct ReplyRouter {
 
 impl Dispatch for ReplyRouter {
     fn dispatch(&self, record: Record) {
-        let client =
-            record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()).and_then(|id| self.registry.get(id));
-        let (Some(client), Some(value)) = (client, record.value) else {
+        match (record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()), record.value) {
+            (Some(id), Some(value)) => self.send(id, value),
+            _ => {
+                self.metrics.replies_unknown.inc();
+            }
+        }
+    }
+}
+
+impl ReplyRouter {
+    /// Queues `value` for the client `id` of this replica.
+    pub fn send(&self, id: &str, value: Bytes) {
+        let Some(client) = self.registry.get(id) else {
             self.metrics.replies_unknown.inc();
             return;
         };

@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::Semaphore;
 
 use crate::auth::origin::AllowedOrigins;
+use crate::auth::proxy::{ConnectRequest, Proxy};
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::client::address::{RemoteAddr, TrustedProxies};
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// so a decision can be tested alone.
 pub struct Gate {
     pub auth: Arc<Authenticator>,
+    /// `--connect-url`: a backend decides who may connect, in place of `auth`.
+    pub connect: Option<Arc<Proxy>>,
     /// Web pages allowed to subscribe besides the gateway's own.
     pub allowed_origins: AllowedOrigins,
     /// Proxies whose forwarding headers name the client's address.
@@ -177,6 +180,17 @@ pub fn path_selector(path: &str) -> Result<(Option<Selector>, Option<Box<str>>),
     Ok((Some(Selector::key(bytes::Bytes::from(key))), Some(shown)))
 }
 
+/// How the request subscribes, as the connect proxy is told.
+fn transport(parts: &request::Parts, multiplexed: bool) -> &'static str {
+    if multiplexed {
+        "websocket+sluice.v1"
+    } else if parts.headers.contains_key(header::UPGRADE) {
+        "websocket"
+    } else {
+        "sse"
+    }
+}
+
 /// Why a subscription is refused.
 #[derive(Debug)]
 pub enum Refused {
@@ -285,7 +299,21 @@ impl Gate {
         if !self.permits_origin(&parts.headers) {
             return Err(Refused::Origin);
         }
-        let identity = self.auth.authenticate(&parts.headers, params.token.as_deref()).await.map_err(Refused::Auth)?;
+        let identity = match &self.connect {
+            Some(proxy) => {
+                let request = ConnectRequest {
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    token: params.token.as_deref(),
+                    headers: &parts.headers,
+                    remote: remote.to_string(),
+                    transport: transport(parts, multiplexed),
+                };
+                proxy.decide(&request).await
+            }
+            None => self.auth.authenticate(&parts.headers, params.token.as_deref()).await,
+        }
+        .map_err(Refused::Auth)?;
         // Which topics exist is told only to those who may connect.
         let topic = self
             .streams
@@ -391,6 +419,7 @@ mod tests {
         };
         let streams = Streams::new(vec![topic("t", 7), topic("u", 9)]);
         Gate {
+            connect: None,
             auth: Arc::new(
                 Authenticator::new(
                     &AuthSettings {

@@ -83,6 +83,9 @@ pub struct Shared {
     pub auth: Arc<crate::auth::Authenticator>,
     /// Closes connections at their token's expiry.
     pub expiries: expiry::Expiries,
+    /// `--subscribe-url`: a backend decides which subscriptions of a multiplexed connection
+    /// may open.
+    pub subscribe_proxy: Option<Arc<crate::auth::proxy::Proxy>>,
 }
 
 impl Sessions {
@@ -182,7 +185,15 @@ impl Session {
     ) -> (Session, Opening) {
         let Admitted { topic, selector, key, multiplexed, identity, remote, user_agent, start, .. } = admitted;
         let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-        let info = ClientInfo { id, keyed: key.is_some(), form, user: identity.user.clone(), remote, user_agent };
+        let info = ClientInfo {
+            id,
+            keyed: key.is_some(),
+            form,
+            user: identity.user.clone(),
+            remote,
+            user_agent,
+            data: identity.data.clone(),
+        };
         let (client, queue) = Client::new(info, sessions.settings.queue, sessions.settings.stored_message_bytes);
         let client = Arc::new(client);
         if let (true, Some(at)) = (sessions.settings.close_at_expiry, identity.expires) {

@@ -107,6 +107,8 @@ impl Session {
             value.get("type").and_then(Value::as_str),
             Some("subscribe" | "unsubscribe" | "message" | "refresh")
         );
+        // What the subscribe proxy is shown: the frame as the client sent it.
+        let frame = self.sessions.subscribe_proxy.is_some().then(|| value.clone());
         let request = match serde_json::from_value::<Request>(value) {
             Ok(r) => r,
             Err(_) if !known => {
@@ -121,7 +123,7 @@ impl Session {
         match request {
             Request::Subscribe(s) => {
                 let id = s.id.clone();
-                if let Err(r) = self.subscribe(mux, s) {
+                if let Err(r) = self.subscribe(mux, s, frame) {
                     self.sessions.metrics.subscribe_refused(r.reason, &self.client.id, &r.error);
                     self.answer(json!({ "type": "error", "id": id, "status": r.status, "error": r.error }));
                 }
@@ -197,8 +199,10 @@ impl Session {
         answer_to(&self.sessions, &self.client, frame);
     }
 
-    /// Checks a subscribe and opens the subscription; its opening is queued when ready.
-    fn subscribe(&self, mux: &Mux, s: Subscribe) -> Result<(), Refusal> {
+    /// Checks a subscribe and opens the subscription; its opening is queued when ready. With
+    /// a subscribe proxy, the backend is asked first (`frame` is what it is shown), in a
+    /// task: the connection's other frames do not wait for it.
+    fn subscribe(&self, mux: &Mux, s: Subscribe, frame: Option<Value>) -> Result<(), Refusal> {
         let settings = &self.sessions.settings;
         if s.id.is_empty() || s.id.chars().count() > MAX_ID_CHARS {
             return Err(Refusal::bad(format!("id must be 1 to {MAX_ID_CHARS} characters")));
@@ -231,12 +235,21 @@ impl Session {
         self.client.add_subscription(subscriber.clone());
         self.sessions.metrics.subscriptions.inc();
         let opening = Opening { sessions: self.sessions.clone(), topic, subscriber, start };
-        // Kafka may be asked (offsets for a time, records older than memory holds): that
-        // must not hold up this connection's other subscriptions, nor its reading.
-        if opening.needs_kafka_first() {
-            tokio::spawn(opening.run());
-        } else {
-            opening.subscribe_now();
+        match (&self.sessions.subscribe_proxy, frame) {
+            (Some(proxy), Some(mut frame)) => {
+                if let Some(fields) = frame.as_object_mut() {
+                    fields.remove("type");
+                }
+                let (proxy, client) = (proxy.clone(), self.client.clone());
+                let user = mux.identity.lock().user.clone();
+                tokio::spawn(async move {
+                    match proxy.allow(&client.id, user.as_deref(), &frame).await {
+                        Ok(()) => opening.open(),
+                        Err(e) => opening.refuse(&e),
+                    }
+                });
+            }
+            _ => opening.open(),
         }
         Ok(())
     }
@@ -252,6 +265,35 @@ struct Opening {
 }
 
 impl Opening {
+    fn open(self) {
+        // Kafka may be asked (offsets for a time, records older than memory holds): that
+        // must not hold up this connection's other subscriptions, nor its reading.
+        if self.needs_kafka_first() {
+            tokio::spawn(self.run());
+        } else {
+            self.subscribe_now();
+        }
+    }
+
+    /// The subscribe proxy said no: the subscription goes (unless the client unsubscribed
+    /// meanwhile, and was told so) and the client gets the backend's status.
+    fn refuse(self, e: &AuthError) {
+        let (sessions, client) = (&self.sessions, &self.subscriber.client);
+        let Some(id) = self.subscriber.id.clone() else { return };
+        self.subscriber.end();
+        if client.remove_subscription(&id).is_none() {
+            return;
+        }
+        sessions.metrics.subscriptions.dec();
+        let status = match e {
+            AuthError::Denied { status, .. } => *status,
+            _ => 503,
+        };
+        let reason = if status == 503 { "proxy_unavailable" } else { "proxy_denied" };
+        sessions.metrics.subscribe_refused(reason, &client.id, &e.to_string());
+        answer_to(sessions, client, json!({ "type": "error", "id": &*id, "status": status, "error": e.to_string() }));
+    }
+
     fn needs_kafka_first(&self) -> bool {
         matches!(self.start, Start::Since(_)) && self.topic.history.is_some()
     }

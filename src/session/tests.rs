@@ -159,6 +159,7 @@ impl Fixture {
                 .unwrap(),
             ),
             expiries: super::expiry::Expiries::start(Metrics::new()),
+            subscribe_proxy: None,
         });
         Fixture { sessions, hub, feed, offset: 0 }
     }

@@ -1,12 +1,15 @@
 //! Where what clients do goes: each client message to the `output` topic, each connect,
-//! disconnect and message as a JSON event to the `events` topic (both when configured),
-//! and every event to the in-memory feed that `GET /api/events` streams.
+//! disconnect and message as a JSON event to the `events` topic and to the event webhook
+//! (`webhook`; each when configured), and every event to the in-memory feed that
+//! `GET /api/events` streams.
 //!
 //! Producing never waits: records are handed to librdkafka's bounded queue, delivery is
 //! reported back asynchronously, and a full queue refuses the record with a log line and
 //! a metric. Reading from a client therefore never blocks delivery to it.
 
-use std::sync::Arc;
+pub mod webhook;
+
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use rdkafka::client::ClientContext;
@@ -22,6 +25,8 @@ use crate::metrics::Metrics;
 use crate::record::Text;
 use crate::source::kafka::{KafkaSettings, Scope};
 
+use self::webhook::Webhook;
+
 /// Events kept for feed subscribers that fall behind; older ones are skipped for them.
 const FEED_BACKLOG: usize = 1024;
 
@@ -35,6 +40,8 @@ struct Shared {
     kafka: Option<KafkaOut>,
     feed: broadcast::Sender<Arc<str>>,
     metrics: Metrics,
+    /// Set once at start-up, when `--events-url` is.
+    webhook: OnceLock<Webhook>,
 }
 
 struct KafkaOut {
@@ -81,7 +88,14 @@ pub enum Event<'a> {
 impl Outbox {
     /// Events go to the in-memory feed only.
     pub fn memory(metrics: Metrics) -> Outbox {
-        Outbox { shared: Arc::new(Shared { kafka: None, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) }
+        Outbox {
+            shared: Arc::new(Shared {
+                kafka: None,
+                feed: broadcast::channel(FEED_BACKLOG).0,
+                metrics,
+                webhook: OnceLock::new(),
+            }),
+        }
     }
 
     /// Client messages and events also go to Kafka, to the topics configured; published
@@ -103,7 +117,20 @@ impl Outbox {
                 events: cfg.events.clone(),
             })
         };
-        Ok(Outbox { shared: Arc::new(Shared { kafka, feed: broadcast::channel(FEED_BACKLOG).0, metrics }) })
+        Ok(Outbox {
+            shared: Arc::new(Shared {
+                kafka,
+                feed: broadcast::channel(FEED_BACKLOG).0,
+                metrics,
+                webhook: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Every event from now on also goes to the webhook.
+    pub fn attach_webhook(&self, webhook: Webhook) {
+        // Set once, at start-up: a second call changes nothing.
+        let _ = self.shared.webhook.set(webhook);
     }
 
     /// A live feed of every event as JSON text.
@@ -111,17 +138,22 @@ impl Outbox {
         self.shared.feed.subscribe()
     }
 
-    /// Reports an event: to the feed, to `events`, and for messages to `output`. The JSON
-    /// is built only when someone will read it (a feed subscriber, or an `events` topic).
+    /// Reports an event: to the feed, to `events`, to the webhook, and for messages to
+    /// `output`. The JSON is built only when someone will read it (a feed subscriber, an
+    /// `events` topic or the webhook).
     pub fn emit(&self, client: &Client, event: Event<'_>) {
         let kafka = self.shared.kafka.as_ref();
         let events_topic = kafka.and_then(|k| k.events.as_deref());
-        if self.shared.feed.receiver_count() > 0 || events_topic.is_some() {
+        let webhook = self.shared.webhook.get();
+        if self.shared.feed.receiver_count() > 0 || events_topic.is_some() || webhook.is_some() {
             let json = event_json(client, &event);
             // A subscriber may have left since the count: not an error.
             let _ = self.shared.feed.send(Arc::from(json.as_str()));
             if let (Some(kafka), Some(topic)) = (kafka, events_topic) {
                 self.produce(kafka, topic, client, json.as_bytes(), false);
+            }
+            if let Some(webhook) = webhook {
+                webhook.push(&client.id, json, matches!(event, Event::Message { .. }));
             }
         }
         if let (Event::Message { data, .. }, Some(kafka)) = (&event, kafka) {
