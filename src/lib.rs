@@ -7,6 +7,8 @@
 //!
 //! - `secret`: values never printed or logged. `metrics`: every metric name, and the log
 //!   line that goes with each failure. `readiness`: the latch behind `/readyz`.
+//! - `backend`: clients of the HTTP services Sluice calls (identity provider, proxies,
+//!   webhook), their answers read with a bound.
 //! - `record`: the record as consumed; its position in the stream and the cursor that
 //!   names it; its frames and envelope, built once per record and shared by every
 //!   subscriber; the gateway-wide bound on bytes those frames hold.
@@ -23,11 +25,13 @@
 //! - `stream`: fan-out of each record to its subscribers (the hub); recent records held
 //!   for resume and `?last=`, and the seam between replay and live; older records read
 //!   back from Kafka by one shared reader.
-//! - `sink`: client messages and lifecycle events out, to Kafka and the event feed.
+//! - `sink`: client messages and lifecycle events out, to Kafka, the event feed and the
+//!   event webhook.
 //! - `registry`: every connected client by id, and the one interface the admin API manages
 //!   clients through, answered by this process or by every replica sharing a Redis;
 //!   records of the `replies` topic, each to its client.
-//! - [`auth`]: Basic and JWT credentials, client tokens, which web pages may subscribe.
+//! - [`auth`]: Basic and JWT credentials (HS256, or an identity provider's keys), client
+//!   tokens, the connect and subscribe proxies, which web pages may subscribe.
 //! - [`server`]: the listeners: the accept loop (plain TCP or TLS), the connection limit.
 //! - `session`: who may subscribe (admission), and one session per client whatever its
 //!   transport: one pump (queue, liveness, closes, counters) behind a narrow `Transport`
@@ -43,6 +47,7 @@
 
 mod admin;
 pub mod auth;
+mod backend;
 mod client;
 pub mod config;
 pub mod decode;

@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::RwLock;
 
+use crate::backend;
 use crate::metrics::Metrics;
 
 /// At most one fetch of the key set per interval, whatever the tokens ask for.
@@ -55,11 +56,7 @@ struct Cache {
 
 impl KeySet {
     pub fn new(url: &str, metrics: Metrics) -> Result<KeySet, String> {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for the key set: {e}"))?;
+        let http = backend::client("the identity provider's key set", FETCH_TIMEOUT, 1)?;
         Ok(KeySet {
             url: url.to_owned(),
             http,
@@ -116,14 +113,7 @@ impl KeySet {
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
-        if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(format!("a key set over {MAX_BODY_BYTES} bytes"));
-        }
-        let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(format!("a key set over {MAX_BODY_BYTES} bytes"));
-        }
-        parse(&body)
+        parse(&backend::body(response, MAX_BODY_BYTES).await?)
     }
 }
 

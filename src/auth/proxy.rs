@@ -17,7 +17,7 @@
 //! proxy (the rest wait within the same timeout), so a reconnect storm does not become as
 //! many connections to the backend.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
 use serde::Deserialize;
@@ -25,6 +25,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use super::{AuthError, Identity};
+use crate::backend;
 use crate::metrics::Metrics;
 
 /// A decision not taken within this is a refusal (503), waiting for a slot included.
@@ -33,6 +34,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Bytes of `data` kept per client: it is held as long as the connection.
 const MAX_DATA_BYTES: usize = 4096;
+/// Bytes of an answer read: a decision is small; more is not one.
+const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 /// The headers a backend may decide on; others (and any proxy's) are not sent.
 const FORWARDED: [header::HeaderName; 4] = [header::AUTHORIZATION, header::COOKIE, header::ORIGIN, header::USER_AGENT];
@@ -78,12 +81,7 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(kind: &'static str, url: &str, metrics: Metrics) -> Result<Proxy, String> {
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .pool_max_idle_per_host(MAX_IN_FLIGHT)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the {kind} proxy's HTTP client: {e}"))?;
+        let http = backend::client(&format!("the {kind} proxy"), TIMEOUT, MAX_IN_FLIGHT)?;
         Ok(Proxy { kind, url: url.to_owned(), http, in_flight: Semaphore::new(MAX_IN_FLIGHT), metrics })
     }
 
@@ -103,6 +101,7 @@ impl Proxy {
     /// The backend's answer to `body`, timed out, counted and (when it could not decide)
     /// logged.
     async fn decision(&self, body: Value) -> Result<Decision, AuthError> {
+        let started = Instant::now();
         let outcome = match tokio::time::timeout(TIMEOUT, self.ask(body)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(AuthError::ProxyUnavailable(format!("no decision within {} s", TIMEOUT.as_secs()))),
@@ -116,7 +115,7 @@ impl Proxy {
             Err(AuthError::ProxyUnavailable(e)) => Some(e.as_str()),
             _ => None,
         };
-        self.metrics.proxied(self.kind, label, error);
+        self.metrics.proxied(self.kind, label, error, started.elapsed());
         outcome
     }
 
@@ -127,14 +126,16 @@ impl Proxy {
             self.http.post(&self.url).json(&body).send().await.map_err(|e| unavailable(e.without_url().to_string()))?;
         let status = response.status();
         if status.is_client_error() {
-            let answer: Option<Value> = response.json().await.ok();
+            let answer = backend::body(response, MAX_ANSWER_BYTES).await.unwrap_or_default();
+            let answer: Option<Value> = serde_json::from_slice(&answer).ok();
             let error = answer.as_ref().and_then(|a| a["error"].as_str()).unwrap_or("refused by the backend");
             return Err(AuthError::Denied { status: status.as_u16(), error: error.to_owned() });
         }
         if !status.is_success() {
             return Err(unavailable(format!("the backend answered {status}")));
         }
-        response.json().await.map_err(|e| unavailable(format!("not a decision: {}", e.without_url())))
+        let answer = backend::body(response, MAX_ANSWER_BYTES).await.map_err(unavailable)?;
+        serde_json::from_slice(&answer).map_err(|e| unavailable(format!("not a decision: {e}")))
     }
 }
 

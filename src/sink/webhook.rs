@@ -7,9 +7,9 @@
 //! [`MAX_BATCH`] events), so a busy gateway sends fewer, larger requests. A batch that
 //! fails (no answer, a timeout, 408, 429 or 5xx) is sent again after a back-off that
 //! doubles up to [`MAX_BACKOFF`], with jitter, until it is taken; one the backend refuses
-//! outright (another 4xx) is dropped. Each lane holds at most [`LANE_CAPACITY`] events: an
-//! event that finds its lane full is dropped, counted and logged, and the client is never
-//! kept waiting for the backend.
+//! outright (another 4xx) is dropped. The events waiting, in every lane together, hold at
+//! most [`MAX_QUEUED_BYTES`]: past it the oldest are dropped first, counted and logged, and
+//! the client is never kept waiting for the backend.
 //!
 //! The answer to a batch may reply to the clients whose `message` events it held: a JSON
 //! array with one entry per event, in order, where `{"reply": V}` sends V to that event's
@@ -19,22 +19,27 @@
 //! `Sluice-Signature: t=UNIX_SECONDS,v1=HEX(HMAC-SHA256(secret, "t.body"))`: the backend
 //! recomputes it with the shared secret, and refuses old timestamps to stop replays.
 
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use sha2::Sha256;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
+use crate::backend;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
 /// Lanes posting side by side.
 const LANES: usize = 4;
-/// Events a lane holds while its backend is slow or away.
-pub const LANE_CAPACITY: usize = 2_500;
+/// Bytes of events waiting in all lanes together, while the backend is slow or away.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// Bytes of an answer read (its replies): more is a bad answer, its events still taken.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// Events in one POST.
 pub const MAX_BATCH: usize = 100;
 /// A request that takes longer has failed, and is sent again.
@@ -54,34 +59,44 @@ pub type Reply = Arc<dyn Fn(&str, Bytes) + Send + Sync>;
 
 /// One event waiting for its POST.
 struct Pending {
+    /// Its place among every lane's events: the lowest is the oldest.
+    seq: u64,
     client: Arc<str>,
     json: String,
     message: bool,
 }
 
+/// The events waiting, lane by lane, and the bytes they hold together.
+#[derive(Default)]
+struct Waiting {
+    lanes: [VecDeque<Pending>; LANES],
+    bytes: usize,
+    next_seq: u64,
+}
+
+struct Queues {
+    waiting: Mutex<Waiting>,
+    /// A lane's task waits here while its queue is empty.
+    ready: [Notify; LANES],
+}
+
 /// The webhook's queues: cheap to clone.
 #[derive(Clone)]
 pub struct Webhook {
-    lanes: Arc<[mpsc::Sender<Pending>]>,
+    queues: Arc<Queues>,
     hasher: std::collections::hash_map::RandomState,
     metrics: Metrics,
 }
 
 impl Webhook {
-    /// Starts the lanes' tasks: they end when every handle on the webhook has gone.
+    /// Starts the lanes' tasks, for the life of the process.
     pub fn start(settings: &WebhookSettings, metrics: Metrics, reply: Reply) -> Result<Webhook, String> {
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .pool_max_idle_per_host(LANES)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the webhook's HTTP client: {e}"))?;
-        let mut lanes = Vec::with_capacity(LANES);
-        for _ in 0..LANES {
-            let (tx, rx) = mpsc::channel(LANE_CAPACITY);
-            lanes.push(tx);
+        let http = backend::client("the event webhook", TIMEOUT, LANES)?;
+        let queues = Arc::new(Queues { waiting: Mutex::default(), ready: Default::default() });
+        for lane in 0..LANES {
             let lane = Lane {
-                rx,
+                lane,
+                queues: queues.clone(),
                 http: http.clone(),
                 settings: settings.clone(),
                 metrics: metrics.clone(),
@@ -89,23 +104,42 @@ impl Webhook {
             };
             tokio::spawn(lane.run());
         }
-        Ok(Webhook { lanes: lanes.into(), hasher: Default::default(), metrics })
+        Ok(Webhook { queues, hasher: Default::default(), metrics })
     }
 
-    /// Queues an event of `client` (never waits): dropped, counted and logged when its
-    /// lane is full.
+    /// Queues an event of `client` (never waits); past the bound, the oldest events waiting
+    /// are dropped, counted and logged.
     pub fn push(&self, client: &Arc<str>, json: String, message: bool) {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(client.as_bytes());
-        let lane = &self.lanes[hasher.finish() as usize % self.lanes.len()];
-        if lane.try_send(Pending { client: client.clone(), json, message }).is_err() {
-            self.metrics.webhook_dropped("full", 1, "the webhook's queue is full: the backend is slow or away");
+        let lane = hasher.finish() as usize % LANES;
+        let mut dropped = 0;
+        {
+            let mut waiting = self.queues.waiting.lock();
+            let seq = waiting.next_seq;
+            waiting.next_seq += 1;
+            waiting.bytes += json.len();
+            waiting.lanes[lane].push_back(Pending { seq, client: client.clone(), json, message });
+            while waiting.bytes > MAX_QUEUED_BYTES {
+                let oldest = (0..LANES).filter_map(|i| waiting.lanes[i].front().map(|p| (p.seq, i))).min();
+                let Some((_, i)) = oldest else { break };
+                if let Some(gone) = waiting.lanes[i].pop_front() {
+                    waiting.bytes -= gone.json.len();
+                    dropped += 1;
+                }
+            }
+        }
+        self.queues.ready[lane].notify_one();
+        if dropped > 0 {
+            let error = "the webhook's queue is full (the backend is slow or away): the oldest events were dropped";
+            self.metrics.webhook_dropped("full", dropped, error);
         }
     }
 }
 
 struct Lane {
-    rx: mpsc::Receiver<Pending>,
+    lane: usize,
+    queues: Arc<Queues>,
     http: reqwest::Client,
     settings: WebhookSettings,
     metrics: Metrics,
@@ -119,13 +153,20 @@ enum Failed {
 }
 
 impl Lane {
-    async fn run(mut self) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while self.rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    async fn run(self) {
+        loop {
+            let batch = self.next_batch();
+            if batch.is_empty() {
+                self.queues.ready[self.lane].notified().await;
+                continue;
+            }
             let body = batch_body(&batch);
             let mut failures = 0u32;
             loop {
-                match self.post(body.clone()).await {
+                let started = Instant::now();
+                let outcome = self.post(body.clone()).await;
+                self.metrics.webhook_latency(started.elapsed());
+                match outcome {
                     Ok(answer) => {
                         self.metrics.webhook_sent(batch.len());
                         self.replies(&batch, &answer);
@@ -142,8 +183,18 @@ impl Lane {
                     }
                 }
             }
-            batch.clear();
         }
+    }
+
+    /// The oldest events of this lane, at most [`MAX_BATCH`]: no longer waiting (nor
+    /// dropped for the bound) once taken.
+    fn next_batch(&self) -> Vec<Pending> {
+        let mut waiting = self.queues.waiting.lock();
+        let queue = &mut waiting.lanes[self.lane];
+        let n = queue.len().min(MAX_BATCH);
+        let batch: Vec<Pending> = queue.drain(..n).collect();
+        waiting.bytes -= batch.iter().map(|p| p.json.len()).sum::<usize>();
+        batch
     }
 
     async fn post(&self, body: Bytes) -> Result<Bytes, Failed> {
@@ -159,8 +210,15 @@ impl Lane {
             .map_err(|e| Failed::Again(e.without_url().to_string()))?;
         let status = response.status();
         if status.is_success() {
-            // An answer that cannot be read carries no reply; the events were taken.
-            return Ok(response.bytes().await.unwrap_or_default());
+            // The events were taken: an answer too big to read, or cut short, carries no
+            // reply, and says so once.
+            return Ok(match backend::body(response, MAX_ANSWER_BYTES).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.metrics.webhook_bad_answer(&error);
+                    Bytes::new()
+                }
+            });
         }
         let error = format!("the backend answered {status}");
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
@@ -250,28 +308,33 @@ mod tests {
 
     #[test]
     fn a_batch_is_a_json_array_of_its_events() {
-        let event = |json: &str| Pending { client: "c".into(), json: json.into(), message: false };
+        let event = |json: &str| Pending { seq: 0, client: "c".into(), json: json.into(), message: false };
         let body = batch_body(&[event(r#"{"a":1}"#), event(r#"{"b":2}"#)]);
         assert_eq!(&body[..], br#"[{"a":1},{"b":2}]"#);
     }
 
     #[tokio::test]
-    async fn a_full_lane_drops_and_counts_instead_of_waiting() {
+    async fn past_the_bound_the_oldest_events_are_dropped_and_nothing_waits() {
         let metrics = Metrics::new();
         // A backend nothing listens on: the lanes keep retrying their first batch.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let settings = WebhookSettings { url: format!("http://127.0.0.1:{port}/events"), secret: Secret::new("s") };
         let webhook = Webhook::start(&settings, metrics.clone(), Arc::new(|_: &str, _: Bytes| {})).unwrap();
-        let client: Arc<str> = "one-client".into();
-        let pushes = LANE_CAPACITY + MAX_BATCH + 50;
+        // 64 KiB events from many clients (every lane), twice what the bound holds; the
+        // lanes' tasks do not run before the last push (this test's runtime has one thread).
+        let event = "x".repeat(64 << 10);
+        let pushes = 2 * MAX_QUEUED_BYTES / event.len();
         let started = std::time::Instant::now();
-        for _ in 0..pushes {
-            webhook.push(&client, "{}".into(), false);
+        for i in 0..pushes {
+            webhook.push(&Arc::from(format!("client-{i}")), event.clone(), false);
         }
-        // Never waited on the backend.
-        assert!(started.elapsed() < Duration::from_secs(2));
-        let dropped = metrics.webhook_dropped_total();
-        // One lane: its queue, and at most the batch in flight, hold the rest.
-        assert!(dropped >= 50 && dropped as usize <= pushes - LANE_CAPACITY, "{dropped}");
+        assert!(started.elapsed() < Duration::from_secs(2), "pushing waited");
+        let waiting = webhook.queues.waiting.lock();
+        assert!(waiting.bytes <= MAX_QUEUED_BYTES);
+        let kept = pushes - metrics.webhook_dropped_total() as usize;
+        assert_eq!(kept * event.len(), waiting.bytes);
+        // The newest are the ones kept, whatever their lane.
+        let oldest = waiting.lanes.iter().filter_map(|l| l.front().map(|p| p.seq)).min().unwrap();
+        assert_eq!(oldest as usize, pushes - kept);
     }
 }

@@ -1,28 +1,70 @@
 //! An identity provider stand-in on 127.0.0.1 and a free port: its JSON Web Key Set at
 //! `/.well-known/jwks.json`, and tokens signed with its keys — an RSA key (RS256), a P-256
-//! key (ES256) and an Ed25519 key (EdDSA), made for this harness and used nowhere else
-//! (`keys/`). Which keys the set publishes, under which ids, can change while it runs (a
-//! rotation), and every request is counted.
+//! key (ES256) and an Ed25519 key (EdDSA), generated fresh by each test process with the
+//! `openssl` command. Which keys the set publishes, under which ids, can change while it
+//! runs (a rotation), and every request is counted.
 
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use base64::Engine;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-const RSA: &[u8] = include_bytes!("../keys/rsa.der");
-const EC: &[u8] = include_bytes!("../keys/ec.der");
-const ED25519: &[u8] = include_bytes!("../keys/ed25519.der");
-/// The Ed25519 key's public half (RFC 8037's `x`), from `openssl pkey -pubout`: the JWK
-/// library derives RSA and EC public keys, not Ed25519 ones.
-const ED25519_X: &str = "Bw02ozo_qxgWRrfodo6nmquV2AzBhHkLIjYZP6PvhMg";
+/// The provider's private keys, in the DER forms the JWT library reads, and the Ed25519
+/// key's public half (RFC 8037's `x`): the library derives RSA and EC public keys, not
+/// Ed25519 ones.
+struct Keys {
+    /// PKCS#1.
+    rsa: Vec<u8>,
+    /// PKCS#8.
+    ec: Vec<u8>,
+    /// PKCS#8.
+    ed25519: Vec<u8>,
+    ed25519_x: String,
+}
+
+/// The keys of this process, generated at first use.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let rsa = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], None);
+        let rsa = openssl(&["rsa", "-traditional", "-outform", "DER"], Some(&rsa));
+        let ec = openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], None);
+        let ec = openssl(&["pkcs8", "-topk8", "-nocrypt", "-outform", "DER"], Some(&ec));
+        let ed25519 = openssl(&["genpkey", "-algorithm", "ed25519", "-outform", "DER"], None);
+        let public = openssl(&["pkey", "-inform", "DER", "-pubout", "-outform", "DER"], Some(&ed25519));
+        // An Ed25519 SubjectPublicKeyInfo ends with the key's 32 bytes.
+        let ed25519_x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&public[public.len() - 32..]);
+        Keys { rsa, ec, ed25519, ed25519_x }
+    })
+}
+
+/// What `openssl ARGS` prints, given `input`.
+fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the identity provider's keys are made with the openssl command: install it (apt-get install openssl)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.unwrap_or_default()).expect("openssl's input");
+    drop(stdin);
+    let out = child.wait_with_output().expect("openssl ran");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
 
 /// One of the provider's signing keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +85,16 @@ impl SigningKey {
 
     fn encoding(self) -> EncodingKey {
         match self {
-            SigningKey::Rs256 => EncodingKey::from_rsa_der(RSA),
-            SigningKey::Es256 => EncodingKey::from_ec_der(EC),
-            SigningKey::EdDsa => EncodingKey::from_ed_der(ED25519),
+            SigningKey::Rs256 => EncodingKey::from_rsa_der(&keys().rsa),
+            SigningKey::Es256 => EncodingKey::from_ec_der(&keys().ec),
+            SigningKey::EdDsa => EncodingKey::from_ed_der(&keys().ed25519),
         }
     }
 
     /// The public key as the key set lists it, under `kid`.
     fn jwk(self, kid: &str) -> Value {
         let mut jwk = match self {
-            SigningKey::EdDsa => json!({ "kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "alg": "EdDSA" }),
+            SigningKey::EdDsa => json!({ "kty": "OKP", "crv": "Ed25519", "x": keys().ed25519_x, "alg": "EdDSA" }),
             _ => {
                 let jwk = Jwk::from_encoding_key(&self.encoding(), self.algorithm()).expect("a public key");
                 serde_json::to_value(jwk).expect("JSON")
