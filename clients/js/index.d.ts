@@ -68,6 +68,12 @@ export interface SluiceOptions {
    * and reconnect so that an expired token is replaced.
    */
   token?: string | (() => string | Promise<string>);
+  /**
+   * With a token function: ask it for a new token shortly before the current one's `exp`
+   * and present it on the open connection (`refresh`), so the gateway does not close it at
+   * the expiry. Default true.
+   */
+  renew?: boolean;
   /** Where there is no global WebSocket (Node.js 20): `import WebSocket from 'ws'`. */
   WebSocket?: WebSocketConstructor;
   /** Request headers, such as Basic credentials: Node.js with `ws` only (browsers cannot). */
@@ -81,6 +87,8 @@ export interface SluiceEvents {
   disconnected: { code: number; reason: string };
   reconnecting: { attempt: number; delay: number };
   subscribed: Subscribed;
+  /** The gateway took a renewed token: it now closes the connection at this time. */
+  refreshed: { expiresAt: string };
   /** A message the admin API (or `replies`) sent to this client: text, or bytes. */
   message: string | Uint8Array;
   error: SluiceError;
@@ -131,6 +139,12 @@ export declare class Sluice {
   on<E extends keyof SluiceEvents>(name: E, listener: (event: SluiceEvents[E]) => void): () => void;
   off<E extends keyof SluiceEvents>(name: E, listener: (event: SluiceEvents[E]) => void): void;
 }
+
+/** A JWT's `exp` (seconds since the epoch), read without verifying; null when it has none. */
+export declare function tokenExpiry(token: string): number | null;
+
+/** Milliseconds before a token's expiry to renew it, given the milliseconds it has left. */
+export declare function renewalLead(left: number): number;
 
 /** The wait before reconnect attempt `attempt` (0-based), in milliseconds. */
 export declare function backoff(attempt: number, options?: BackoffOptions, random?: () => number): number;

@@ -42,6 +42,28 @@ export class SluiceError extends Error {
 
 // Binary record values and messages come base64-encoded inside the JSON frames; callers get
 // the bytes back. `atob` exists in browsers and in Node.js 16 and later.
+/**
+ * The `exp` of a JWT (seconds since the epoch), or null when `token` is not one that says.
+ * Read without verifying: it only decides when to ask for the next token.
+ */
+export function tokenExpiry(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const { exp } = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '=')));
+    return Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Milliseconds before a token's expiry to renew it: a tenth of what it has left, at least
+ * 1 s and at most 60 s, so a short token is renewed with time to spare and a long one late.
+ */
+export function renewalLead(left) {
+  return Math.min(60_000, Math.max(1_000, left / 10));
+}
+
 function decodeBase64(text) {
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
@@ -203,6 +225,7 @@ export class Sluice {
   #nextId = 1;
   #attempt = 0; // failed attempts since the last connection that opened
   #timer = null;
+  #renewal = null; // the timer that renews the token before it expires
   #closed = false;
 
   constructor(url, options = {}) {
@@ -269,16 +292,37 @@ export class Sluice {
    * for a fresh token anyway.
    */
   async refresh() {
-    const token = await this.#token();
+    let token;
+    try {
+      token = await this.#token();
+    } catch (error) {
+      this.#emit('error', new SluiceError(`the token callback failed: ${error?.message ?? error}`));
+      return false;
+    }
     if (!this.connected || !token) return false;
     this.#socket.send(JSON.stringify({ type: 'refresh', token }));
+    this.#renewBefore(token);
     return true;
+  }
+
+  // With a token callback, asks it for a new token before `token` expires and presents it
+  // on the open connection (`refresh`), so the gateway does not close it with 4001. Unless
+  // `renew: false`; a token given as a string cannot be renewed.
+  #renewBefore(token) {
+    clearTimeout(this.#renewal);
+    this.#renewal = null;
+    if (typeof this.#options.token !== 'function' || this.#options.renew === false) return;
+    const exp = tokenExpiry(token);
+    if (exp === null) return;
+    const left = exp * 1000 - Date.now();
+    this.#renewal = setTimeout(() => this.refresh(), Math.max(0, left - renewalLead(left)));
   }
 
   /** Closes the connection for good: no reconnect; subscriptions end. */
   close() {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#renewal);
     for (const subscription of this.#subscriptions.values()) subscription[END]();
     this.#subscriptions.clear();
     const socket = this.#socket;
@@ -327,6 +371,7 @@ export class Sluice {
       if (socket !== this.#socket) return;
       opened = true;
       this.#attempt = 0;
+      this.#renewBefore(token);
       for (const subscription of this.#subscriptions.values()) this.#sendSubscribe(subscription);
     });
     socket.addEventListener('message', (event) => {
@@ -341,6 +386,7 @@ export class Sluice {
       if (socket !== this.#socket) return;
       this.#socket = null;
       this.replyId = null;
+      clearTimeout(this.#renewal);
       // The answers still awaited will not come: those subscriptions are gone anyway.
       for (const resolve of this.#unsubscribing.values()) resolve();
       this.#unsubscribing.clear();
@@ -409,6 +455,8 @@ export class Sluice {
         return this.#unsubscribing.delete(frame.id);
       case 'message':
         return this.#emit('message', frame.encoding === 'base64' ? decodeBase64(frame.data) : frame.data);
+      case 'refreshed':
+        return this.#emit('refreshed', { expiresAt: frame.expiresAt });
       case 'error':
         return this.#refused(frame);
       default:
