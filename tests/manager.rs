@@ -107,8 +107,11 @@ async fn concurrent_messages_leave_exact_counters_and_the_last_message() {
     let drain = tokio::spawn(async move {
         let mut n = 0;
         while n < OUT {
-            if let Some(Ok(Message::Text(_))) = stream.next().await {
-                n += 1;
+            match stream.next().await {
+                Some(Ok(Message::Text(_))) => n += 1,
+                Some(_) => {}
+                // Fail rather than spin on a stream that has ended.
+                None => panic!("the connection ended after {n} admin messages"),
             }
         }
         stream

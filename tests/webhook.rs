@@ -213,3 +213,27 @@ fn the_webhook_needs_a_secret_long_enough() {
         assert!(stderr.contains("--webhook-secret / SLUICE_WEBHOOK_SECRET") && stderr.contains(expected), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_multiplexed_connection_s_subscribes_and_unsubscribes_are_events_too() {
+    let backend = Backend::start(Mode::Take).await;
+    let sluice = gateway(&backend);
+    let headers = [("authorization", basic(USER, PASSWORD)), ("sec-websocket-protocol", "sluice.v1".into())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (mut ws, _) = try_connect(&sluice.url("/"), &headers).await.unwrap();
+    let welcome: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let id = welcome["replyId"].as_str().unwrap().to_owned();
+    let subscribe = json!({ "type": "subscribe", "id": "s1", "keys": ["a", "b"] });
+    ws.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    assert!(next_text(&mut ws).await.contains("\"subscribed\""));
+    ws.send(Message::Text(json!({ "type": "unsubscribe", "id": "s1" }).to_string().into())).await.unwrap();
+    assert!(next_text(&mut ws).await.contains("\"unsubscribed\""));
+    close(&mut ws).await;
+    let events = backend.wait_for(&id, "disconnect", Duration::from_secs(10)).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["connect", "subscribe", "unsubscribe", "disconnect"]);
+    assert_eq!(events[1]["subscription"]["id"], "s1");
+    assert_eq!(events[1]["subscription"]["keys"], json!(["a", "b"]));
+    assert_eq!(events[1]["key"], Value::Null);
+    assert_eq!(events[2]["id"], "s1");
+}

@@ -133,6 +133,7 @@ impl Session {
                     self.unsubscribe(&subscriber);
                     self.sessions.metrics.subscriptions.dec();
                     self.answer(json!({ "type": "unsubscribed", "id": id }));
+                    self.sessions.outbox.emit(&self.client, Event::Unsubscribe { id: &id });
                 }
                 None => self.refuse_frame(Some(&id), "unknown_id", "no subscription has this id"),
             },
@@ -266,6 +267,7 @@ struct Opening {
 
 impl Opening {
     fn open(self) {
+        self.sessions.outbox.emit(&self.subscriber.client, Event::Subscribe { subscriber: &self.subscriber });
         // Kafka may be asked (offsets for a time, records older than memory holds): that
         // must not hold up this connection's other subscriptions, nor its reading.
         if self.needs_kafka_first() {

@@ -20,6 +20,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::Message as _;
 use tokio::sync::broadcast;
 
+use crate::client::subscriber::Subscriber;
 use crate::client::Client;
 use crate::metrics::Metrics;
 use crate::record::Text;
@@ -81,8 +82,22 @@ impl ProducerContext for ProduceContext {
 /// What happened to a client, as an event.
 pub enum Event<'a> {
     Connect,
-    Disconnect { code: u16, reason: &'a str },
-    Message { data: &'a [u8], text: bool },
+    Disconnect {
+        code: u16,
+        reason: &'a str,
+    },
+    Message {
+        data: &'a [u8],
+        text: bool,
+    },
+    /// A multiplexed connection opened a subscription: as the registry shows it.
+    Subscribe {
+        subscriber: &'a Subscriber,
+    },
+    /// A multiplexed connection closed one of its subscriptions.
+    Unsubscribe {
+        id: &'a str,
+    },
 }
 
 impl Outbox {
@@ -197,7 +212,13 @@ impl Outbox {
 
 fn event_json(client: &Client, event: &Event<'_>) -> String {
     let mut v = serde_json::json!({
-        "type": match event { Event::Connect => "connect", Event::Disconnect { .. } => "disconnect", Event::Message { .. } => "message" },
+        "type": match event {
+            Event::Connect => "connect",
+            Event::Disconnect { .. } => "disconnect",
+            Event::Message { .. } => "message",
+            Event::Subscribe { .. } => "subscribe",
+            Event::Unsubscribe { .. } => "unsubscribe",
+        },
         "replyId": &*client.id,
         "key": client.key(),
         "user": client.user,
@@ -206,6 +227,8 @@ fn event_json(client: &Client, event: &Event<'_>) -> String {
     });
     match event {
         Event::Connect => {}
+        Event::Subscribe { subscriber } => v["subscription"] = subscriber.to_json(),
+        Event::Unsubscribe { id } => v["id"] = (*id).into(),
         Event::Disconnect { code, reason } => {
             v["code"] = (*code).into();
             v["reason"] = (*reason).into();

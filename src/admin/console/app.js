@@ -606,8 +606,11 @@ function onSseBlock(block) {
   if (e.type === 'message') detail = e.encoding === 'base64' ? `[base64] ${e.data}` : String(e.data);
   else if (e.type === 'disconnect') detail = `${e.code}${e.reason ? ` ${e.reason}` : ''}`;
   else if (e.type === 'connect') detail = `${e.user ?? 'anonymous'} from ${e.remoteAddr}`;
+  else if (e.type === 'subscribe') detail = `${e.subscription?.id ?? ''} ${JSON.stringify(e.subscription ?? {})}`;
+  else if (e.type === 'unsubscribe') detail = String(e.id);
   addEvent({ type: String(e.type), at: e.at, key: e.key, id: e.replyId, text: detail, raw });
-  if (e.type === 'connect' || e.type === 'disconnect') refreshSoon();
+  // The clients table shows each client's subscriptions: it changes with these too.
+  if (['connect', 'disconnect', 'subscribe', 'unsubscribe'].includes(e.type)) refreshSoon();
 }
 
 function addEvent({ type, at, key, id, text, raw }) {
