@@ -7,10 +7,31 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-/// An HTTP client for one backend: requests time out after `timeout`, and up to
-/// `idle_per_host` connections stay open between them.
+/// A backend that does not take a connection within this is away: fail fast rather than
+/// spend the request's whole timeout on the connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long to wait before trying a backend again: the first retry after `first`,
+/// doubling up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after the `failures`-th failure in a row (1 for the first).
+    pub fn after(self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        self.first.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+/// An HTTP client for one backend: requests time out after `timeout` (connecting after
+/// at most 2 s of it), and up to `idle_per_host` connections stay open between them.
 pub fn client(what: &str, timeout: Duration, idle_per_host: usize) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
         .pool_max_idle_per_host(idle_per_host)
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))

@@ -7,8 +7,8 @@
 //!
 //! - `secret`: values never printed or logged. `metrics`: every metric name, and the log
 //!   line that goes with each failure. `readiness`: the latch behind `/readyz`.
-//! - `backend`: clients of the HTTP services Sluice calls (identity provider, proxies,
-//!   webhook), their answers read with a bound.
+//! - `backend`: clients of the HTTP services Sluice calls (Schema Registry, identity provider,
+//!   proxies, webhook), their answers read with a bound.
 //! - `record`: the record as consumed; its position in the stream and the cursor that
 //!   names it; its frames and envelope, built once per record and shared by every
 //!   subscriber; the gateway-wide bound on bytes those frames hold.

@@ -95,7 +95,12 @@ impl Proxy {
     /// subscribe frame.
     pub async fn allow(&self, reply_id: &str, user: Option<&str>, subscription: &Value) -> Result<(), AuthError> {
         let body = json!({ "replyId": reply_id, "user": user, "subscription": subscription });
-        self.decision(body).await.and_then(identity).map(drop)
+        let decision = self.decision(body).await?;
+        if decision.allow {
+            Ok(())
+        } else {
+            Err(refusal(decision))
+        }
     }
 
     /// The backend's answer to `body`, timed out, counted and (when it could not decide)
@@ -160,15 +165,20 @@ fn connect_body(request: &ConnectRequest<'_>) -> Value {
 /// A decision as an identity, or as the refusal it asks for.
 fn identity(d: Decision) -> Result<Identity, AuthError> {
     if !d.allow {
-        // Only a client error is the client's answer; anything else is a plain 403.
-        let status = d.status.filter(|s| (400..500).contains(s)).unwrap_or(403);
-        return Err(AuthError::Denied { status, error: d.error.unwrap_or_else(|| "refused by the backend".into()) });
+        return Err(refusal(d));
     }
     let data = d.data.map(|raw| raw.get().to_owned());
     if data.as_ref().is_some_and(|d| d.len() > MAX_DATA_BYTES) {
         return Err(AuthError::ProxyUnavailable(format!("data over {MAX_DATA_BYTES} bytes")));
     }
     Ok(Identity { user: d.user, keys: d.keys, topics: d.topics, expires: None, data: data.map(String::into_boxed_str) })
+}
+
+/// A deny as the refusal the client gets: only a client error is its answer; anything
+/// else is a plain 403.
+fn refusal(d: Decision) -> AuthError {
+    let status = d.status.filter(|s| (400..500).contains(s)).unwrap_or(403);
+    AuthError::Denied { status, error: d.error.unwrap_or_else(|| "refused by the backend".into()) }
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ fn formats_of<'a>(out: &'a mut BTreeMap<String, TopicFormats>, topic: &str) -> &
 }
 
 fn registry(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Option<RegistrySettings> {
-    let url = o.schema_registry.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let url = super::validate::http_url(&o.schema_registry, SETTING.schema_registry, bad);
     let user = o.schema_registry_user.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let password = o.schema_registry_password.clone().filter(|p| !p.expose().is_empty());
     let Some(url) = url else {
@@ -151,10 +151,6 @@ fn registry(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Option<Regist
         }
         return None;
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        bad(SETTING.schema_registry, format!("{url:?} is not an http:// or https:// URL"));
-        return None;
-    }
     if user.is_some() != password.is_some() {
         let (missing, with) = if user.is_some() {
             (SETTING.schema_registry_password, SETTING.schema_registry_user)

@@ -403,7 +403,11 @@ fn auth_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> AuthSett
 }
 
 /// A backend's URL, when given: http:// or https://.
-fn http_url(given: &Option<String>, setting: Setting, bad: &mut impl FnMut(Setting, String)) -> Option<String> {
+pub(super) fn http_url(
+    given: &Option<String>,
+    setting: Setting,
+    bad: &mut impl FnMut(Setting, String),
+) -> Option<String> {
     let url = given.as_deref().map(str::trim).filter(|u| !u.is_empty())?;
     if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(url).is_err() {
         bad(setting, format!("{url:?} is not an http:// or https:// URL"));
@@ -413,7 +417,7 @@ fn http_url(given: &Option<String>, setting: Setting, bad: &mut impl FnMut(Setti
 
 /// The event webhook: a URL, and the secret its requests are signed with.
 fn webhook_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Option<WebhookSettings> {
-    let url = o.events_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let url = http_url(&o.events_url, SETTING.events_url, bad);
     let secret = o.webhook_secret.clone().filter(|s| !s.expose().is_empty());
     let Some(url) = url else {
         if secret.is_some() {
@@ -421,9 +425,6 @@ fn webhook_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Optio
         }
         return None;
     };
-    if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(url).is_err() {
-        bad(SETTING.events_url, format!("{url:?} is not an http:// or https:// URL"));
-    }
     match &secret {
         // A short HMAC key can be found from one signed request.
         Some(s) if s.expose().len() < 16 => bad(SETTING.webhook_secret, "must be at least 16 bytes long".into()),
@@ -432,14 +433,14 @@ fn webhook_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Optio
             bad(SETTING.webhook_secret, format!("required with {}: requests are always signed", SETTING.events_url.env))
         }
     }
-    Some(WebhookSettings { url: url.to_owned(), secret: secret.unwrap_or_else(|| Secret::new("")) })
+    Some(WebhookSettings { url, secret: secret.unwrap_or_else(|| Secret::new("")) })
 }
 
 /// The identity provider: a key set URL, and the issuer and audience its tokens must name.
 fn provider_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Option<ProviderSettings> {
     let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
-    let (url, issuer, audience) = (given(&o.jwks_url), given(&o.jwt_issuer), given(&o.jwt_audience));
-    let Some(url) = url else {
+    let (issuer, audience) = (given(&o.jwt_issuer), given(&o.jwt_audience));
+    let Some(url) = http_url(&o.jwks_url, SETTING.jwks_url, bad) else {
         for (setting, set) in [(SETTING.jwt_issuer, issuer.is_some()), (SETTING.jwt_audience, audience.is_some())] {
             if set {
                 bad(setting, format!("given without {}", SETTING.jwks_url.env));
@@ -447,9 +448,6 @@ fn provider_settings(o: &Options, bad: &mut impl FnMut(Setting, String)) -> Opti
         }
         return None;
     };
-    if !(url.starts_with("https://") || url.starts_with("http://")) || reqwest::Url::parse(&url).is_err() {
-        bad(SETTING.jwks_url, format!("{url:?} is not an http:// or https:// URL"));
-    }
     Some(ProviderSettings { jwks_url: url, issuer, audience })
 }
 

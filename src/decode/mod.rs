@@ -10,7 +10,7 @@
 //!
 //! Values framed with a schema id take their schema from the registry; with a schema of
 //! the topic's own (`--value-schema`), values are plain datums or messages, unframed.
-//! Uses `record`, `metrics` and `secret`, nothing else of the crate.
+//! Uses `record`, `metrics`, `secret` and `backend` (its HTTP client), nothing else of the crate.
 
 mod avro;
 mod protobuf;

@@ -20,17 +20,18 @@ use tokio::sync::{watch, Semaphore};
 use super::avro::AvroSchema;
 use super::protobuf::ProtoSchema;
 use super::{DecodeSetupError, Failure, RegistrySettings};
+use crate::backend::Backoff;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
 /// How long a record waits for its schema's first fetch: a stalled registry holds a
 /// partition this long at most, then its records go raw with their error.
 const PREPARE_WAIT: Duration = Duration::from_secs(2);
-/// Connecting to the registry: a registry that is away should fail a new id fast.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// One request, answer included. A fetch goes on after `PREPARE_WAIT` (later records of
 /// that id decode once it lands), but not forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of one answer read: a schema with its text is far smaller; more is not one.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
 /// Fetches at once: a topic with many new ids must not open a connection for each.
 const CONCURRENT_FETCHES: usize = 4;
 /// References followed for one schema, all levels together.
@@ -39,22 +40,8 @@ const MAX_REFERENCES: usize = 256;
 /// back-off has passed are forgotten, and a new one is not tried until there is room.
 const MAX_FAILING: usize = 1024;
 
-/// The back-off of an id that failed: the first retry after `first`, doubling up to `max`.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    first: Duration,
-    max: Duration,
-}
-
+/// The back-off of an id that failed.
 const BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), max: Duration::from_secs(60) };
-
-impl Backoff {
-    /// The wait after the `failures`-th failure in a row (1 for the first).
-    fn after(self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(16);
-        self.first.saturating_mul(1 << doublings).min(self.max)
-    }
-}
 
 /// A schema as the registry holds it, parsed.
 #[derive(Debug)]
@@ -148,11 +135,9 @@ impl Registry {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(DecodeSetupError::RegistryUrl(format!("{}: is not http or https", url.scheme())));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(DecodeSetupError::HttpClient)?;
+        // Schemas are fetched once each: a few idle connections are plenty.
+        let client =
+            crate::backend::client("the Schema Registry", REQUEST_TIMEOUT, 4).map_err(DecodeSetupError::HttpClient)?;
         Ok(Registry {
             shared: Arc::new(Shared {
                 client,
@@ -313,13 +298,14 @@ impl Registry {
         let response =
             request.send().await.map_err(|e| unavailable(format!("the registry is unreachable: {}", cause(&e))))?;
         let status = response.status();
+        let body = crate::backend::body(response, MAX_ANSWER_BYTES).await;
         if status.is_success() {
-            return response
-                .json::<Answer>()
-                .await
-                .map_err(|e| unavailable(format!("the registry's answer is not a schema: {}", cause(&e))));
+            let body = body.map_err(|e| unavailable(format!("the registry's answer: {e}")))?;
+            return serde_json::from_slice::<Answer>(&body)
+                .map_err(|e| unavailable(format!("the registry's answer is not a schema: {e}")));
         }
-        let message = response.json::<ErrorAnswer>().await.unwrap_or_default().message;
+        let message =
+            body.ok().and_then(|b| serde_json::from_slice::<ErrorAnswer>(&b).ok()).unwrap_or_default().message;
         let said = message.map(|m| format!(" ({m})")).unwrap_or_default();
         Err(match status {
             reqwest::StatusCode::NOT_FOUND => {

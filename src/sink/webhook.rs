@@ -6,7 +6,7 @@
 //! side. A batch is whatever queued while the previous one was in flight (up to
 //! [`MAX_BATCH`] events), so a busy gateway sends fewer, larger requests. A batch that
 //! fails (no answer, a timeout, 408, 429 or 5xx) is sent again after a back-off that
-//! doubles up to [`MAX_BACKOFF`], with jitter, until it is taken; one the backend refuses
+//! doubles from 200 ms up to 30 s ([`BACKOFF`]), with jitter, until it is taken; one the backend refuses
 //! outright (another 4xx) is dropped. The events waiting, in every lane together, hold at
 //! most [`MAX_QUEUED_BYTES`]: past it the oldest are dropped first, counted and logged, and
 //! the client is never kept waiting for the backend.
@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::backend;
+use crate::backend::{self, Backoff};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
@@ -44,8 +44,8 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 pub const MAX_BATCH: usize = 100;
 /// A request that takes longer has failed, and is sent again.
 const TIMEOUT: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A failed batch is sent again after this, with jitter.
+const BACKOFF: Backoff = Backoff { first: Duration::from_millis(200), max: Duration::from_secs(30) };
 
 /// Where events go, and the secret that signs them.
 #[derive(Debug, Clone)]
@@ -272,11 +272,10 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// The wait after the `failures`-th failure in a row: doubling, capped, and drawn between
-/// half and all of it so lanes (and replicas) that failed together do not retry together.
+/// The wait after the `failures`-th failure in a row: [`BACKOFF`]'s, drawn between half and
+/// all of it so lanes (and replicas) that failed together do not retry together.
 fn backoff(failures: u32) -> Duration {
-    let full = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
-    full.mul_f64(rand::random_range(0.5..=1.0))
+    BACKOFF.after(failures).mul_f64(rand::random_range(0.5..=1.0))
 }
 
 #[cfg(test)]
@@ -299,11 +298,11 @@ mod tests {
     #[test]
     fn back_off_doubles_up_to_its_cap_with_jitter() {
         for failures in 1..40 {
-            let full = FIRST_BACKOFF.saturating_mul(1 << (failures - 1).min(16)).min(MAX_BACKOFF);
+            let full = BACKOFF.first.saturating_mul(1 << (failures - 1).min(16)).min(BACKOFF.max);
             let wait = backoff(failures);
             assert!(wait >= full / 2 && wait <= full, "{failures}: {wait:?} of {full:?}");
         }
-        assert!(backoff(30) >= MAX_BACKOFF / 2);
+        assert!(backoff(30) >= BACKOFF.max / 2);
     }
 
     #[test]
